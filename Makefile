@@ -1,0 +1,37 @@
+# Every target does the whole set-up from nothing into .venv (idempotent), then its job.
+# torch, torchvision and triton come from this machine's pip sources; uv and poetry would
+# bypass them and download gigabytes, so plain pip it is.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.deps-installed
+BUILD_STAMP := $(VENV)/.extension-built
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*.h)
+
+.PHONY: demo test bench install clean
+
+install: $(BUILD_STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(DEPS_STAMP): $(PY) requirements-dev.txt
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+$(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
+	MAX_JOBS=2 $(PY) -m pip install -q -e . --no-build-isolation
+	touch $@
+
+demo: $(BUILD_STAMP)
+	$(PY) examples/digits_demo.py
+
+test: $(BUILD_STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(BUILD_STAMP)
+	$(PY) benchmarks/bench_ops.py
+
+clean:
+	rm -rf build $(VENV) spectral_kernels/*.so *.egg-info

@@ -1,0 +1,234 @@
+// Fused CPU kernels for the per-class ECF sums and their gradients (SPEC §1).
+//
+// The N x M matrix p = x t^T is never held. Work is cut into tiles of at most kRowTile rows of
+// one class by kFreqTile frequencies; per tile the kernel gathers the rows (through `perm`),
+// forms p with one GEMM, takes cos/sin with ATen's vectorised kernels and reduces at once.
+// The backward recomputes p tile by tile, as fused attention does.
+//
+// Parallelism never shares an output between threads, so there are no atomics and results are
+// bitwise reproducible; the tile shapes do not depend on the thread count, so 1 and 2 threads
+// give the same numbers:
+//   forward, grad_t: each thread owns a contiguous range of frequency tiles (columns of S,
+//                    rows of dt) and walks all row tiles;
+//   grad_x:          each thread owns a range of row tiles (rows of dx) and walks all
+//                    frequency tiles.
+// Memory beyond inputs and outputs: a few tile buffers per thread.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace spectral_kernels {
+namespace {
+
+// 256 x 256 tiles keep every GEMM large enough for MKL to run near peak (for d >= 64) while the
+// per-thread buffers stay well inside L2 plus a little of L3.
+constexpr int64_t kRowTile = 256;
+constexpr int64_t kFreqTile = 256;
+
+struct RowTile {
+  int64_t cls;    // class of every row in the tile
+  int64_t begin;  // first position in perm
+  int64_t rows;   // number of rows (<= kRowTile)
+};
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+void check_inputs(const at::Tensor& x, const at::Tensor& t, const at::Tensor& perm,
+                  const at::Tensor& offsets) {
+  TORCH_CHECK_VALUE(x.dim() == 2, "spectral_kernels: x must be 2-D (N, d), got shape ", x.sizes());
+  TORCH_CHECK_VALUE(t.dim() == 2, "spectral_kernels: t must be 2-D (M, d), got shape ", t.sizes());
+  TORCH_CHECK_VALUE(x.size(1) == t.size(1), "spectral_kernels: x has d=", x.size(1),
+                    " but t has d=", t.size(1));
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+                   "spectral_kernels (cpu): x must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), "spectral_kernels: t has dtype ",
+                   t.scalar_type(), " but x has dtype ", x.scalar_type());
+  TORCH_CHECK_TYPE(perm.scalar_type() == at::kLong && offsets.scalar_type() == at::kLong,
+                   "spectral_kernels: perm and offsets must be int64, got ", perm.scalar_type(),
+                   " and ", offsets.scalar_type());
+  TORCH_CHECK_VALUE(perm.dim() == 1 && perm.size(0) == x.size(0), "spectral_kernels: perm must have shape (",
+                    x.size(0), ",), got ", perm.sizes());
+  TORCH_CHECK_VALUE(offsets.dim() == 1 && offsets.size(0) >= 2,
+                    "spectral_kernels: offsets must have shape (C+1,) with C >= 1, got ", offsets.sizes());
+  for (const auto* tensor : {&x, &t, &perm, &offsets}) {
+    TORCH_CHECK_VALUE(tensor->device().is_cpu(), "spectral_kernels (cpu): every input must be on the CPU, got ",
+                      tensor->device());
+  }
+}
+
+// Cuts each class segment into tiles of at most kRowTile rows, so a class of 5000 rows and a
+// class of 5 rows both become units of bounded work. Also validates the CSR offsets.
+std::vector<RowTile> row_tiles(const at::Tensor& offsets, int64_t num_rows) {
+  const auto off = offsets.accessor<int64_t, 1>();
+  const int64_t num_classes = offsets.size(0) - 1;
+  TORCH_CHECK_VALUE(off[0] == 0 && off[num_classes] == num_rows, "spectral_kernels: offsets must start at 0 and end at N=",
+                    num_rows, ", got ", off[0], " and ", off[num_classes]);
+  std::vector<RowTile> tiles;
+  for (int64_t c = 0; c < num_classes; ++c) {
+    TORCH_CHECK_VALUE(off[c + 1] >= off[c], "spectral_kernels: offsets must be non-decreasing, offsets[", c + 1,
+                      "]=", off[c + 1], " < offsets[", c, "]=", off[c]);
+    for (int64_t begin = off[c]; begin < off[c + 1]; begin += kRowTile) {
+      tiles.push_back({c, begin, std::min(kRowTile, off[c + 1] - begin)});
+    }
+  }
+  return tiles;
+}
+
+// Per-thread scratch space, allocated once per parallel chunk.
+struct Scratch {
+  at::Tensor rows;    // gathered rows of x, (kRowTile, d)
+  at::Tensor phase;   // p = x t^T for one tile, flat kRowTile * kFreqTile
+  at::Tensor cosine;  // cos(p), same size
+  at::Tensor sine;    // sin(p), same size
+  at::Tensor weight;  // W of SPEC §1, same size
+
+  Scratch(int64_t d, const at::TensorOptions& options)
+      : rows(at::empty({kRowTile, d}, options)),
+        phase(at::empty({kRowTile * kFreqTile}, options)),
+        cosine(at::empty_like(phase)),
+        sine(at::empty_like(phase)),
+        weight(at::empty_like(phase)) {}
+
+  // A contiguous (rows, cols) view over the front of a flat buffer.
+  static at::Tensor tile(const at::Tensor& flat, int64_t rows, int64_t cols) {
+    return flat.narrow(0, 0, rows * cols).view({rows, cols});
+  }
+
+  at::Tensor gather(const at::Tensor& x, const at::Tensor& perm, const RowTile& tile_rows) {
+    at::Tensor out = rows.narrow(0, 0, tile_rows.rows);
+    at::index_select_out(out, x, 0, perm.narrow(0, tile_rows.begin, tile_rows.rows));
+    return out;
+  }
+
+  // p = x_tile t_tile^T, then cos(p) and sin(p). Returns nothing: the results stay in the buffers.
+  void trig(const at::Tensor& x_tile, const at::Tensor& t_tile) {
+    const int64_t r = x_tile.size(0), f = t_tile.size(0);
+    at::Tensor p = tile(phase, r, f);
+    at::mm_out(p, x_tile, t_tile.t());
+    at::Tensor c = tile(cosine, r, f), s = tile(sine, r, f);
+    at::cos_out(c, p);
+    at::sin_out(s, p);
+  }
+
+  // W = -G_re * sin(p) + G_im * cos(p) for the tile last passed to trig().
+  at::Tensor grad_weight(int64_t r, int64_t f, const at::Tensor& g_re, const at::Tensor& g_im) {
+    at::Tensor w = tile(weight, r, f);
+    at::mul_out(w, tile(cosine, r, f), g_im);
+    w.addcmul_(tile(sine, r, f), g_re, -1);
+    return w;
+  }
+};
+
+struct Prepared {
+  at::Tensor x, t, perm, offsets;
+  std::vector<RowTile> tiles;
+  int64_t num_classes, num_freqs, dim;
+};
+
+Prepared prepare(const at::Tensor& x, const at::Tensor& t, const at::Tensor& perm, const at::Tensor& offsets) {
+  check_inputs(x, t, perm, offsets);
+  // The kernels compute on plain data: detaching keeps the ATen calls inside them out of
+  // autograd even when the caller's tensors require grad (the gradient ops are not themselves
+  // differentiated).
+  Prepared prep{x.detach().contiguous(), t.detach().contiguous(), perm.contiguous(), offsets.contiguous(), {},
+                offsets.size(0) - 1, t.size(0), x.size(1)};
+  prep.tiles = row_tiles(prep.offsets, x.size(0));
+  return prep;
+}
+
+at::Tensor check_grad(const at::Tensor& grad, const Prepared& prep) {
+  TORCH_CHECK_VALUE(grad.dim() == 3 && grad.size(0) == prep.num_classes && grad.size(1) == 2 &&
+                        grad.size(2) == prep.num_freqs,
+                    "spectral_kernels: grad must have shape (", prep.num_classes, ", 2, ", prep.num_freqs, "), got ",
+                    grad.sizes());
+  return grad.detach().to(prep.x.scalar_type()).contiguous();
+}
+
+at::Tensor ecf_sums_cpu(const at::Tensor& x_in, const at::Tensor& t_in, const at::Tensor& perm_in,
+                        const at::Tensor& offsets_in) {
+  const Prepared prep = prepare(x_in, t_in, perm_in, offsets_in);
+  at::Tensor out = at::zeros({prep.num_classes, 2, prep.num_freqs}, prep.x.options());
+  const int64_t num_freq_tiles = ceil_div(prep.num_freqs, kFreqTile);
+  at::parallel_for(0, num_freq_tiles, 1, [&](int64_t ft_begin, int64_t ft_end) {
+    Scratch scratch(prep.dim, prep.x.options());
+    at::Tensor column_sum = at::empty({kFreqTile}, prep.x.options());
+    for (const RowTile& rt : prep.tiles) {
+      const at::Tensor x_tile = scratch.gather(prep.x, prep.perm, rt);
+      for (int64_t ft = ft_begin; ft < ft_end; ++ft) {
+        const int64_t m0 = ft * kFreqTile, f = std::min(kFreqTile, prep.num_freqs - m0);
+        scratch.trig(x_tile, prep.t.narrow(0, m0, f));
+        at::Tensor sums = column_sum.narrow(0, 0, f);
+        at::sum_out(sums, Scratch::tile(scratch.cosine, rt.rows, f), 0);
+        out[rt.cls][0].narrow(0, m0, f).add_(sums);
+        at::sum_out(sums, Scratch::tile(scratch.sine, rt.rows, f), 0);
+        out[rt.cls][1].narrow(0, m0, f).add_(sums);
+      }
+    }
+  });
+  return out;
+}
+
+at::Tensor ecf_sums_grad_t_cpu(const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& t_in,
+                               const at::Tensor& perm_in, const at::Tensor& offsets_in) {
+  const Prepared prep = prepare(x_in, t_in, perm_in, offsets_in);
+  const at::Tensor grad = check_grad(grad_in, prep);
+  at::Tensor dt = at::zeros({prep.num_freqs, prep.dim}, prep.x.options());
+  const int64_t num_freq_tiles = ceil_div(prep.num_freqs, kFreqTile);
+  at::parallel_for(0, num_freq_tiles, 1, [&](int64_t ft_begin, int64_t ft_end) {
+    Scratch scratch(prep.dim, prep.x.options());
+    for (const RowTile& rt : prep.tiles) {
+      const at::Tensor x_tile = scratch.gather(prep.x, prep.perm, rt);
+      for (int64_t ft = ft_begin; ft < ft_end; ++ft) {
+        const int64_t m0 = ft * kFreqTile, f = std::min(kFreqTile, prep.num_freqs - m0);
+        scratch.trig(x_tile, prep.t.narrow(0, m0, f));
+        const at::Tensor w = scratch.grad_weight(rt.rows, f, grad[rt.cls][0].narrow(0, m0, f),
+                                                 grad[rt.cls][1].narrow(0, m0, f));
+        at::Tensor dt_tile = dt.narrow(0, m0, f);
+        dt_tile.addmm_(w.t(), x_tile);
+      }
+    }
+  });
+  return dt;
+}
+
+at::Tensor ecf_sums_grad_x_cpu(const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& t_in,
+                               const at::Tensor& perm_in, const at::Tensor& offsets_in) {
+  const Prepared prep = prepare(x_in, t_in, perm_in, offsets_in);
+  const at::Tensor grad = check_grad(grad_in, prep);
+  at::Tensor dx = at::zeros({prep.x.size(0), prep.dim}, prep.x.options());
+  const int64_t num_row_tiles = static_cast<int64_t>(prep.tiles.size());
+  at::parallel_for(0, num_row_tiles, 1, [&](int64_t rt_begin, int64_t rt_end) {
+    Scratch scratch(prep.dim, prep.x.options());
+    at::Tensor acc = at::empty({kRowTile, prep.dim}, prep.x.options());
+    for (int64_t i = rt_begin; i < rt_end; ++i) {
+      const RowTile& rt = prep.tiles[i];
+      const at::Tensor x_tile = scratch.gather(prep.x, prep.perm, rt);
+      at::Tensor acc_tile = acc.narrow(0, 0, rt.rows);
+      acc_tile.zero_();
+      for (int64_t m0 = 0; m0 < prep.num_freqs; m0 += kFreqTile) {
+        const int64_t f = std::min(kFreqTile, prep.num_freqs - m0);
+        const at::Tensor t_tile = prep.t.narrow(0, m0, f);
+        scratch.trig(x_tile, t_tile);
+        const at::Tensor w = scratch.grad_weight(rt.rows, f, grad[rt.cls][0].narrow(0, m0, f),
+                                                 grad[rt.cls][1].narrow(0, m0, f));
+        acc_tile.addmm_(w, t_tile);
+      }
+      // Rows of different tiles are disjoint (perm is a permutation), so threads never collide.
+      dx.index_copy_(0, prep.perm.narrow(0, rt.begin, rt.rows), acc_tile);
+    }
+  });
+  return dx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(spectral_kernels, CPU, m) {
+  m.impl("ecf_sums", &ecf_sums_cpu);
+  m.impl("ecf_sums_grad_x", &ecf_sums_grad_x_cpu);
+  m.impl("ecf_sums_grad_t", &ecf_sums_grad_t_cpu);
+}
+
+}  // namespace spectral_kernels

@@ -1,0 +1,432 @@
+"""The discrepancies of SPEC §3 as functions: ecf, ncfd, sdd, csdm, mmd.
+
+Each function checks its arguments (spectral_kernels._checks), groups rows by class
+(spectral_kernels.classes), asks a backend for the ECF sums (spectral_kernels.ops), turns them
+into amplitude and phase terms (spectral_kernels.terms) and reduces over classes. Nothing here
+depends on which backend runs.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from . import _checks, ops
+from .classes import ClassIndex, class_index
+from .kernels import check_kernel, kernel_matrix, sample_frequencies
+from .terms import amplitude_phase, safe_sqrt
+
+ALPHA_RULES = ("binary", "log-linear")
+ESTIMATORS = ("v", "u")
+
+
+# --------------------------------------------------------------------------- shared plumbing
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """Checked real and synthetic features with their class layouts."""
+
+    real: torch.Tensor
+    syn: torch.Tensor
+    real_index: ClassIndex
+    syn_index: ClassIndex
+    num_classes: int
+    present: torch.Tensor  # (C,) bool: the class has rows on both sides
+
+
+def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite) -> _Pair:
+    real = _checks.features("real", real)
+    syn = _checks.features("syn", syn)
+    _checks.same_layout("syn", syn, "real", real)
+    num_classes = _checks.num_classes(num_classes)
+    if _checks.resolve_check_finite(check_finite):
+        _checks.finite("real", real)
+        _checks.finite("syn", syn)
+    if (real_labels is None) != (syn_labels is None):
+        given, missing = ("real_labels", "syn_labels") if syn_labels is None else ("syn_labels", "real_labels")
+        raise ValueError(f"{given} was given but {missing} is None; pass labels for both sides or for neither")
+
+    if real_labels is None:
+        if num_classes not in (None, 1):
+            raise ValueError(f"num_classes={num_classes} was given without labels; without labels there is one class")
+        real_y = syn_y = None
+        num_classes = 1
+    else:
+        real_y = _checks.labels("real_labels", real_labels, real.shape[0], "real", real.device)
+        syn_y = _checks.labels("syn_labels", syn_labels, syn.shape[0], "syn", real.device)
+        if num_classes is None:
+            if _checks.tracing():
+                raise ValueError("num_classes is required under torch.compile: inferring it from the labels needs a host sync")
+            num_classes = max(int(real_y.max()), int(syn_y.max())) + 1
+        if not _checks.tracing():
+            _checks.label_range("real_labels", real_y, num_classes)
+            _checks.label_range("syn_labels", syn_y, num_classes)
+
+    real_index = class_index(real_y, real.shape[0], num_classes, real.device)
+    syn_index = class_index(syn_y, syn.shape[0], num_classes, real.device)
+    real_has, syn_has = real_index.counts > 0, syn_index.counts > 0
+    if not _checks.tracing() and bool((real_has != syn_has).any()):
+        c = int((real_has != syn_has).nonzero()[0])
+        raise ValueError(
+            f"class {c} has {int(real_index.counts[c])} real and {int(syn_index.counts[c])} synthetic samples; "
+            "a class must be present on both sides or on neither"
+        )
+    return _Pair(real, syn, real_index, syn_index, num_classes, real_has & syn_has)
+
+
+def _ecf_means(x: torch.Tensor, t: torch.Tensor, index: ClassIndex, backend: ops.Backend):
+    """Per-class ECF means (re, im), each (C, M); 0 for a class with no rows."""
+    sums = backend.ecf_sums(x, t, index)
+    n = index.counts.clamp_min(1).to(sums.dtype).unsqueeze(1)
+    return sums[:, 0] / n, sums[:, 1] / n
+
+
+def _terms(pair: _Pair, t: torch.Tensor, backend: str):
+    """Amplitude and phase terms (A, H), each (C, M), of the real vs synthetic ECFs."""
+    chosen = ops.resolve(backend, pair.real)
+    re_p, im_p = _ecf_means(pair.real, t, pair.real_index, chosen)
+    re_q, im_q = _ecf_means(pair.syn, t, pair.syn_index, chosen)
+    return amplitude_phase(re_p, im_p, re_q, im_q)
+
+
+def _reduce(per_class: torch.Tensor, present: torch.Tensor, reduction: str) -> torch.Tensor:
+    """SPEC §3: classes absent from both sides take no part; "none" gives them 0."""
+    per_class = torch.where(present, per_class, torch.zeros_like(per_class))
+    if reduction == "none":
+        return per_class
+    total = per_class.sum()
+    if reduction == "sum":
+        return total
+    return total / present.sum().clamp_min(1).to(total.dtype)
+
+
+def _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, like: torch.Tensor):
+    """The frequencies to use and the factor that turns their mean into the summed-kernel SDD."""
+    check_kernel(kernel, spectral=True)
+    sigmas = _checks.bandwidths(bandwidth)
+    _checks.positive("nu", nu)
+    if t is not None:
+        return _checks.frequencies("t", t, like, "real"), 1.0
+    t = sample_frequencies(
+        kernel, num_freqs, like.shape[1], bandwidth=list(sigmas), nu=nu, generator=generator, device=like.device, dtype=like.dtype
+    )
+    return t, float(len(sigmas))
+
+
+# --------------------------------------------------------------------------- public functions
+
+
+def ecf(x, t, labels=None, num_classes=None, *, backend="auto", check_finite=None):
+    """Per-class empirical characteristic function (SPEC §1).
+
+    Args:
+        x: (N, d) features. t: (M, d) frequencies, same dtype and device.
+        labels: (N,) integer class of each row, or None (one class).
+        num_classes: C; by default 1 + the largest label (a host sync: pass it under torch.compile).
+        backend: "auto", "reference", "cpu", ... (spectral_kernels.ops).
+
+    Returns:
+        (re, im), each (C, M): re[c, m] = mean_{i in c} cos(<t_m, x_i>), im likewise with sin;
+        0 for a class with no rows. Differentiable with respect to x and t.
+
+    Raises:
+        TypeError for non-tensors and non-floating or mismatched dtypes; ValueError for bad
+        shapes, empty inputs, non-finite values, labels out of range, an unknown backend.
+    """
+    x = _checks.features("x", x)
+    t = _checks.frequencies("t", t, x, "x")
+    if _checks.resolve_check_finite(check_finite):
+        _checks.finite("x", x)
+        _checks.finite("t", t)
+    num_classes = _checks.num_classes(num_classes)
+    if labels is None:
+        y, num_classes = None, num_classes or 1
+    else:
+        y = _checks.labels("labels", labels, x.shape[0], "x", x.device)
+        if num_classes is None:
+            if _checks.tracing():
+                raise ValueError("num_classes is required under torch.compile: inferring it from the labels needs a host sync")
+            num_classes = int(y.max()) + 1
+        if not _checks.tracing():
+            _checks.label_range("labels", y, num_classes)
+    index = class_index(y, x.shape[0], num_classes, x.device)
+    return _ecf_means(x, t, index, ops.resolve(backend, x))
+
+
+def ncfd(
+    real,
+    syn,
+    t,
+    real_labels=None,
+    syn_labels=None,
+    *,
+    num_classes=None,
+    alpha=0.5,
+    sqrt=True,
+    eps=1e-12,
+    reduction="mean",
+    backend="auto",
+    check_finite=None,
+):
+    """Neural characteristic function discrepancy of NCFM (SPEC §3).
+
+    With P, Q the per-class ECFs of `real` and `syn` at the frequencies `t` and A, H the
+    amplitude and phase terms of SPEC §2:
+
+        D[c, m] = alpha_c A + (1 - alpha_c) max(H, eps)
+        NCFD_c  = mean_m sqrt(D[c, m])   (sqrt=True; D[c, m] without the sqrt otherwise)
+
+    alpha = 0.5 reproduces the NCFM loss mean(sqrt(0.5 amp + 0.5 clamp(pha, 1e-12))) (without
+    its x300 scale). The derivative of sqrt at 0 is taken as 0, so no NaN reaches the inputs.
+
+    Args:
+        real: (N, d), syn: (S, d) features; t: (M, d) frequencies (a kernel's samples from
+            sk.sample_frequencies or a learned sk.FrequencySampler).
+        real_labels, syn_labels: (N,), (S,) integer labels, or both None (one class).
+        num_classes: C (default 1 + the largest label).
+        alpha: float in [0, 1] or a (C,) tensor. eps: >= 0.
+        reduction: "mean" over the classes present, "sum", or "none" ((C,) with 0 for a class
+            absent from both sides).
+
+    Raises:
+        ValueError / TypeError as listed in SPEC §6, naming the argument; ValueError when a
+        class is present on one side only.
+    """
+    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
+    t = _checks.frequencies("t", t, pair.real, "real")
+    alpha = _checks.unit_interval("alpha", alpha, pair.num_classes, pair.real).unsqueeze(1)
+    eps = _checks.non_negative("eps", eps)
+    if not isinstance(sqrt, bool):
+        raise TypeError(f"sqrt must be a bool, got {sqrt!r}")
+    reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+    amplitude, phase = _terms(pair, t, backend)
+    d = alpha * amplitude + (1.0 - alpha) * phase.clamp_min(eps)
+    per_class = (safe_sqrt(d) if sqrt else d).mean(1)
+    return _reduce(per_class, pair.present, reduction)
+
+
+def sdd(
+    real,
+    syn,
+    real_labels=None,
+    syn_labels=None,
+    *,
+    t=None,
+    kernel="gaussian",
+    bandwidth=1.0,
+    nu=1.5,
+    num_freqs=4096,
+    generator=None,
+    num_classes=None,
+    reduction="mean",
+    backend="auto",
+    check_finite=None,
+):
+    """Spectral distribution distance (SPEC §3): SDD_c = mean_m |P_c(w_m) - Q_c(w_m)|^2.
+
+    With `t=None`, `num_freqs` frequencies w are drawn afresh on every call from the spectral
+    measure of `kernel` (SPEC §4, seeded by `generator`); the expectation over the draws is
+    then exactly the biased (V-statistic) MMD^2 with that kernel (Bochner), which
+    `sk.mmd(..., estimator="v")` computes pairwise. A list of bandwidths means the summed
+    kernel, as in `mmd`. With `t` given, kernel and bandwidth are not used to draw.
+
+    Args: as `ncfd`, plus kernel in {"gaussian", "laplacian", "cauchy", "matern"}, bandwidth
+    sigma > 0 (or a list), nu > 0 (Matérn smoothness), num_freqs >= 1.
+
+    Raises: as `ncfd`; ValueError for kernel="linear" (no spectral measure: use `mmd`).
+    """
+    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
+    reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+    t, scale = _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, pair.real)
+    amplitude, phase = _terms(pair, t, backend)
+    per_class = scale * (amplitude + phase).mean(1)
+    return _reduce(per_class, pair.present, reduction)
+
+
+def csdm_class_alpha(class_counts, *, alpha_head=0.8, head_classes=None, alpha_rule="binary") -> torch.Tensor:
+    """Per-class amplitude weight alpha_c of CSDM (SPEC §3), a (C,) float64 tensor.
+
+    Head classes get alpha_head (weight on amplitude, i.e. diversity), tail classes
+    1 - alpha_head (weight on phase, i.e. realism). Which classes are head:
+      - `head_classes`: an explicit (C,) bool mask, if given;
+      - alpha_rule="binary" (default): count >= the median count (mean of the two middle
+        counts when C is even);
+      - alpha_rule="log-linear": alpha moves linearly in log count from 1 - alpha_head (rarest)
+        to alpha_head (most frequent).
+    When all counts are equal every class is head under both rules. The CSDM paper's exact
+    split rule was not public; these rules are this library's choice.
+
+    Raises: TypeError / ValueError for counts that are not a 1-D list or tensor of positive
+    numbers, alpha_head outside [0, 1], a head mask that is not (C,) bool, an unknown rule.
+    """
+    counts = _class_counts(class_counts)
+    if isinstance(alpha_head, bool) or not isinstance(alpha_head, (int, float)):
+        raise TypeError(f"alpha_head must be a float in [0, 1], got {alpha_head!r}")
+    if not 0.0 <= alpha_head <= 1.0:
+        raise ValueError(f"alpha_head must lie in [0, 1], got {alpha_head}")
+    alpha_rule = _checks.choice("alpha_rule", alpha_rule, ALPHA_RULES)
+    head, tail = float(alpha_head), 1.0 - float(alpha_head)
+    if head_classes is not None:
+        is_head = _head_mask(head_classes, counts.shape[0])
+    elif alpha_rule == "binary":
+        ordered = counts.sort().values
+        mid = counts.shape[0] // 2
+        median = ordered[mid] if counts.shape[0] % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+        is_head = counts >= median
+    else:
+        # Tensor ops only (no Python branch on values), so this traces under torch.compile.
+        logs = counts.log()
+        spread = logs.max() - logs.min()
+        position = (logs - logs.min()) / torch.where(spread > 0, spread, torch.ones_like(spread))
+        return torch.where(spread > 0, tail + (head - tail) * position, torch.full_like(counts, head))
+    return torch.where(is_head, torch.full_like(counts, head), torch.full_like(counts, tail))
+
+
+def _class_counts(class_counts) -> torch.Tensor:
+    if isinstance(class_counts, torch.Tensor):
+        counts = class_counts.detach().cpu()
+        if counts.dtype == torch.bool or counts.is_complex():
+            raise TypeError(f"class_counts must hold numbers, got dtype {counts.dtype}")
+        counts = counts.double()
+    elif isinstance(class_counts, Sequence) and not isinstance(class_counts, str):
+        try:
+            counts = torch.tensor([float(c) for c in class_counts], dtype=torch.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"class_counts must be a (C,) tensor or list of numbers, got {class_counts!r}") from None
+    else:
+        raise TypeError(f"class_counts must be a (C,) tensor or list of real class counts, got {type(class_counts).__name__}")
+    if counts.dim() != 1 or counts.shape[0] == 0:
+        raise ValueError(f"class_counts must have shape (C,) with C >= 1, got {tuple(counts.shape)}")
+    if not _checks.tracing() and not bool(((counts > 0) & torch.isfinite(counts)).all()):
+        c = int((~((counts > 0) & torch.isfinite(counts))).nonzero()[0])
+        raise ValueError(f"class_counts must be finite and > 0 (counts over the whole training set), got class_counts[{c}]={counts[c].item()}")
+    return counts
+
+
+def _head_mask(head_classes, num_classes: int) -> torch.Tensor:
+    if not isinstance(head_classes, torch.Tensor):
+        head_classes = torch.as_tensor(head_classes)
+    if head_classes.dtype != torch.bool:
+        raise TypeError(f"head_classes must be a bool mask of shape ({num_classes},), got dtype {head_classes.dtype}")
+    if head_classes.shape != (num_classes,):
+        raise ValueError(f"head_classes must have shape ({num_classes},) like class_counts, got {tuple(head_classes.shape)}")
+    return head_classes.cpu()
+
+
+def csdm(
+    real,
+    syn,
+    real_labels,
+    syn_labels,
+    *,
+    class_counts,
+    t=None,
+    kernel="gaussian",
+    bandwidth=1.0,
+    nu=1.5,
+    num_freqs=4096,
+    alpha_head=0.8,
+    head_classes=None,
+    alpha_rule="binary",
+    generator=None,
+    num_classes=None,
+    reduction="mean",
+    backend="auto",
+    check_finite=None,
+):
+    """Class-aware spectral distribution matching (SPEC §3).
+
+        CSDM_c = mean_m [ alpha_c A + (1 - alpha_c) H ]
+
+    with A, H the amplitude and phase terms of the real vs synthetic ECFs of class c at
+    frequencies from the kernel's spectral measure (as in `sdd`), and alpha_c from
+    `csdm_class_alpha(class_counts, ...)`: head classes weight amplitude (diversity), tail
+    classes weight phase (realism). alpha_c = 1/2 for all classes gives SDD / 2.
+
+    Args: as `sdd`, plus class_counts: (C,) real counts over the whole training set (not of
+    one batch; all > 0; C = len(class_counts) unless num_classes says otherwise), alpha_head,
+    head_classes, alpha_rule (see `csdm_class_alpha`). Labels are required.
+
+    Raises: as `sdd` and `csdm_class_alpha`; ValueError if num_classes != len(class_counts).
+    """
+    if real_labels is None or syn_labels is None:
+        raise ValueError("csdm needs real_labels and syn_labels: its weights are per class")
+    alpha = csdm_class_alpha(class_counts, alpha_head=alpha_head, head_classes=head_classes, alpha_rule=alpha_rule)
+    if num_classes is None:
+        num_classes = alpha.shape[0]
+    elif _checks.num_classes(num_classes) != alpha.shape[0]:
+        raise ValueError(f"num_classes={num_classes} but class_counts has {alpha.shape[0]} entries")
+    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
+    reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+    t, scale = _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, pair.real)
+    amplitude, phase = _terms(pair, t, backend)
+    alpha = alpha.to(device=amplitude.device, dtype=amplitude.dtype).unsqueeze(1)
+    per_class = scale * (alpha * amplitude + (1.0 - alpha) * phase).mean(1)
+    return _reduce(per_class, pair.present, reduction)
+
+
+def mmd(
+    real,
+    syn,
+    real_labels=None,
+    syn_labels=None,
+    *,
+    kernel="gaussian",
+    bandwidth=1.0,
+    nu=1.5,
+    estimator="v",
+    num_classes=None,
+    reduction="mean",
+    check_finite=None,
+):
+    """Exact pairwise MMD^2 per class (SPEC §3): the baseline for memory and speed.
+
+    kernel="linear": ||mean(x) - mean(y)||^2 (the DM objective). Other kernels (SPEC §4, with
+    a list of bandwidths meaning their sum): estimator="v" is the biased V-statistic
+    mean k(x,x') + mean k(y,y') - 2 mean k(x,y), which SDD estimates; estimator="u" leaves out
+    the i = j terms of the first two means (unbiased; needs 2 samples per class per side).
+    Matérn needs nu in {0.5, 1.5, 2.5} here. Memory is O(N^2 + N S) per class.
+
+    Raises: as `ncfd`; ValueError for an unknown kernel or estimator, or estimator="u" with a
+    class of fewer than 2 samples on a side.
+    """
+    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
+    kernel = check_kernel(kernel, spectral=False)
+    sigmas = _checks.bandwidths(bandwidth)
+    nu = _checks.positive("nu", nu)
+    estimator = _checks.choice("estimator", estimator, ESTIMATORS)
+    reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+    real_off, syn_off = pair.real_index.offsets.tolist(), pair.syn_index.offsets.tolist()
+    per_class = []
+    for c in range(pair.num_classes):
+        x = pair.real[pair.real_index.perm[real_off[c] : real_off[c + 1]]]
+        y = pair.syn[pair.syn_index.perm[syn_off[c] : syn_off[c + 1]]]
+        if x.shape[0] == 0:
+            per_class.append(pair.real.new_zeros(()))
+            continue
+        if estimator == "u" and min(x.shape[0], y.shape[0]) < 2:
+            raise ValueError(f"estimator='u' needs >= 2 samples per class on each side; class {c} has {x.shape[0]} real and {y.shape[0]} synthetic")
+        per_class.append(_mmd2(x, y, kernel, sigmas, nu, estimator))
+    return _reduce(torch.stack(per_class), pair.present, reduction)
+
+
+def _mmd2(x, y, kernel, sigmas, nu, estimator) -> torch.Tensor:
+    n, m = x.shape[0], y.shape[0]
+    if kernel == "linear":
+        mean_x, mean_y = x.mean(0), y.mean(0)
+        if estimator == "v":
+            return ((mean_x - mean_y) ** 2).sum()
+        sum_x, sum_y = x.sum(0), y.sum(0)
+        xx = ((sum_x * sum_x).sum() - (x * x).sum()) / (n * (n - 1))
+        yy = ((sum_y * sum_y).sum() - (y * y).sum()) / (m * (m - 1))
+        return xx + yy - 2.0 * (mean_x * mean_y).sum()
+
+    def within(z):
+        k = kernel_matrix(kernel, z, z, sigmas, nu)
+        if estimator == "v":
+            return k.mean()
+        return (k.sum() - k.diagonal().sum()) / (z.shape[0] * (z.shape[0] - 1))
+
+    return within(x) + within(y) - 2.0 * kernel_matrix(kernel, x, y, sigmas, nu).mean()

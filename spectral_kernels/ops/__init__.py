@@ -1,0 +1,86 @@
+"""Backend registry: who computes the per-class ECF sums (SPEC §1).
+
+A backend provides one thing, `ecf_sums(x, t, index) -> (C, 2, M)`, differentiable with respect
+to x and t; everything after the sums is shared (spectral_kernels.terms). Backends:
+
+    reference  plain PyTorch on the full N x M matrix: the oracle and the baseline
+    cpu        fused C++ kernels (spectral_kernels._C) for CPU tensors
+
+Choice, most specific first: the `backend=` argument of a call, then the environment variable
+SPECTRAL_KERNELS_BACKEND, then "auto" (CPU tensors: cpu if built, else reference; CUDA tensors:
+triton, then cuda, then reference, whichever is available).
+"""
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import torch
+
+from ..classes import ClassIndex
+
+ENV_VAR = "SPECTRAL_KERNELS_BACKEND"
+
+
+class Backend(Protocol):
+    name: str
+
+    def unavailable_reason(self) -> str | None:
+        """None when usable in this process, else why not (shown in errors)."""
+
+    def unsupported_reason(self, x: torch.Tensor) -> str | None:
+        """None when this backend can take tensors like x (device, dtype), else why not."""
+
+    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex) -> torch.Tensor:
+        """Per-class sums S (C, 2, M) of cos and sin of x t^T, differentiable in x and t."""
+
+
+_REGISTRY: dict[str, Backend] = {}
+_AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("triton", "cuda", "reference")}
+
+
+def register_backend(backend: Backend) -> None:
+    _REGISTRY[backend.name] = backend
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(_REGISTRY) + ("auto",)
+
+
+def available_backends() -> tuple[str, ...]:
+    """Names of the backends usable in this process."""
+    return tuple(name for name, b in _REGISTRY.items() if b.unavailable_reason() is None)
+
+
+def resolve(name: str, x: torch.Tensor) -> Backend:
+    """The backend that will run for tensors like x, or a ValueError that says why none can."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string, one of {backend_names()}; got {name!r}")
+    if name == "auto":
+        name = os.environ.get(ENV_VAR, "auto") or "auto"
+        source = f"environment variable {ENV_VAR}"
+    else:
+        source = "backend"
+    if name == "auto":
+        for candidate in _AUTO_ORDER.get(x.device.type, ("reference",)):
+            backend = _REGISTRY.get(candidate)
+            if backend and backend.unavailable_reason() is None and backend.unsupported_reason(x) is None:
+                return backend
+        return _REGISTRY["reference"]
+    if name not in _REGISTRY:
+        raise ValueError(f"{source} must be one of {backend_names()}; got {name!r}")
+    backend = _REGISTRY[name]
+    reason = backend.unavailable_reason() or backend.unsupported_reason(x)
+    if reason is not None:
+        raise ValueError(f"{source}={name!r} cannot run here: {reason}")
+    return backend
+
+
+def _register_builtin() -> None:
+    from . import cpp, reference
+
+    register_backend(reference.ReferenceBackend())
+    register_backend(cpp.CppBackend())
+
+
+_register_builtin()

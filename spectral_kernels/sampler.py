@@ -1,0 +1,63 @@
+"""Learned frequency sampler for the NCFM min-max (SPEC §5).
+
+t = z * exp(s_k): z ~ N(0, I) drawn afresh on every call, s_k a learned log-scale per mixture
+component, frequency m belonging to component m mod K. The reparameterisation makes t a
+differentiable function of the log-scales, so the sampler learns from dL/dt of the fused op.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import _checks
+
+
+class FrequencySampler(nn.Module):
+    """A scale mixture of Gaussians over frequencies, trained to *maximise* a discrepancy.
+
+    Args:
+        dim: d, the feature dimension.
+        num_freqs: M drawn per call by default.
+        num_components: K learned scales (default max(1, M // 16)).
+        bandwidth: the initial scales spread geometrically around 1 / bandwidth ...
+        spread: ... over exp(-spread) to exp(+spread) times that.
+
+    forward(num_freqs=None, generator=None) -> t (M, d), on the parameters' device and dtype.
+
+    Training step of the min-max (the synthetic data descend, the sampler ascends)::
+
+        loss = sk.ncfd(real, syn, sampler(), real_labels, syn_labels)
+        syn_opt.zero_grad(); sampler_opt.zero_grad()
+        loss.backward()
+        for p in sampler.parameters():
+            p.grad.neg_()          # ascent for the sampler, descent for the data
+        syn_opt.step(); sampler_opt.step()
+
+    Flipping the sign of the sampler's own gradients is what makes its max step move it.
+    """
+
+    def __init__(self, dim: int, num_freqs: int = 4096, num_components: int | None = None, *, bandwidth: float = 1.0, spread: float = 1.0):
+        super().__init__()
+        self.dim = _checks.positive_int("dim", dim)
+        self.num_freqs = _checks.positive_int("num_freqs", num_freqs)
+        k = max(1, self.num_freqs // 16) if num_components is None else _checks.positive_int("num_components", num_components)
+        bandwidth = _checks.positive("bandwidth", bandwidth)
+        spread = _checks.non_negative("spread", spread)
+        centre = -math.log(bandwidth)
+        self.log_scales = nn.Parameter(centre + torch.linspace(-spread, spread, k) if k > 1 else torch.full((1,), centre))
+
+    @property
+    def num_components(self) -> int:
+        return self.log_scales.shape[0]
+
+    def forward(self, num_freqs: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        m = self.num_freqs if num_freqs is None else _checks.positive_int("num_freqs", num_freqs)
+        scales = torch.exp(self.log_scales)
+        z = torch.randn(m, self.dim, generator=generator, device=scales.device, dtype=scales.dtype)
+        component = torch.arange(m, device=scales.device) % self.num_components
+        return z * scales[component].unsqueeze(1)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_freqs={self.num_freqs}, num_components={self.num_components}"
