@@ -71,8 +71,10 @@ def same_layout(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> N
 
 
 def finite(name: str, x: torch.Tensor) -> None:
-    bad = ~torch.isfinite(x)
-    if bool(bad.any()):
+    # min and max are NaN if any element is, and +-inf if one is: one pass, no (N, d) mask.
+    low, high = torch.aminmax(x)
+    if not bool(torch.isfinite(low) & torch.isfinite(high)):
+        bad = ~torch.isfinite(x)
         index = tuple(int(i) for i in bad.nonzero()[0])
         raise ValueError(
             f"{name} contains a non-finite value ({x[index].item()} at index {index}); "

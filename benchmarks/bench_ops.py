@@ -1,0 +1,266 @@
+"""Forward+backward time and extra memory of the ECF discrepancy, every provider side by side.
+
+Workload (one row of the sweep): `real` (N, d) float32 features with 10 classes (no gradient),
+`syn` (1000, d) synthetic features (gradient), frequencies t (M, d). Two modes:
+  fixed-t    t drawn from a kernel, no gradient (SDD / CSDM training)
+  learned-t  t needs a gradient too (NCFM with a learned sampler)
+
+Providers:
+  fused         sk.sdd(..., backend="cpu"): the fused C++ kernels
+  reference     sk.sdd(..., backend="reference"): the same loss in plain PyTorch (unfused)
+  ncfm_code     the public NCFM code's way: per class, t @ x_c^T, cos/sin means, complex norms
+  mmd_gaussian  exact pairwise Gaussian MMD^2 (sk.mmd), the kernel the SDD estimates
+  mmd_linear    ||mean x - mean y||^2 (DM)
+  gemm_floor    torch.mm doing only the products a fused fwd+bwd cannot avoid: x t^T for the
+                forward, x t^T again for the backward (a fused backward recomputes instead of
+                storing N x M), W t for d syn and W^T x for dt, into preallocated outputs
+
+Each (provider, size) runs in a fresh process: time is the median of repeats after a warm-up;
+memory is the peak resident set of the process (VmHWM, reset just before the measured run)
+above its resident set once the inputs exist, so it counts every temporary whatever allocator
+made it; workers run with a fixed glibc mmap threshold so freed buffers leave the resident set.
+
+    python benchmarks/bench_ops.py                     # the sweep, writes benchmarks/results/ops_cpu.*
+    python benchmarks/bench_ops.py --quick             # a tiny sweep to check the script
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROVIDERS = ["fused", "reference", "ncfm_code", "mmd_gaussian", "mmd_linear", "gemm_floor"]
+NUM_SYN, NUM_CLASSES = 1000, 10
+# Exact MMD holds (N + S)^2 floats per class pair; past this many rows it does not fit here.
+MMD_MAX_ROWS = 16384
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    # Linux: writing 5 resets the high-water mark VmHWM to the current resident set.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def worker(provider: str, n: int, m: int, d: int, mode: str, repeats: int) -> dict:
+    import torch
+
+    import spectral_kernels as sk
+
+    torch.manual_seed(0)
+    # Warm up libraries (MKL, the extension, autograd) on tiny inputs before measuring memory.
+    _run_once(provider, *_make_inputs(torch, provider, 64, 16, 8, mode), sk=sk, torch=torch)
+    inputs = _make_inputs(torch, provider, n, m, d, mode)
+    _reset_peak_rss()
+    base = _status_mib("VmRSS")
+    _run_once(provider, *inputs, sk=sk, torch=torch)
+    extra = _status_mib("VmHWM") - base
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _run_once(provider, *inputs, sk=sk, torch=torch)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]
+    return {"median_s": statistics.median(times), "p20_s": q(0.2), "p80_s": q(0.8), "extra_mib": extra}
+
+
+def _make_inputs(torch, provider, n, m, d, mode):
+    real = torch.randn(n, d)
+    real_labels = torch.arange(n) % NUM_CLASSES
+    syn = torch.randn(NUM_SYN, d, requires_grad=True)
+    syn_labels = torch.arange(NUM_SYN) % NUM_CLASSES
+    t = (torch.randn(m, d) / d**0.5).requires_grad_(mode == "learned-t")
+    # gemm_floor: outputs allocated and touched here, so that only the products are timed.
+    buffers = None
+    if provider == "gemm_floor":
+        buffers = [torch.zeros(n, m), torch.zeros(NUM_SYN, m), torch.zeros(NUM_SYN, d), torch.zeros(m, d), torch.zeros(m, d)]
+    return real, real_labels, syn, syn_labels, t, buffers
+
+
+def _ncfm_code_loss(torch, real, real_labels, syn, syn_labels, t):
+    """The public NCFM code's computation, per class (its CFLossFunc with alpha = beta = 0.5)."""
+    losses = []
+    for c in range(NUM_CLASSES):
+        feat_tg, feat = real[real_labels == c], syn[syn_labels == c]
+        t_x, t_tg = torch.matmul(t, feat.t()), torch.matmul(t, feat_tg.t())
+        x_re, x_im = torch.cos(t_x).mean(1), torch.sin(t_x).mean(1)
+        tg_re, tg_im = torch.cos(t_tg).mean(1), torch.sin(t_tg).mean(1)
+        x_norm = torch.sqrt(x_re * x_re + x_im * x_im)
+        tg_norm = torch.sqrt(tg_re * tg_re + tg_im * tg_im)
+        amp = (tg_norm - x_norm) ** 2
+        pha = (2 * (tg_norm * x_norm - x_re * tg_re - x_im * tg_im)).clamp(min=1e-12)
+        losses.append(torch.sqrt(0.5 * amp + 0.5 * pha).mean())
+    return torch.stack(losses).mean()
+
+
+def _gemm_floor(torch, real, syn, t, learned, buffers):
+    """The matrix products of a fused forward+backward, and nothing else."""
+    p_real, p_syn, d_syn, dt_real, dt_syn = buffers
+    t, syn = t.detach(), syn.detach()
+    torch.mm(real, t.T, out=p_real)  # forward, real
+    torch.mm(syn, t.T, out=p_syn)  # forward, syn
+    torch.mm(syn, t.T, out=p_syn)  # backward recompute, syn
+    torch.mm(p_syn, t, out=d_syn)  # d syn = W t
+    if learned:
+        torch.mm(real, t.T, out=p_real)  # backward recompute, real
+        torch.mm(p_real.T, real, out=dt_real)  # dt from real = W^T x
+        torch.mm(p_syn.T, syn, out=dt_syn)  # dt from syn
+
+
+def _run_once(provider, real, real_labels, syn, syn_labels, t, buffers, *, sk, torch):
+    syn.grad = None
+    if t.requires_grad:
+        t.grad = None
+    learned = t.requires_grad
+    if provider == "gemm_floor":
+        _gemm_floor(torch, real, syn, t, learned, buffers)
+        return
+    if provider == "fused":
+        loss = sk.sdd(real, syn, real_labels, syn_labels, t=t, backend="cpu", num_classes=NUM_CLASSES)
+    elif provider == "reference":
+        loss = sk.sdd(real, syn, real_labels, syn_labels, t=t, backend="reference", num_classes=NUM_CLASSES)
+    elif provider == "ncfm_code":
+        loss = _ncfm_code_loss(torch, real, real_labels, syn, syn_labels, t)
+    elif provider == "mmd_gaussian":
+        loss = sk.mmd(real, syn, real_labels, syn_labels, kernel="gaussian", bandwidth=1.0, num_classes=NUM_CLASSES)
+    elif provider == "mmd_linear":
+        loss = sk.mmd(real, syn, real_labels, syn_labels, kernel="linear", num_classes=NUM_CLASSES)
+    else:
+        raise ValueError(f"unknown provider {provider!r}")
+    loss.backward()
+
+
+def run_case(provider, n, m, d, mode, repeats) -> dict | None:
+    if provider in ("mmd_gaussian", "mmd_linear") and mode == "learned-t":
+        return None  # no frequencies to learn
+    if provider == "mmd_gaussian" and n > MMD_MAX_ROWS:
+        return {"skipped": f"exact MMD at N={n} needs N^2/C = {n * n // NUM_CLASSES * 4 / 2**30:.1f} GiB per kernel matrix"}
+    cmd = [sys.executable, __file__, "--worker", provider, str(n), str(m), str(d), mode, str(repeats)]
+    # A fixed mmap threshold makes glibc return every large free to the OS at once, so the
+    # resident set follows live memory instead of keeping freed buffers for reuse.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        return {"skipped": f"failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", nargs=6, metavar=("PROVIDER", "N", "M", "D", "MODE", "REPEATS"))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
+    parser.add_argument("--out", default=str(RESULTS / "ops_cpu"), help="output path without extension")
+    args = parser.parse_args()
+    if args.worker:
+        provider, n, m, d, mode, repeats = args.worker
+        print(json.dumps(worker(provider, int(n), int(m), int(d), mode, int(repeats))))
+        return
+
+    import torch
+
+    if args.quick:
+        sweep = [(n, 256, 64, "fixed-t") for n in (512, 2048)] + [(2048, 256, 64, "learned-t")]
+    else:
+        sweep = [(n, 4096, 512, "fixed-t") for n in (1024, 4096, 16384, 65536)]
+        sweep += [(n, 4096, 512, "learned-t") for n in (4096, 16384, 65536)]
+        sweep += [(n, 1024, 512, "fixed-t") for n in (1024, 4096, 16384, 65536)]
+        sweep += [(n, 4096, 2048, "fixed-t") for n in (1024, 4096, 16384)]
+    device = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    rows = []
+    for n, m, d, mode in sweep:
+        repeats = 5 if n * m * d <= 16384 * 4096 * 512 else 3
+        for provider in PROVIDERS:
+            result = run_case(provider, n, m, d, mode, repeats)
+            if result is None:
+                continue
+            row = {"provider": provider, "mode": mode, "N": n, "S": NUM_SYN, "M": m, "d": d, "C": NUM_CLASSES, "device": device, **result}
+            rows.append(row)
+            shown = result.get("skipped") or f"{result['median_s']:.3f} s, +{result['extra_mib']:.1f} MiB"
+            print(f"{mode:9} N={n:6} M={m:5} d={d:5} {provider:13} {shown}", flush=True)
+    write_results(rows, Path(args.out))
+
+
+def write_results(rows: list[dict], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["provider", "mode", "N", "S", "M", "d", "C", "median_s", "p20_s", "p80_s", "extra_mib", "skipped", "device"]
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in fields})
+    out.with_suffix(".md").write_text(markdown_table(rows))
+    plot(rows, out.with_suffix(".png"))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [f"Device: {rows[0]['device']}. Time: median forward+backward seconds; memory: peak extra MiB.", ""]
+    groups = sorted({(r["mode"], r["M"], r["d"], r["N"]) for r in rows}, key=lambda g: (g[0], g[1], g[2], g[3]))
+    lines.append("| mode | N | M | d | provider | time (s) | × floor | × fused | extra MiB |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for mode, m, d, n in groups:
+        group = {r["provider"]: r for r in rows if (r["mode"], r["M"], r["d"], r["N"]) == (mode, m, d, n)}
+        floor, fused = group.get("gemm_floor", {}).get("median_s"), group.get("fused", {}).get("median_s")
+        for provider in PROVIDERS:
+            r = group.get(provider)
+            if r is None:
+                continue
+            if "skipped" in r and r["skipped"]:
+                lines.append(f"| {mode} | {n} | {m} | {d} | {provider} | skipped: {r['skipped']} | | | |")
+                continue
+            ratio = lambda base: f"{r['median_s'] / base:.2f}" if base else ""
+            lines.append(
+                f"| {mode} | {n} | {m} | {d} | {provider} | {r['median_s']:.3f} | {ratio(floor)} | {ratio(fused)} | {r['extra_mib']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = sorted({(r["mode"], r["M"], r["d"]) for r in rows})
+    fig, axes = plt.subplots(2, len(series), figsize=(4.2 * len(series), 7), squeeze=False)
+    for col, (mode, m, d) in enumerate(series):
+        for provider in PROVIDERS:
+            pts = sorted(
+                (r["N"], r["median_s"], r["extra_mib"])
+                for r in rows
+                if (r["mode"], r["M"], r["d"], r["provider"]) == (mode, m, d, provider) and not r.get("skipped")
+            )
+            if not pts:
+                continue
+            ns, ts, mems = zip(*pts)
+            axes[0][col].plot(ns, ts, marker="o", label=provider)
+            axes[1][col].plot(ns, [max(v, 0.1) for v in mems], marker="o", label=provider)
+        axes[0][col].set_title(f"{mode}, M={m}, d={d}")
+        for row, label in ((0, "fwd+bwd time (s)"), (1, "extra memory (MiB)")):
+            axes[row][col].set_xscale("log", base=2)
+            axes[row][col].set_yscale("log")
+            axes[row][col].set_xlabel("N (real rows)")
+            axes[row][col].set_ylabel(label)
+            axes[row][col].grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    main()
