@@ -22,6 +22,11 @@ made it; workers run with a fixed glibc mmap threshold so freed buffers leave th
 
     python benchmarks/bench_ops.py                     # the sweep, writes benchmarks/results/ops_cpu.*
     python benchmarks/bench_ops.py --quick             # a tiny sweep to check the script
+    python benchmarks/bench_ops.py --device cuda       # GPU providers, writes ops_cuda_<gpu>.*
+
+On CUDA the providers are triton (the fused Triton kernels), reference, mmd_gaussian and
+gemm_floor (cuBLAS in the same precision), each in tf32 and in ieee float32; time is the median
+of triton.testing.do_bench, memory is torch.cuda.max_memory_allocated above the inputs.
 """
 from __future__ import annotations
 
@@ -39,8 +44,9 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 PROVIDERS = ["fused", "reference", "ncfm_code", "mmd_gaussian", "mmd_linear", "gemm_floor"]
 NUM_SYN, NUM_CLASSES = 1000, 10
-# Exact MMD holds (N + S)^2 floats per class pair; past this many rows it does not fit here.
-MMD_MAX_ROWS = 16384
+# Exact MMD holds a few (N/C) x (N/C) kernel matrices per class; past this many bytes for one
+# of them it would not fit in this machine's memory next to its temporaries.
+MMD_MAX_MATRIX_BYTES = 2 * 2**30
 
 
 def _status_mib(field: str) -> float:
@@ -149,8 +155,9 @@ def _run_once(provider, real, real_labels, syn, syn_labels, t, buffers, *, sk, t
 def run_case(provider, n, m, d, mode, repeats) -> dict | None:
     if provider in ("mmd_gaussian", "mmd_linear") and mode == "learned-t":
         return None  # no frequencies to learn
-    if provider == "mmd_gaussian" and n > MMD_MAX_ROWS:
-        return {"skipped": f"exact MMD at N={n} needs N^2/C = {n * n // NUM_CLASSES * 4 / 2**30:.1f} GiB per kernel matrix"}
+    class_matrix = (n // NUM_CLASSES) ** 2 * 4
+    if provider == "mmd_gaussian" and class_matrix > MMD_MAX_MATRIX_BYTES:
+        return {"skipped": f"exact MMD at N={n} needs {class_matrix / 2**30:.1f} GiB per class kernel matrix"}
     cmd = [sys.executable, __file__, "--worker", provider, str(n), str(m), str(d), mode, str(repeats)]
     # A fixed mmap threshold makes glibc return every large free to the OS at once, so the
     # resident set follows live memory instead of keeping freed buffers for reuse.
@@ -165,8 +172,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", nargs=6, metavar=("PROVIDER", "N", "M", "D", "MODE", "REPEATS"))
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
-    parser.add_argument("--out", default=str(RESULTS / "ops_cpu"), help="output path without extension")
+    parser.add_argument("--out", default=None, help="output path without extension")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--providers", nargs="+", default=PROVIDERS, choices=PROVIDERS, help="CPU providers to run")
+    parser.add_argument("--merge", action="store_true", help="replace only the rows run now in the existing CSV")
+    parser.add_argument("--replot", action="store_true", help="rewrite the .md and .png from the existing CSV")
     args = parser.parse_args()
+    if args.device == "cuda" and not args.worker:
+        cuda_sweep(args)
+        return
+    args.out = args.out or str(RESULTS / "ops_cpu")
+    if args.replot:
+        write_results(_merged(Path(args.out).with_suffix(".csv"), []), Path(args.out))
+        return
     if args.worker:
         provider, n, m, d, mode, repeats = args.worker
         print(json.dumps(worker(provider, int(n), int(m), int(d), mode, int(repeats))))
@@ -185,7 +203,7 @@ def main() -> None:
     rows = []
     for n, m, d, mode in sweep:
         repeats = 5 if n * m * d <= 16384 * 4096 * 512 else 3
-        for provider in PROVIDERS:
+        for provider in args.providers:
             result = run_case(provider, n, m, d, mode, repeats)
             if result is None:
                 continue
@@ -193,7 +211,99 @@ def main() -> None:
             rows.append(row)
             shown = result.get("skipped") or f"{result['median_s']:.3f} s, +{result['extra_mib']:.1f} MiB"
             print(f"{mode:9} N={n:6} M={m:5} d={d:5} {provider:13} {shown}", flush=True)
+    if args.merge:
+        rows = _merged(Path(args.out).with_suffix(".csv"), rows)
     write_results(rows, Path(args.out))
+
+
+def _merged(csv_path: Path, new_rows: list[dict]) -> list[dict]:
+    """The rows of an earlier run with the cases just measured replaced."""
+    key = lambda r: (r["provider"], r["mode"], int(r["N"]), int(r["M"]), int(r["d"]))
+    fresh = {key(r): r for r in new_rows}
+    rows = []
+    with open(csv_path) as f:
+        for row in csv.DictReader(f):
+            for field in ("N", "S", "M", "d", "C"):
+                row[field] = int(row[field])
+            for field in ("median_s", "p20_s", "p80_s", "extra_mib"):
+                row[field] = float(row[field]) if row[field] else None
+            row = {k: v for k, v in row.items() if v not in ("", None)}
+            rows.append(fresh.pop(key(row), row))
+    return rows + list(fresh.values())
+
+
+CUDA_PROVIDERS = ["triton", "reference", "mmd_gaussian", "gemm_floor"]
+
+
+def cuda_sweep(args) -> None:
+    """All CUDA providers in one process: the caching allocator's statistics give memory."""
+    import torch
+    import triton
+
+    import spectral_kernels as sk
+
+    assert torch.cuda.is_available(), "--device cuda needs a GPU"
+    name = torch.cuda.get_device_name()
+    if args.quick:
+        sweep = [(4096, 1024, 256, "fixed-t"), (4096, 1024, 256, "learned-t")]
+    else:
+        sweep = [(n, 4096, 2048, mode) for mode in ("fixed-t", "learned-t") for n in (4096, 16384, 65536)]
+        sweep += [(n, 4096, 512, "fixed-t") for n in (4096, 16384, 65536)]
+    device = f"{name}, torch {torch.__version__}, triton {triton.__version__}"
+    rows = []
+    for precision in ("tf32", "ieee"):
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        for n, m, d, mode in sweep:
+            for provider in CUDA_PROVIDERS:
+                if provider == "mmd_gaussian" and mode == "learned-t":
+                    continue
+                result = _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision)
+                row = {"provider": provider, "mode": f"{mode} {precision}", "N": n, "S": NUM_SYN, "M": m, "d": d, "C": NUM_CLASSES, "device": device, **result}
+                rows.append(row)
+                shown = result.get("skipped") or f"{result['median_s'] * 1e3:.2f} ms, +{result['extra_mib']:.1f} MiB"
+                print(f"{precision} {mode:9} N={n:6} M={m:5} d={d:5} {provider:13} {shown}", flush=True)
+    slug = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_").lower()
+    write_results(rows, Path(args.out or RESULTS / f"ops_cuda_{slug}"))
+
+
+def _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision) -> dict:
+    torch.cuda.empty_cache()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    real = torch.randn(n, d, device="cuda", generator=gen)
+    real_labels = torch.arange(n, device="cuda") % NUM_CLASSES
+    syn = torch.randn(NUM_SYN, d, device="cuda", generator=gen, requires_grad=True)
+    syn_labels = torch.arange(NUM_SYN, device="cuda") % NUM_CLASSES
+    t = (torch.randn(m, d, device="cuda", generator=gen) / d**0.5).requires_grad_(mode == "learned-t")
+    buffers = None
+    if provider == "gemm_floor":
+        buffers = [torch.empty(n, m, device="cuda"), torch.empty(NUM_SYN, m, device="cuda"), torch.empty(NUM_SYN, d, device="cuda"),
+                   torch.empty(m, d, device="cuda"), torch.empty(m, d, device="cuda")]
+
+    def run():
+        syn.grad = None
+        t.grad = None
+        if provider == "gemm_floor":
+            return _gemm_floor(torch, real, syn, t, mode == "learned-t", buffers)
+        if provider == "mmd_gaussian":
+            loss = sk.mmd(real, syn, real_labels, syn_labels, kernel="gaussian", num_classes=NUM_CLASSES, check_finite=False)
+        else:
+            loss = sk.sdd(real, syn, real_labels, syn_labels, t=t, num_classes=NUM_CLASSES, backend=provider,
+                          check_finite=False, **({"precision": precision} if provider == "triton" else {}))
+        loss.backward()
+
+    try:
+        run()  # compile / autotune outside the measurement
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run()
+        torch.cuda.synchronize()
+        extra = (torch.cuda.max_memory_allocated() - base) / 2**20
+        ms = triton.testing.do_bench(run, warmup=50, rep=500, return_mode="median")
+        ms20, ms80 = triton.testing.do_bench(run, warmup=10, rep=200, quantiles=[0.2, 0.8])
+    except torch.cuda.OutOfMemoryError as error:
+        return {"skipped": f"out of GPU memory ({str(error).splitlines()[0][:80]})"}
+    return {"median_s": ms / 1e3, "p20_s": ms20 / 1e3, "p80_s": ms80 / 1e3, "extra_mib": extra}
 
 
 def write_results(rows: list[dict], out: Path) -> None:
@@ -209,14 +319,16 @@ def write_results(rows: list[dict], out: Path) -> None:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = [f"Device: {rows[0]['device']}. Time: median forward+backward seconds; memory: peak extra MiB.", ""]
+    lines = [f"Device: {rows[0]['device']}. Time: median forward+backward seconds; memory: peak extra MiB "
+             "(including the gradient outputs: dL/dsyn, and dL/dt in learned-t mode).", ""]
     groups = sorted({(r["mode"], r["M"], r["d"], r["N"]) for r in rows}, key=lambda g: (g[0], g[1], g[2], g[3]))
     lines.append("| mode | N | M | d | provider | time (s) | × floor | × fused | extra MiB |")
+    fused_name = "fused" if any(r["provider"] == "fused" for r in rows) else "triton"
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for mode, m, d, n in groups:
         group = {r["provider"]: r for r in rows if (r["mode"], r["M"], r["d"], r["N"]) == (mode, m, d, n)}
-        floor, fused = group.get("gemm_floor", {}).get("median_s"), group.get("fused", {}).get("median_s")
-        for provider in PROVIDERS:
+        floor, fused = group.get("gemm_floor", {}).get("median_s"), group.get(fused_name, {}).get("median_s")
+        for provider in PROVIDERS + CUDA_PROVIDERS[:1]:
             r = group.get(provider)
             if r is None:
                 continue
@@ -237,9 +349,11 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     series = sorted({(r["mode"], r["M"], r["d"]) for r in rows})
+    # One colour per provider in every panel, so the single legend holds for all of them.
+    colours = {p: f"C{i}" for i, p in enumerate(PROVIDERS + CUDA_PROVIDERS[:1])}
     fig, axes = plt.subplots(2, len(series), figsize=(4.2 * len(series), 7), squeeze=False)
     for col, (mode, m, d) in enumerate(series):
-        for provider in PROVIDERS:
+        for provider in PROVIDERS + CUDA_PROVIDERS[:1]:
             pts = sorted(
                 (r["N"], r["median_s"], r["extra_mib"])
                 for r in rows
@@ -248,8 +362,8 @@ def plot(rows: list[dict], path: Path) -> None:
             if not pts:
                 continue
             ns, ts, mems = zip(*pts)
-            axes[0][col].plot(ns, ts, marker="o", label=provider)
-            axes[1][col].plot(ns, [max(v, 0.1) for v in mems], marker="o", label=provider)
+            axes[0][col].plot(ns, ts, marker="o", label=provider, color=colours[provider])
+            axes[1][col].plot(ns, [max(v, 0.1) for v in mems], marker="o", label=provider, color=colours[provider])
         axes[0][col].set_title(f"{mode}, M={m}, d={d}")
         for row, label in ((0, "fwd+bwd time (s)"), (1, "extra memory (MiB)")):
             axes[row][col].set_xscale("log", base=2)

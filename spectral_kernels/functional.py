@@ -18,6 +18,7 @@ from .kernels import check_kernel, kernel_matrix, sample_frequencies
 from .terms import amplitude_phase, safe_sqrt
 
 ALPHA_RULES = ("binary", "log-linear")
+PRECISIONS = (None, "ieee", "tf32")
 ESTIMATORS = ("v", "u")
 
 
@@ -76,18 +77,18 @@ def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
     return _Pair(real, syn, real_index, syn_index, num_classes, real_has & syn_has)
 
 
-def _ecf_means(x: torch.Tensor, t: torch.Tensor, index: ClassIndex, backend: ops.Backend):
+def _ecf_means(x: torch.Tensor, t: torch.Tensor, index: ClassIndex, backend: ops.Backend, precision):
     """Per-class ECF means (re, im), each (C, M); 0 for a class with no rows."""
-    sums = backend.ecf_sums(x, t, index)
+    sums = backend.ecf_sums(x, t, index, _checks.choice("precision", precision, PRECISIONS))
     n = index.counts.clamp_min(1).to(sums.dtype).unsqueeze(1)
     return sums[:, 0] / n, sums[:, 1] / n
 
 
-def _terms(pair: _Pair, t: torch.Tensor, backend: str):
+def _terms(pair: _Pair, t: torch.Tensor, backend: str, precision):
     """Amplitude and phase terms (A, H), each (C, M), of the real vs synthetic ECFs."""
     chosen = ops.resolve(backend, pair.real)
-    re_p, im_p = _ecf_means(pair.real, t, pair.real_index, chosen)
-    re_q, im_q = _ecf_means(pair.syn, t, pair.syn_index, chosen)
+    re_p, im_p = _ecf_means(pair.real, t, pair.real_index, chosen, precision)
+    re_q, im_q = _ecf_means(pair.syn, t, pair.syn_index, chosen, precision)
     return amplitude_phase(re_p, im_p, re_q, im_q)
 
 
@@ -118,14 +119,16 @@ def _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, like: 
 # --------------------------------------------------------------------------- public functions
 
 
-def ecf(x, t, labels=None, num_classes=None, *, backend="auto", check_finite=None):
+def ecf(x, t, labels=None, num_classes=None, *, backend="auto", precision=None, check_finite=None):
     """Per-class empirical characteristic function (SPEC §1).
 
     Args:
         x: (N, d) features. t: (M, d) frequencies, same dtype and device.
         labels: (N,) integer class of each row, or None (one class).
         num_classes: C; by default 1 + the largest label (a host sync: pass it under torch.compile).
-        backend: "auto", "reference", "cpu", ... (spectral_kernels.ops).
+        backend: "auto", "reference", "cpu", "triton" (spectral_kernels.ops).
+        precision: products on CUDA in "tf32" or "ieee"; None follows
+            torch.backends.cuda.matmul.allow_tf32. CPU backends always use IEEE float.
 
     Returns:
         (re, im), each (C, M): re[c, m] = mean_{i in c} cos(<t_m, x_i>), im likewise with sin;
@@ -152,7 +155,7 @@ def ecf(x, t, labels=None, num_classes=None, *, backend="auto", check_finite=Non
         if not _checks.tracing():
             _checks.label_range("labels", y, num_classes)
     index = class_index(y, x.shape[0], num_classes, x.device)
-    return _ecf_means(x, t, index, ops.resolve(backend, x))
+    return _ecf_means(x, t, index, ops.resolve(backend, x), precision)
 
 
 def ncfd(
@@ -168,6 +171,7 @@ def ncfd(
     eps=1e-12,
     reduction="mean",
     backend="auto",
+    precision=None,
     check_finite=None,
 ):
     """Neural characteristic function discrepancy of NCFM (SPEC §3).
@@ -189,6 +193,7 @@ def ncfd(
         alpha: float in [0, 1] or a (C,) tensor. eps: >= 0.
         reduction: "mean" over the classes present, "sum", or "none" ((C,) with 0 for a class
             absent from both sides).
+        backend, precision: as in `ecf`.
 
     Raises:
         ValueError / TypeError as listed in SPEC §6, naming the argument; ValueError when a
@@ -201,7 +206,7 @@ def ncfd(
     if not isinstance(sqrt, bool):
         raise TypeError(f"sqrt must be a bool, got {sqrt!r}")
     reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-    amplitude, phase = _terms(pair, t, backend)
+    amplitude, phase = _terms(pair, t, backend, precision)
     d = alpha * amplitude + (1.0 - alpha) * phase.clamp_min(eps)
     per_class = (safe_sqrt(d) if sqrt else d).mean(1)
     return _reduce(per_class, pair.present, reduction)
@@ -222,6 +227,7 @@ def sdd(
     num_classes=None,
     reduction="mean",
     backend="auto",
+    precision=None,
     check_finite=None,
 ):
     """Spectral distribution distance (SPEC §3): SDD_c = mean_m |P_c(w_m) - Q_c(w_m)|^2.
@@ -240,7 +246,7 @@ def sdd(
     pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
     reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     t, scale = _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, pair.real)
-    amplitude, phase = _terms(pair, t, backend)
+    amplitude, phase = _terms(pair, t, backend, precision)
     per_class = scale * (amplitude + phase).mean(1)
     return _reduce(per_class, pair.present, reduction)
 
@@ -334,6 +340,7 @@ def csdm(
     num_classes=None,
     reduction="mean",
     backend="auto",
+    precision=None,
     check_finite=None,
 ):
     """Class-aware spectral distribution matching (SPEC §3).
@@ -361,7 +368,7 @@ def csdm(
     pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
     reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     t, scale = _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, pair.real)
-    amplitude, phase = _terms(pair, t, backend)
+    amplitude, phase = _terms(pair, t, backend, precision)
     alpha = alpha.to(device=amplitude.device, dtype=amplitude.dtype).unsqueeze(1)
     per_class = scale * (alpha * amplitude + (1.0 - alpha) * phase).mean(1)
     return _reduce(per_class, pair.present, reduction)

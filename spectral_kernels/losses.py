@@ -12,8 +12,9 @@ from .kernels import check_kernel
 class NCFDLoss(nn.Module):
     """`sk.ncfd` as a module: loss(real, syn, t, real_labels=None, syn_labels=None)."""
 
-    def __init__(self, *, alpha=0.5, sqrt=True, eps=1e-12, num_classes=None, reduction="mean", backend="auto"):
+    def __init__(self, *, alpha=0.5, sqrt=True, eps=1e-12, num_classes=None, reduction="mean", backend="auto", precision=None):
         super().__init__()
+        self.precision = _checks.choice("precision", precision, functional.PRECISIONS)
         if not isinstance(alpha, torch.Tensor):
             _checks.unit_interval("alpha", alpha, 1, torch.empty(0))
         self.alpha, self.sqrt, self.eps = alpha, sqrt, _checks.non_negative("eps", eps)
@@ -24,13 +25,14 @@ class NCFDLoss(nn.Module):
     def forward(self, real, syn, t, real_labels=None, syn_labels=None):
         return functional.ncfd(
             real, syn, t, real_labels, syn_labels, num_classes=self.num_classes, alpha=self.alpha,
-            sqrt=self.sqrt, eps=self.eps, reduction=self.reduction, backend=self.backend,
+            sqrt=self.sqrt, eps=self.eps, reduction=self.reduction, backend=self.backend, precision=self.precision,
         )
 
 
 class _SpectralLoss(nn.Module):
-    def __init__(self, kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator):
+    def __init__(self, kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator, precision):
         super().__init__()
+        self.precision = _checks.choice("precision", precision, functional.PRECISIONS)
         self.kernel = check_kernel(kernel, spectral=True)
         self.bandwidth = list(_checks.bandwidths(bandwidth)) if not isinstance(bandwidth, (int, float)) else _checks.positive("bandwidth", bandwidth)
         self.nu = _checks.positive("nu", nu)
@@ -44,6 +46,7 @@ class _SpectralLoss(nn.Module):
         return dict(
             t=t, kernel=self.kernel, bandwidth=self.bandwidth, nu=self.nu, num_freqs=self.num_freqs,
             generator=self.generator, num_classes=self.num_classes, reduction=self.reduction, backend=self.backend,
+            precision=self.precision,
         )
 
 
@@ -54,8 +57,8 @@ class SDDLoss(_SpectralLoss):
     (through `generator` when one is given).
     """
 
-    def __init__(self, *, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, num_classes=None, reduction="mean", backend="auto", generator=None):
-        super().__init__(kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator)
+    def __init__(self, *, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, num_classes=None, reduction="mean", backend="auto", generator=None, precision=None):
+        super().__init__(kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator, precision)
 
     def forward(self, real, syn, real_labels=None, syn_labels=None, t=None):
         return functional.sdd(real, syn, real_labels, syn_labels, **self._spectral_kwargs(t))
@@ -67,8 +70,8 @@ class CSDMLoss(_SpectralLoss):
     The per-class weights are fixed at construction from `class_counts` (whole training set).
     """
 
-    def __init__(self, class_counts, *, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, alpha_head=0.8, head_classes=None, alpha_rule="binary", num_classes=None, reduction="mean", backend="auto", generator=None):
-        super().__init__(kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator)
+    def __init__(self, class_counts, *, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, alpha_head=0.8, head_classes=None, alpha_rule="binary", num_classes=None, reduction="mean", backend="auto", generator=None, precision=None):
+        super().__init__(kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator, precision)
         self.register_buffer("class_alpha", functional.csdm_class_alpha(class_counts, alpha_head=alpha_head, head_classes=head_classes, alpha_rule=alpha_rule))
         self.class_counts = class_counts
         self.alpha_head, self.head_classes, self.alpha_rule = alpha_head, head_classes, alpha_rule

@@ -1,15 +1,19 @@
 import os
 
-# The Triton interpreter must be chosen before any @triton.jit decorator runs, i.e. before the
-# library is imported anywhere in the test session.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+# Without a GPU the Triton kernels run in Triton's interpreter on CPU tensors. It must be chosen
+# before any @triton.jit decorator runs, i.e. before spectral_kernels is imported; with a GPU
+# the same tests run the compiled kernels on CPU-built inputs moved to CUDA (tests/test_gpu.py).
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import spectral_kernels as sk  # noqa: E402
 
-FUSED_BACKENDS = [name for name in sk.available_backends() if name != "reference"]
+# Backends that run on CPU tensors in this process (triton only through the interpreter).
+FUSED_BACKENDS = [name for name in sk.available_backends() if name != "reference" and sk.ops.runs_on(name, torch.empty(1))]
 
 
 @pytest.fixture
@@ -25,3 +29,15 @@ def make_pair(rng, n=60, s=24, d=5, num_classes=3, shift=0.4, dtype=torch.float6
     real_labels = torch.arange(n) % num_classes
     syn_labels = torch.arange(s) % num_classes
     return real, syn, real_labels, syn_labels
+
+
+def sums_and_grads(fn, x, t, grad):
+    """fn(x, t) -> sums, then its gradients for upstream `grad`: (sums, dx, dt)."""
+    x, t = x.detach().requires_grad_(True), t.detach().requires_grad_(True)
+    sums = fn(x, t)
+    sums.backward(grad)
+    return sums.detach(), x.grad, t.grad
+
+
+def max_error(a, b) -> float:
+    return (a.double() - b.double()).abs().max().item()

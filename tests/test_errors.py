@@ -66,6 +66,8 @@ CASES = [
     ("loss module bad reduction", lambda: sk.SDDLoss(reduction="max"), ValueError, ["reduction", "max"]),
     ("loss module bad kernel", lambda: sk.CSDMLoss([1, 2], kernel="linear"), ValueError, ["linear", "mmd"]),
     ("sampler bad num_freqs", lambda: sk.FrequencySampler(3, num_freqs=-4), ValueError, ["num_freqs", "-4"]),
+    ("unknown precision", lambda: sk.sdd(X, Y, precision="fp8"), ValueError, ["precision", "fp8"]),
+    ("loss module bad precision", lambda: sk.NCFDLoss(precision="half"), ValueError, ["precision", "half"]),
     ("cpu backend with float16", lambda: sk.sdd(X.half(), Y.half(), backend="cpu"), ValueError, ["backend='cpu'", "float16"]),
 ]
 

@@ -5,6 +5,7 @@ to x and t; everything after the sums is shared (spectral_kernels.terms). Backen
 
     reference  plain PyTorch on the full N x M matrix: the oracle and the baseline
     cpu        fused C++ kernels (spectral_kernels._C) for CPU tensors
+    triton     fused Triton kernels for CUDA tensors (and CPU tensors under TRITON_INTERPRET=1)
 
 Choice, most specific first: the `backend=` argument of a call, then the environment variable
 SPECTRAL_KERNELS_BACKEND, then "auto" (CPU tensors: cpu if built, else reference; CUDA tensors:
@@ -31,8 +32,12 @@ class Backend(Protocol):
     def unsupported_reason(self, x: torch.Tensor) -> str | None:
         """None when this backend can take tensors like x (device, dtype), else why not."""
 
-    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex) -> torch.Tensor:
-        """Per-class sums S (C, 2, M) of cos and sin of x t^T, differentiable in x and t."""
+    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
+        """Per-class sums S (C, 2, M) of cos and sin of x t^T, differentiable in x and t.
+
+        precision: None (follow torch.backends.cuda.matmul.allow_tf32), "ieee" or "tf32"; CPU
+        backends always compute in IEEE arithmetic.
+        """
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -50,6 +55,12 @@ def backend_names() -> tuple[str, ...]:
 def available_backends() -> tuple[str, ...]:
     """Names of the backends usable in this process."""
     return tuple(name for name, b in _REGISTRY.items() if b.unavailable_reason() is None)
+
+
+def runs_on(name: str, x: torch.Tensor) -> bool:
+    """Whether backend `name` is available and takes tensors like x."""
+    backend = _REGISTRY[name]
+    return backend.unavailable_reason() is None and backend.unsupported_reason(x) is None
 
 
 def resolve(name: str, x: torch.Tensor) -> Backend:
@@ -77,10 +88,11 @@ def resolve(name: str, x: torch.Tensor) -> Backend:
 
 
 def _register_builtin() -> None:
-    from . import cpp, reference
+    from . import cpp, reference, triton_ecf
 
     register_backend(reference.ReferenceBackend())
     register_backend(cpp.CppBackend())
+    register_backend(triton_ecf.TritonBackend())
 
 
 _register_builtin()

@@ -31,7 +31,7 @@ class CppBackend:
             return f"it takes float32 or float64, got {x.dtype} (use backend='reference' or cast)"
         return None
 
-    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex) -> torch.Tensor:
+    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
         return torch.ops.spectral_kernels.ecf_sums(x, t, index.perm, index.offsets)
 
 

@@ -20,7 +20,7 @@ class ReferenceBackend:
     def unsupported_reason(self, x: torch.Tensor) -> str | None:
         return None
 
-    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex) -> torch.Tensor:
+    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
         return ecf_sums_reference(x, t, index.labels, index.num_classes)
 
 

@@ -1,0 +1,305 @@
+"""The Triton backend: fused per-class ECF sums and their gradients on the GPU (SPEC §1).
+
+Forward (fully fused, no N x M buffer): rows arrive as a class permutation with CSR offsets.
+Each class is cut into *work items* of at most `rows_per_item` rows, so a 5000-row class
+becomes many items next to a 25-row class's one item, and the grid (items x frequency blocks)
+keeps the GPU busy whatever the class sizes. A program loops over its item's row tiles:
+tile of x t^T with tl.dot (float32 accumulation), sin/cos epilogue, column sums. A second,
+small kernel adds each class's item partials in a fixed order: no atomics, so results are
+bitwise reproducible.
+
+Backward: a kernel recomputes x t^T for a chunk of rows and writes W = -G_re sin + G_im cos
+(SPEC §1) for that chunk only (at most 32 MiB, whatever N is); two GEMMs then give
+dx = W t and dt += W^T x. Keeping W for a chunk, instead of the fused-attention layout that
+holds a (rows x d) accumulator per program, is deliberate: at d = 2048 such an accumulator
+does not fit in registers, and tiling d instead would recompute x t^T d / BLOCK_D times.
+Only the gradients that are needed are computed.
+
+Precision: inputs of float32, bfloat16 or float16 are upcast to float32 before tl.dot (the
+interpreter mishandles bf16 dots, and the sums need float32 anyway); products use tf32 when
+torch.backends.cuda.matmul.allow_tf32 is on, unless `precision` says "ieee" or "tf32".
+float64 inputs run in float64 throughout (IEEE products; used by gradcheck).
+
+Registration uses torch.library.custom_op + register_fake rather than triton_op: under the
+Triton interpreter (how CI runs these kernels, on CPU tensors) only the former passes opcheck
+and torch.compile, and on the GPU both trace as one opaque op in the graph.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from ..classes import ClassIndex
+
+try:
+    import triton
+    import triton.language as tl
+
+    _IMPORT_ERROR: str | None = None
+except ImportError as error:  # pragma: no cover - triton ships with CUDA builds of torch
+    _IMPORT_ERROR = f"triton is not installed ({error})"
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+PRECISIONS = ("ieee", "tf32")
+# Rows per chunk of W in the backward are chosen so W takes at most this many bytes.
+W_CHUNK_BYTES = 32 * 2**20
+
+
+def _configs():
+    if INTERPRETED:  # the interpreter cannot autotune over several configs; big blocks run faster there
+        return [triton.Config({"BLOCK_N": 32, "BLOCK_M": 32, "BLOCK_K": 32}, num_warps=4)]
+    return [
+        triton.Config({"BLOCK_N": bn, "BLOCK_M": bm, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+        for bn, bm, bk, w, s in [
+            (128, 128, 32, 8, 3),
+            (128, 64, 32, 4, 4),
+            (64, 128, 32, 4, 4),
+            (128, 128, 64, 8, 3),
+            (64, 64, 64, 4, 3),
+        ]
+    ]
+
+
+if _IMPORT_ERROR is None:
+
+    @triton.jit
+    def _phase_tile(x_ptr, t_ptr, rows, row_mask, m_offs, m_mask, D, stride_x, stride_t, BLOCK_N: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr):
+        """p[i, j] = <x[rows[i]], t[m_offs[j]]> in ACC, (BLOCK_N, BLOCK_M); 0 where masked."""
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=ACC)
+        for k0 in range(0, D, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            k_mask = k < D
+            xa = tl.load(x_ptr + rows[:, None] * stride_x + k[None, :], mask=row_mask[:, None] & k_mask[None, :], other=0.0)
+            tb = tl.load(t_ptr + m_offs[None, :] * stride_t + k[:, None], mask=m_mask[None, :] & k_mask[:, None], other=0.0)
+            acc = tl.dot(xa.to(ACC), tb.to(ACC), acc, input_precision=PRECISION)
+        return acc
+
+    @triton.autotune(configs=_configs(), key=["M", "D"])
+    @triton.jit
+    def _forward_kernel(x_ptr, t_ptr, perm_ptr, item_start_ptr, item_end_ptr, partial_ptr, M, D, stride_x, stride_t,
+                        BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                        ACC: tl.constexpr):
+        item = tl.program_id(0)
+        m_offs = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+        m_mask = m_offs < M
+        start = tl.load(item_start_ptr + item)
+        end = tl.load(item_end_ptr + item)
+        sum_cos = tl.zeros((BLOCK_M,), dtype=ACC)
+        sum_sin = tl.zeros((BLOCK_M,), dtype=ACC)
+        for r0 in range(start, end, BLOCK_N):
+            pos = r0 + tl.arange(0, BLOCK_N)
+            row_mask = pos < end
+            rows = tl.load(perm_ptr + pos, mask=row_mask, other=0)
+            p = _phase_tile(x_ptr, t_ptr, rows, row_mask, m_offs, m_mask, D, stride_x, stride_t, BLOCK_N, BLOCK_M, BLOCK_K,
+                            PRECISION, ACC)
+            # Masked rows have p = 0, whose cosine is 1: they must be zeroed, not just skipped.
+            sum_cos += tl.sum(tl.where(row_mask[:, None], tl.cos(p), 0.0), axis=0)
+            sum_sin += tl.sum(tl.where(row_mask[:, None], tl.sin(p), 0.0), axis=0)
+        base = partial_ptr + item * 2 * M
+        tl.store(base + m_offs, sum_cos, mask=m_mask)
+        tl.store(base + M + m_offs, sum_sin, mask=m_mask)
+
+    @triton.jit
+    def _class_reduce_kernel(partial_ptr, item_offsets_ptr, out_ptr, M, BLOCK: tl.constexpr):
+        """out[c] = sum of the partials of class c's items, in item order (deterministic)."""
+        c = tl.program_id(0)
+        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < 2 * M
+        lo = tl.load(item_offsets_ptr + c)
+        hi = tl.load(item_offsets_ptr + c + 1)
+        acc = tl.zeros((BLOCK,), dtype=out_ptr.dtype.element_ty)
+        for i in range(lo, hi):
+            acc += tl.load(partial_ptr + i * 2 * M + offs, mask=mask, other=0.0)
+        tl.store(out_ptr + c * 2 * M + offs, acc, mask=mask)
+
+    @triton.autotune(configs=_configs(), key=["M", "D"])
+    @triton.jit
+    def _weight_kernel(x_ptr, t_ptr, perm_ptr, row_class_ptr, grad_ptr, w_ptr, num_rows, M, D, stride_x, stride_t,
+                       BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                       ACC: tl.constexpr):
+        """w[i, m] = -G[c_i, 0, m] sin(p_im) + G[c_i, 1, m] cos(p_im) for a chunk of positions."""
+        local = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        m_offs = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = local < num_rows
+        m_mask = m_offs < M
+        rows = tl.load(perm_ptr + local, mask=row_mask, other=0)
+        cls = tl.load(row_class_ptr + local, mask=row_mask, other=0)
+        p = _phase_tile(x_ptr, t_ptr, rows, row_mask, m_offs, m_mask, D, stride_x, stride_t, BLOCK_N, BLOCK_M, BLOCK_K,
+                        PRECISION, ACC)
+        mask = row_mask[:, None] & m_mask[None, :]
+        g = grad_ptr + cls[:, None] * 2 * M + m_offs[None, :]
+        g_re = tl.load(g, mask=mask, other=0.0)
+        g_im = tl.load(g + M, mask=mask, other=0.0)
+        w = g_im * tl.cos(p) - g_re * tl.sin(p)
+        tl.store(w_ptr + local[:, None] * M + m_offs[None, :], w, mask=mask)
+
+
+def resolve_precision(precision: str | None) -> str:
+    if precision is None:
+        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be None, 'ieee' or 'tf32'; got {precision!r}")
+    return precision
+
+
+def _sums_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Half-precision inputs get float32 sums: they are accumulated in float32, and a sum of
+    # thousands of terms rounded to 8 bits of mantissa would throw that accuracy away.
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _kernel_types(dtype: torch.dtype, precision: str):
+    """(accumulator type, tl.dot precision): float64 in, float64 IEEE products; else float32."""
+    if dtype == torch.float64:
+        return tl.float64, "ieee"
+    return tl.float32, precision
+
+
+def _target_programs(device: torch.device) -> int:
+    if device.type == "cuda":
+        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def _work_items(offsets: torch.Tensor, num_rows: int, rows_per_item: int):
+    """Cut every class into items of <= rows_per_item rows, on the device, with static shapes.
+
+    Returns (start, end, item_offsets): item k covers perm positions [start[k], end[k]);
+    class c owns items item_offsets[c] .. item_offsets[c+1]-1; unused items are empty.
+    """
+    num_classes = offsets.shape[0] - 1
+    counts = offsets[1:] - offsets[:-1]
+    per_class = (counts + rows_per_item - 1) // rows_per_item
+    item_offsets = torch.cat([offsets.new_zeros(1), per_class.cumsum(0)])
+    # sum_c ceil(n_c / R) <= N / R + C, so this many items always suffice.
+    max_items = num_rows // rows_per_item + num_classes
+    k = torch.arange(max_items, device=offsets.device)
+    item_class = torch.searchsorted(item_offsets[1:], k, right=True).clamp_max(num_classes - 1)
+    start = offsets[item_class] + (k - item_offsets[item_class]) * rows_per_item
+    end = torch.minimum(start + rows_per_item, offsets[item_class + 1])
+    end = torch.where(k < item_offsets[-1], end, start)
+    return start.contiguous(), end.contiguous(), item_offsets.contiguous()
+
+
+def _forward(x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor, precision: str) -> torch.Tensor:
+    x, t = x.contiguous(), t.contiguous()
+    n, d = x.shape
+    m, num_classes = t.shape[0], offsets.shape[0] - 1
+    acc_type, precision = _kernel_types(x.dtype, precision)
+    out = torch.zeros(num_classes, 2, m, device=x.device, dtype=_sums_dtype(x.dtype))
+    if n == 0:
+        return out
+    # Enough items that items x frequency blocks fill the device (with the largest BLOCK_M).
+    freq_blocks = triton.cdiv(m, 128)
+    target_items = max(1, triton.cdiv(_target_programs(x.device), freq_blocks))
+    rows_per_item = 128 * max(1, triton.cdiv(n, 128 * target_items))
+    start, end, item_offsets = _work_items(offsets, n, rows_per_item)
+    partial = torch.empty(start.shape[0], 2, m, device=x.device, dtype=out.dtype)
+    grid = lambda meta: (start.shape[0], triton.cdiv(m, meta["BLOCK_M"]))
+    _forward_kernel[grid](x, t, perm, start, end, partial, m, d, x.stride(0), t.stride(0), PRECISION=precision, ACC=acc_type)
+    block = 256
+    _class_reduce_kernel[(num_classes, triton.cdiv(2 * m, block))](partial, item_offsets, out, m, BLOCK=block)
+    return out
+
+
+@contextlib.contextmanager
+def _matmul_precision(precision: str, device: torch.device):
+    """cuBLAS products of the backward in the requested precision (restored afterwards)."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
+    x, t = x.contiguous(), t.contiguous()
+    n, d = x.shape
+    m = t.shape[0]
+    acc_type, precision = _kernel_types(x.dtype, precision)
+    work = _sums_dtype(x.dtype)
+    grad = grad.to(work).contiguous()
+    dx = torch.zeros(n, d, device=x.device, dtype=work) if need_x else None
+    dt = torch.zeros(m, d, device=x.device, dtype=work) if need_t else None
+    positions = torch.arange(n, device=x.device)
+    row_class = torch.searchsorted(offsets[1:], positions, right=True).contiguous()
+    chunk = max(128, (W_CHUNK_BYTES // (grad.element_size() * m)) // 128 * 128)
+    w_buffer = torch.empty(min(chunk, n), m, device=x.device, dtype=work)
+    t_work = t.to(work)
+    with _matmul_precision(precision, x.device):
+        for r0 in range(0, n, chunk):
+            r = min(chunk, n - r0)
+            w = w_buffer[:r]
+            perm_chunk = perm[r0 : r0 + r]
+            grid = lambda meta: (triton.cdiv(r, meta["BLOCK_N"]), triton.cdiv(m, meta["BLOCK_M"]))
+            _weight_kernel[grid](x, t, perm_chunk, row_class[r0 : r0 + r], grad, w, r, m, d, x.stride(0), t.stride(0),
+                                 PRECISION=precision, ACC=acc_type)
+            if need_x:
+                dx.index_copy_(0, perm_chunk, w @ t_work)
+            if need_t:
+                dt.addmm_(w.T, x[perm_chunk].to(work))
+    empty = x.new_empty(0)
+    return (dx.to(x.dtype) if need_x else empty), (dt.to(t.dtype) if need_t else empty)
+
+
+if _IMPORT_ERROR is None:
+
+    @torch.library.custom_op("spectral_kernels::ecf_sums_triton", mutates_args=())
+    def ecf_sums_triton(x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor, precision: str) -> torch.Tensor:
+        """Per-class sums (C, 2, M) of cos/sin of x t^T; float32 for half inputs."""
+        return _forward(x, t, perm, offsets, precision)
+
+    @ecf_sums_triton.register_fake
+    def _(x, t, perm, offsets, precision):
+        return x.new_empty((offsets.shape[0] - 1, 2, t.shape[0]), dtype=_sums_dtype(x.dtype))
+
+    @torch.library.custom_op("spectral_kernels::ecf_sums_triton_backward", mutates_args=())
+    def ecf_sums_triton_backward(
+        grad: torch.Tensor, x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor,
+        precision: str, need_x: bool, need_t: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dx, dt); an empty tensor in place of a gradient that is not needed."""
+        return _backward(grad, x, t, perm, offsets, precision, need_x, need_t)
+
+    @ecf_sums_triton_backward.register_fake
+    def _(grad, x, t, perm, offsets, precision, need_x, need_t):
+        return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(t) if need_t else t.new_empty(0))
+
+    def _setup_context(ctx, inputs, output):
+        x, t, perm, offsets, precision = inputs
+        ctx.save_for_backward(x, t, perm, offsets)
+        ctx.precision = precision
+
+    def _autograd_backward(ctx, grad):
+        x, t, perm, offsets = ctx.saved_tensors
+        need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_x or need_t):
+            return None, None, None, None, None
+        dx, dt = ecf_sums_triton_backward(grad, x, t, perm, offsets, ctx.precision, need_x, need_t)
+        return (dx if need_x else None), (dt if need_t else None), None, None, None
+
+    ecf_sums_triton.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+class TritonBackend:
+    name = "triton"
+
+    def unavailable_reason(self) -> str | None:
+        return _IMPORT_ERROR
+
+    def unsupported_reason(self, x: torch.Tensor) -> str | None:
+        if x.device.type != "cuda" and not (INTERPRETED and x.device.type == "cpu"):
+            return f"it runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got a tensor on {x.device}"
+        if x.dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+            return f"it takes float32, float64, bfloat16 or float16, got {x.dtype}"
+        return None
+
+    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
+        return torch.ops.spectral_kernels.ecf_sums_triton(x, t, index.perm, index.offsets, resolve_precision(precision))
