@@ -1,0 +1,124 @@
+"""`spectral-distill`: distil a dataset into a few synthetic images per class, evaluate, show.
+
+    spectral-distill distill --dataset digits-lt --method csdm --ipc 10 --out runs/csdm
+    spectral-distill evaluate runs/csdm --num-eval 5
+    spectral-distill show runs/csdm
+
+Options can also come from --config FILE (JSON, or YAML when PyYAML is installed); flags given
+on the command line win. Bad options exit with status 2 and a one-line message.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .distill.data import DATASETS, DataError
+from .distill.loop import ConfigError, DistillConfig, distill
+from .distill.methods import HEAD_RULES, METHODS
+from .kernels import SPECTRAL_KERNELS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spectral-distill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("distill", help="distil a dataset", argument_default=argparse.SUPPRESS)
+    defaults = DistillConfig()
+    # Names are checked by DistillConfig.validate, not argparse choices, so a bad one gets a
+    # one-line message and exit status 2 like every other bad option.
+    d.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default {defaults.dataset})")
+    d.add_argument("--method", help=f"one of {', '.join(METHODS)} (default {defaults.method})")
+    for name, kind, text in [
+        ("ipc", int, "synthetic images per class"), ("iterations", int, "optimisation steps"), ("seed", int, "seed of every random draw"),
+        ("out", str, "run directory"), ("device", str, "cpu or cuda[:N]"), ("num-eval", int, "evaluation seeds (0: no evaluation)"),
+        ("imbalance", float, "n_max / n_min of the long-tailed training set (-lt datasets: default 10)"),
+        ("data-root", str, "folder holding cifar/imagefolder data (never downloaded)"),
+        ("bandwidth", float, "kernel bandwidth (default: median feature distance per step)"),
+        ("num-freqs", int, "frequencies per step for ncfm/sdd/csdm"), ("alpha-head", float, "CSDM amplitude weight of head classes"),
+        ("width", int, "ConvNet width"), ("batch-real", int, "real images per class per step"), ("lr", float, "Adam learning rate"),
+        ("eval-epochs", int, "training epochs per evaluation"), ("checkpoint-every", int, "iterations between checkpoints"),
+    ]:
+        default = getattr(defaults, name.replace("-", "_"))
+        d.add_argument(f"--{name}", type=kind, help=f"{text} (default {default})")
+    d.add_argument("--kernel", help=f"one of {', '.join(SPECTRAL_KERNELS)} (default {defaults.kernel})")
+    d.add_argument("--head-rule", help=f"CSDM head/tail rule, one of {', '.join(HEAD_RULES)} (default {defaults.head_rule})")
+    d.add_argument("--learned-sampler", action="store_true", help="ncfm: train the frequency sampler as a true min-max")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--resume", action="store_true", default=False, help="continue an interrupted run in --out")
+    d.add_argument("--overwrite", action="store_true", default=False, help="replace an existing run in --out")
+    d.add_argument("--config", type=Path, default=None, help="JSON or YAML file of the same options")
+    e = sub.add_parser("evaluate", help="evaluate a run's synthetic set")
+    e.add_argument("run", type=Path)
+    e.add_argument("--num-eval", type=int, default=3)
+    e.add_argument("--eval-epochs", type=int, default=None)
+    s = sub.add_parser("show", help="print a run's config, metrics and image grid path")
+    s.add_argument("run", type=Path)
+    return parser
+
+
+def _read_config_file(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"--config {path} does not exist")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError("--config: a YAML file needs PyYAML (pip install pyyaml); or use JSON") from None
+        values = yaml.safe_load(text) or {}
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--config {path}: not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path} must hold a mapping of option names to values")
+    return {k.replace("-", "_"): v for k, v in values.items()}
+
+
+def _show(run: Path) -> None:
+    if not (run / "config.json").is_file():
+        raise ConfigError(f"{run} is not a run directory (no config.json)")
+    print(f"run: {run}")
+    print("config:")
+    for key, value in json.loads((run / "config.json").read_text()).items():
+        print(f"  {key}: {value}")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] if (run / "metrics.jsonl").exists() else []
+    steps = [r for r in rows if "iteration" in r]
+    if steps:
+        print(f"iterations run: {steps[-1]['iteration'] + 1}, last loss {steps[-1]['loss']:.6g}, {steps[-1]['seconds']:.1f} s")
+    for r in (r for r in rows if r.get("event") == "eval"):
+        print(f"evaluation: {100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f} % over {r['num_eval']} seeds ({r['epochs']} epochs)")
+    grid = run / "grid.png"
+    print(f"image grid: {grid if grid.exists() else 'not written yet'}")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "distill":
+            given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "overwrite")}
+            values = _read_config_file(args.config) if args.config else {}
+            values.update(given)
+            config = DistillConfig.from_dict(values)
+            run = distill(config, resume=args.resume, overwrite=args.overwrite)
+            if not config.quiet:
+                _show(run)
+        elif args.command == "evaluate":
+            from .distill.evaluate import evaluate_run
+
+            if not (args.run / "synthetic.pt").is_file():
+                raise ConfigError(f"{args.run} holds no synthetic.pt (not a finished run)")
+            result = evaluate_run(args.run, num_eval=args.num_eval, epochs=args.eval_epochs)
+            print(f"{100 * result['accuracy_mean']:.2f} +- {100 * result['accuracy_std']:.2f} % over {result['num_eval']} seeds")
+        else:
+            _show(args.run)
+    except (ConfigError, DataError) as error:
+        print(f"spectral-distill: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Image datasets for distillation, all loaded into memory as normalised float tensors.
+
+Names: `digits` (scikit-learn's bundled 8x8 digits), `animals` (28x28 silhouettes shipped in
+the PyPI package animal-mnist), `cifar10`, `cifar100` (torchvision's python-format archives
+under --data-root; never downloaded), `imagefolder` (a folder per class under --data-root),
+and a `-lt` variant of each: the training set is made long-tailed with
+n_c = floor(n_max * imbalance^(-c / (C - 1))) images of class c (fixed seed); test sets stay
+balanced. Pickled files are read with a restricted unpickler that only rebuilds numpy arrays,
+so a tampered data file cannot run code.
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import io
+import math
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BASE_DATASETS = ("digits", "animals", "cifar10", "cifar100", "imagefolder")
+DATASETS = BASE_DATASETS + tuple(f"{name}-lt" for name in BASE_DATASETS)
+DEFAULT_LT_IMBALANCE = 10.0
+
+
+class DataError(ValueError):
+    """A dataset that cannot be loaded, with what to do about it."""
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    train_x: torch.Tensor  # (N, channels, H, W) float32, normalised per channel
+    train_y: torch.Tensor  # (N,) int64
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: torch.Tensor  # (channels,) to undo the normalisation for display
+    std: torch.Tensor
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        return torch.bincount(self.train_y, minlength=self.num_classes)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, lists, dicts, strings and numbers; refuses everything else."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2: str -> bytes, nothing more
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
+        if name in ("_reconstruct", "scalar"):
+            return getattr(np._core.multiarray if hasattr(np, "_core") else np.core.multiarray, name)
+        return getattr(np, name)
+
+
+def _unpickle(raw: bytes):
+    return _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+
+
+def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        test[idx[: int(round(test_fraction * len(idx)))]] = True
+    return x[~test], y[~test], x[test], y[test]
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
+    return _stratified_split(x, digits.target.astype(np.int64), 0.3, seed=0)
+
+
+def _animals():
+    spec = importlib.util.find_spec("animal_mnist")  # locates the package without importing it
+    if spec is None or spec.submodule_search_locations is None:
+        raise DataError("the animals dataset needs the package animal-mnist: pip install --no-deps animal-mnist==0.4")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data" / "Animal_MNIST"
+    with gzip.open(folder / "animal_data_version_3.gz", "rb") as f:
+        images = _unpickle(f.read())
+    with gzip.open(folder / "animal_label_version_3.gz", "rb") as f:
+        labels = _unpickle(f.read())
+    x = (np.asarray(images, dtype=np.float32) / 255.0)[:, None]  # (10000, 1, 28, 28)
+    return _stratified_split(x, np.asarray(labels, dtype=np.int64), 0.2, seed=0)
+
+
+def _cifar(root: Path | None, which: str):
+    folder_name, train_files, test_files, label_key = {
+        "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+        "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
+    }[which]
+    if root is None:
+        raise DataError(f"{which} needs --data-root pointing at a folder that holds {folder_name}/ (torchvision's python format)")
+    folder = Path(root) / folder_name
+    missing = [f for f in train_files + test_files if not (folder / f).is_file()]
+    if missing:
+        raise DataError(
+            f"{which}: {folder} lacks {', '.join(missing)}; get the dataset once with "
+            f"torchvision.datasets.{which.upper()}(root='{root}', download=True) "
+            "on a machine with network access and copy the folder here (this tool never downloads)"
+        )
+
+    def read(files):
+        xs, ys = [], []
+        for name in files:
+            batch = _unpickle((folder / name).read_bytes())
+            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
+
+    return (*read(train_files), *read(test_files))
+
+
+def _imagefolder(root: Path | None, image_size: int):
+    if root is None:
+        raise DataError("imagefolder needs --data-root: a folder with one subfolder of images per class (or train/ and test/ of those)")
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"imagefolder: --data-root {root} is not a folder")
+    transform = v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)])
+
+    def read(folder):
+        data = ImageFolder(str(folder), transform=transform)
+        if len(data) == 0:
+            raise DataError(f"imagefolder: no images under {folder}")
+        xs, ys = zip(*[data[i] for i in range(len(data))])
+        return torch.stack(xs).numpy(), np.asarray(ys, dtype=np.int64)
+
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return (*read(root / "train"), *read(root / "test"))
+    x, y = read(root)
+    return _stratified_split(x, y, 0.2, seed=0)
+
+
+def long_tail_counts(counts: np.ndarray, imbalance: float) -> np.ndarray:
+    """n_c = floor(n_max * imbalance^(-c / (C - 1))), capped by the images class c has."""
+    num_classes = len(counts)
+    n_max = counts.max()
+    target = [math.floor(n_max * imbalance ** (-c / (num_classes - 1))) if num_classes > 1 else n_max for c in range(num_classes)]
+    return np.minimum(np.asarray(target), counts)
+
+
+def load_dataset(name: str, *, data_root: str | Path | None = None, imbalance: float | None = None, image_size: int = 32, seed: int = 0) -> ImageDataset:
+    """Load `name` (one of DATASETS). `imbalance` >= 1 makes the training set long-tailed
+    (default 10 for the -lt names, 1 otherwise). Raises DataError with what to do."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    base, long_tailed = name.removesuffix("-lt"), name.endswith("-lt")
+    if imbalance is None:
+        imbalance = DEFAULT_LT_IMBALANCE if long_tailed else 1.0
+    if not imbalance >= 1.0:
+        raise DataError(f"--imbalance must be >= 1 (n_max / n_min), got {imbalance}")
+    root = Path(data_root) if data_root is not None else None
+    if root is not None and not root.exists():
+        raise DataError(f"--data-root {root} does not exist")
+    if base == "digits":
+        train_x, train_y, test_x, test_y = _digits()
+    elif base == "animals":
+        train_x, train_y, test_x, test_y = _animals()
+    elif base in ("cifar10", "cifar100"):
+        train_x, train_y, test_x, test_y = _cifar(root, base)
+    else:
+        train_x, train_y, test_x, test_y = _imagefolder(root, image_size)
+
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    if imbalance > 1.0:
+        counts = np.bincount(train_y, minlength=num_classes)
+        keep_counts = long_tail_counts(counts, imbalance)
+        rng = np.random.default_rng(seed)
+        keep = np.concatenate([rng.permutation(np.flatnonzero(train_y == c))[:k] for c, k in enumerate(keep_counts)])
+        keep.sort()
+        train_x, train_y = train_x[keep], train_y[keep]
+
+    train_x, test_x = torch.from_numpy(np.ascontiguousarray(train_x)), torch.from_numpy(np.ascontiguousarray(test_x))
+    mean = train_x.mean(dim=(0, 2, 3))
+    std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    norm = lambda x: (x - mean[None, :, None, None]) / std[None, :, None, None]
+    return ImageDataset(name, norm(train_x), torch.from_numpy(train_y), norm(test_x), torch.from_numpy(test_y), num_classes, mean, std)

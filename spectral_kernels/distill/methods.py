@@ -1,0 +1,58 @@
+"""Distillation objectives on network features. Each computes one loss for all classes at
+once (the library's discrepancies are per class by construction), never a loss per class."""
+from __future__ import annotations
+
+import torch
+
+import spectral_kernels as sk
+
+METHODS = ("random", "dm", "mmd", "ncfm", "sdd", "csdm")
+HEAD_RULES = ("binary", "log-linear")
+
+
+def median_bandwidth(features: torch.Tensor, generator: torch.Generator, max_rows: int = 512) -> float:
+    """Median pairwise distance of (a sample of) the real features: a scale-free bandwidth."""
+    if features.shape[0] > max_rows:
+        features = features[torch.randperm(features.shape[0], generator=generator)[:max_rows]]
+    distances = torch.cdist(features, features)
+    upper = distances[torch.triu(torch.ones_like(distances, dtype=torch.bool), diagonal=1)]
+    return max(float(upper.median()), 1e-6) if upper.numel() else 1.0
+
+
+class Objective:
+    """loss(real_features, real_labels, syn_features, syn_labels, generator) -> scalar.
+
+    `maximisers` are modules trained to *raise* the loss (NCFM's learned frequency sampler);
+    the loop flips the sign of their gradients before its optimiser step.
+    """
+
+    def __init__(self, config, class_counts: torch.Tensor, feature_dim: int, num_classes: int):
+        self.config = config
+        self.class_counts = class_counts
+        self.num_classes = num_classes
+        self.maximisers: list[torch.nn.Module] = []
+        if config.method == "ncfm" and config.learned_sampler:
+            self.sampler = sk.FrequencySampler(feature_dim, num_freqs=config.num_freqs, bandwidth=(2.0 * feature_dim) ** 0.5)
+            self.maximisers.append(self.sampler)
+
+    def _bandwidth(self, real_features, generator) -> float:
+        return self.config.bandwidth or median_bandwidth(real_features, generator)
+
+    def loss(self, real_f, real_y, syn_f, syn_y, generator: torch.Generator) -> torch.Tensor:
+        cfg, common = self.config, dict(num_classes=self.num_classes)
+        if cfg.method == "dm":
+            return sk.mmd(real_f, syn_f, real_y, syn_y, kernel="linear", **common)
+        if cfg.method == "mmd":
+            return sk.mmd(real_f, syn_f, real_y, syn_y, kernel="gaussian", bandwidth=self._bandwidth(real_f, generator), **common)
+        if cfg.method == "ncfm":
+            if cfg.learned_sampler:
+                t = self.sampler(generator=generator).to(real_f.device)
+            else:
+                t = sk.sample_frequencies("gaussian", cfg.num_freqs, real_f.shape[1], bandwidth=self._bandwidth(real_f, generator),
+                                          generator=generator, device=real_f.device, dtype=real_f.dtype)
+            return sk.ncfd(real_f, syn_f, t, real_y, syn_y, **common)
+        spectral = dict(kernel=cfg.kernel, bandwidth=self._bandwidth(real_f, generator), num_freqs=cfg.num_freqs, generator=generator, **common)
+        if cfg.method == "sdd":
+            return sk.sdd(real_f, syn_f, real_y, syn_y, **spectral)
+        return sk.csdm(real_f, syn_f, real_y, syn_y, class_counts=self.class_counts, alpha_head=cfg.alpha_head,
+                       alpha_rule=cfg.head_rule, **spectral)
