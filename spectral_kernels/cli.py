@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
             values.update(given)
             config = DistillConfig.from_dict(values)
             run = distill(config, resume=args.resume, overwrite=args.overwrite)
-            if not config.quiet:
+            if not config.quiet and int(os.environ.get("RANK", "0")) == 0:
                 _show(run)
         elif args.command == "evaluate":
             from .distill.evaluate import evaluate_run
@@ -117,6 +118,11 @@ def main(argv=None) -> int:
     except (ConfigError, DataError) as error:
         print(f"spectral-distill: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

@@ -35,9 +35,11 @@ class _Pair:
     syn_index: ClassIndex
     num_classes: int
     present: torch.Tensor  # (C,) bool: the class has rows on both sides
+    real_counts: torch.Tensor  # (C,) real rows per class, summed over `real_group` when given
+    real_group: object = None
 
 
-def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite) -> _Pair:
+def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group=None) -> _Pair:
     real = _checks.features("real", real)
     syn = _checks.features("syn", syn)
     _checks.same_layout("syn", syn, "real", real)
@@ -60,6 +62,8 @@ def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
         if num_classes is None:
             if _checks.tracing():
                 raise ValueError("num_classes is required under torch.compile: inferring it from the labels needs a host sync")
+            if real_group is not None:
+                raise ValueError("num_classes is required with real_group: a shard may lack the last class")
             num_classes = max(int(real_y.max()), int(syn_y.max())) + 1
         if not _checks.tracing():
             _checks.label_range("real_labels", real_y, num_classes)
@@ -67,27 +71,41 @@ def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
 
     real_index = class_index(real_y, real.shape[0], num_classes, real.device)
     syn_index = class_index(syn_y, syn.shape[0], num_classes, real.device)
-    real_has, syn_has = real_index.counts > 0, syn_index.counts > 0
+    real_counts = real_index.counts
+    if real_group is not None:
+        real_counts = real_counts.clone()
+        torch.distributed.all_reduce(real_counts, group=real_group)
+    real_has, syn_has = real_counts > 0, syn_index.counts > 0
     if not _checks.tracing() and bool((real_has != syn_has).any()):
         c = int((real_has != syn_has).nonzero()[0])
         raise ValueError(
-            f"class {c} has {int(real_index.counts[c])} real and {int(syn_index.counts[c])} synthetic samples; "
+            f"class {c} has {int(real_counts[c])} real and {int(syn_index.counts[c])} synthetic samples; "
             "a class must be present on both sides or on neither"
         )
-    return _Pair(real, syn, real_index, syn_index, num_classes, real_has & syn_has)
+    return _Pair(real, syn, real_index, syn_index, num_classes, real_has & syn_has, real_counts, real_group)
 
 
-def _ecf_means(x: torch.Tensor, t: torch.Tensor, index: ClassIndex, backend: ops.Backend, precision):
-    """Per-class ECF means (re, im), each (C, M); 0 for a class with no rows."""
+def _ecf_means(x: torch.Tensor, t: torch.Tensor, index: ClassIndex, backend: ops.Backend, precision, group=None, counts=None):
+    """Per-class ECF means (re, im), each (C, M); 0 for a class with no rows.
+
+    With a process group, the sums are added over its processes (SPEC §1: sums are additive)
+    and `counts` must be the matching global counts, so every process gets the ECF of the
+    union of their rows. The all_reduce is autograd-aware: the backward sends each process
+    the gradient for its own rows.
+    """
     sums = backend.ecf_sums(x, t, index, _checks.choice("precision", precision, PRECISIONS))
-    n = index.counts.clamp_min(1).to(sums.dtype).unsqueeze(1)
+    if group is not None:
+        from torch.distributed.nn.functional import all_reduce
+
+        sums = all_reduce(sums, group=group)
+    n = (index.counts if counts is None else counts).clamp_min(1).to(sums.dtype).unsqueeze(1)
     return sums[:, 0] / n, sums[:, 1] / n
 
 
 def _terms(pair: _Pair, t: torch.Tensor, backend: str, precision):
     """Amplitude and phase terms (A, H), each (C, M), of the real vs synthetic ECFs."""
     chosen = ops.resolve(backend, pair.real)
-    re_p, im_p = _ecf_means(pair.real, t, pair.real_index, chosen, precision)
+    re_p, im_p = _ecf_means(pair.real, t, pair.real_index, chosen, precision, pair.real_group, pair.real_counts)
     re_q, im_q = _ecf_means(pair.syn, t, pair.syn_index, chosen, precision)
     return amplitude_phase(re_p, im_p, re_q, im_q)
 
@@ -173,6 +191,7 @@ def ncfd(
     backend="auto",
     precision=None,
     check_finite=None,
+    real_group=None,
 ):
     """Neural characteristic function discrepancy of NCFM (SPEC §3).
 
@@ -194,12 +213,15 @@ def ncfd(
         reduction: "mean" over the classes present, "sum", or "none" ((C,) with 0 for a class
             absent from both sides).
         backend, precision: as in `ecf`.
+        real_group: a torch.distributed process group over which `real` is sharded: the real
+            ECF sums and counts are all-reduced, so the value is that of all shards together
+            (the synthetic side and `t` must be the same on every process).
 
     Raises:
         ValueError / TypeError as listed in SPEC §6, naming the argument; ValueError when a
         class is present on one side only.
     """
-    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
+    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group)
     t = _checks.frequencies("t", t, pair.real, "real")
     alpha = _checks.unit_interval("alpha", alpha, pair.num_classes, pair.real).unsqueeze(1)
     eps = _checks.non_negative("eps", eps)
@@ -229,6 +251,7 @@ def sdd(
     backend="auto",
     precision=None,
     check_finite=None,
+    real_group=None,
 ):
     """Spectral distribution distance (SPEC §3): SDD_c = mean_m |P_c(w_m) - Q_c(w_m)|^2.
 
@@ -243,7 +266,7 @@ def sdd(
 
     Raises: as `ncfd`; ValueError for kernel="linear" (no spectral measure: use `mmd`).
     """
-    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
+    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group)
     reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     t, scale = _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, pair.real)
     amplitude, phase = _terms(pair, t, backend, precision)
@@ -342,6 +365,7 @@ def csdm(
     backend="auto",
     precision=None,
     check_finite=None,
+    real_group=None,
 ):
     """Class-aware spectral distribution matching (SPEC §3).
 
@@ -365,7 +389,7 @@ def csdm(
         num_classes = alpha.shape[0]
     elif _checks.num_classes(num_classes) != alpha.shape[0]:
         raise ValueError(f"num_classes={num_classes} but class_counts has {alpha.shape[0]} entries")
-    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
+    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group)
     reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     t, scale = _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, pair.real)
     amplitude, phase = _terms(pair, t, backend, precision)

@@ -163,23 +163,48 @@ def prepare_run_dir(config: DistillConfig, *, resume: bool, overwrite: bool) -> 
     return run
 
 
+def _distributed(device: torch.device):
+    """(group, rank, world) under torchrun (WORLD_SIZE > 1), else (None, 0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None, 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.group.WORLD, dist.get_rank(), dist.get_world_size()
+
+
 def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = False, on_iteration=None) -> Path:
     """Run (or resume) a distillation; returns the run directory. `on_iteration(i)` is called
-    before iteration i (tests use it to interrupt a run)."""
+    before iteration i (tests use it to interrupt a run).
+
+    Under torchrun each process takes a disjoint shard of every step's real batch and the real
+    ECF sums are all-reduced (SPEC §1), so the loss is the single-process loss; the synthetic
+    set is replicated, and only rank 0 writes the run directory.
+    """
     config.validate()
-    run = prepare_run_dir(config, resume=resume, overwrite=overwrite)
+    group, rank, world = _distributed(torch.device(config.device))
+    if group is not None and config.method in ("dm", "mmd"):
+        raise ConfigError(f"--method {config.method} compares samples pairwise and cannot run data-parallel; use ncfm, sdd or csdm")
+    if rank == 0:
+        run = prepare_run_dir(config, resume=resume, overwrite=overwrite)
+    if group is not None:
+        torch.distributed.barrier()
+    run = Path(config.out)
     try:
         dataset = load_dataset(config.dataset, data_root=config.data_root, imbalance=config.imbalance, seed=config.seed)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    atomic_write_text(json.dumps(config.to_dict(), indent=2) + "\n", run / "config.json")
+    if rank == 0:
+        atomic_write_text(json.dumps(config.to_dict(), indent=2) + "\n", run / "config.json")
     device = torch.device(config.device)
     syn, syn_y = initial_synthetic(dataset, config.ipc, config.seed)
     syn = syn.to(device).requires_grad_(config.method != "random")
     syn_y = syn_y.to(device)
     channels, size = dataset.image_shape[0], dataset.image_shape[1]
     feature_dim = ConvNet(channels, dataset.num_classes, size, width=config.width).feature_dim
-    objective = Objective(config, dataset.class_counts, feature_dim, dataset.num_classes)
+    objective = Objective(config, dataset.class_counts, feature_dim, dataset.num_classes, real_group=group)
     for module in objective.maximisers:
         module.to(device)
     params = [syn] + [p for m in objective.maximisers for p in m.parameters()]
@@ -196,14 +221,14 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
             module.load_state_dict(module_state)
         start = state["iteration"]
     # Metrics written after the last checkpoint belong to iterations that will run again.
-    kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.exists() else []) if json.loads(line).get("iteration", -1) < start]
-    atomic_write_text("".join(line + "\n" for line in kept), metrics_path)
+    if rank == 0:
+        kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.exists() else []) if json.loads(line).get("iteration", -1) < start]
+        atomic_write_text("".join(line + "\n" for line in kept), metrics_path)
 
-    dataset_dev = dataset if device.type == "cpu" else dataclasses.replace(
-        dataset, train_x=dataset.train_x.to(device), train_y=dataset.train_y.to(device))
-    progress = _progress(range(start, iterations), config, desc=f"{config.method} on {config.dataset}")
+    progress = _progress(range(start, iterations), config if rank == 0 else dataclasses.replace(config, quiet=True),
+                         desc=f"{config.method} on {config.dataset}")
     began = time.perf_counter()
-    with open(metrics_path, "a") as metrics:
+    with open(metrics_path if rank == 0 else os.devnull, "a") as metrics:
         for it in progress:
             if on_iteration is not None:
                 on_iteration(it)
@@ -214,7 +239,7 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
                 net = ConvNet(channels, dataset.num_classes, size, width=config.width).to(device)
             net.requires_grad_(False)
             real, real_y = _real_batch(dataset, config.batch_real, gen)
-            real, real_y = real.to(device), real_y.to(device)
+            real, real_y = real[rank::world].to(device), real_y[rank::world].to(device)  # this process's shard
             aug_seed = int(torch.randint(2**62, (1,), generator=gen))
             with torch.no_grad():
                 real_f = net.embed(siamese_augment(real, aug_seed))
@@ -225,13 +250,20 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
             for module in objective.maximisers:  # ascent for the sampler, descent for the images
                 for p in module.parameters():
                     p.grad.neg_()
+                    if group is not None:  # each process holds its shard's part: average, as DDP does
+                        torch.distributed.all_reduce(p.grad, group=group)
+                        p.grad /= world
             optimizer.step()
             metrics.write(json.dumps({"iteration": it, "loss": float(loss.detach()), "seconds": round(time.perf_counter() - began, 3)}) + "\n")
-            if (it + 1) % config.checkpoint_every == 0 or it + 1 == iterations:
+            if rank == 0 and ((it + 1) % config.checkpoint_every == 0 or it + 1 == iterations):
                 metrics.flush()
                 atomic_save({"iteration": it + 1, "images": syn.detach().cpu(), "optimizer": optimizer.state_dict(),
                              "maximisers": [m.state_dict() for m in objective.maximisers]}, checkpoint_path)
 
+    if group is not None:
+        torch.distributed.barrier()
+    if rank != 0:
+        return run
     images = syn.detach().cpu()
     atomic_save({"images": images, "labels": syn_y.cpu(), "config": config.to_dict(),
                  "mean": dataset.mean, "std": dataset.std}, run / "synthetic.pt")

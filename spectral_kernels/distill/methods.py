@@ -19,6 +19,21 @@ def median_bandwidth(features: torch.Tensor, generator: torch.Generator, max_row
     return max(float(upper.median()), 1e-6) if upper.numel() else 1.0
 
 
+def gather_interleaved(x: torch.Tensor, group) -> torch.Tensor:
+    """Undo `full[rank::world]` sharding: every process gets `full` in its original row order."""
+    world = torch.distributed.get_world_size(group)
+    size = torch.tensor([x.shape[0]], device=x.device)
+    total = size.clone()
+    torch.distributed.all_reduce(total, group=group)
+    longest = -(-int(total) // world)  # shard 0 is the longest
+    padded = torch.zeros(longest, *x.shape[1:], dtype=x.dtype, device=x.device)
+    padded[: x.shape[0]] = x
+    shards = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(shards, padded, group=group)
+    # Row p of the full batch is row p // world of shard p % world.
+    return torch.stack(shards, dim=1).reshape(longest * world, *x.shape[1:])[: int(total)]
+
+
 class Objective:
     """loss(real_features, real_labels, syn_features, syn_labels, generator) -> scalar.
 
@@ -26,8 +41,9 @@ class Objective:
     the loop flips the sign of their gradients before its optimiser step.
     """
 
-    def __init__(self, config, class_counts: torch.Tensor, feature_dim: int, num_classes: int):
+    def __init__(self, config, class_counts: torch.Tensor, feature_dim: int, num_classes: int, real_group=None):
         self.config = config
+        self.real_group = real_group  # set when the real batch is sharded over processes
         self.class_counts = class_counts
         self.num_classes = num_classes
         self.maximisers: list[torch.nn.Module] = []
@@ -36,7 +52,13 @@ class Objective:
             self.maximisers.append(self.sampler)
 
     def _bandwidth(self, real_features, generator) -> float:
-        return self.config.bandwidth or median_bandwidth(real_features, generator)
+        if self.config.bandwidth:
+            return self.config.bandwidth
+        if self.real_group is not None:
+            # Every process must draw the same frequencies: the median is not additive, so
+            # gather the shards back into the single-process batch first.
+            real_features = gather_interleaved(real_features, self.real_group)
+        return median_bandwidth(real_features, generator)
 
     def loss(self, real_f, real_y, syn_f, syn_y, generator: torch.Generator) -> torch.Tensor:
         cfg, common = self.config, dict(num_classes=self.num_classes)
@@ -50,8 +72,8 @@ class Objective:
             else:
                 t = sk.sample_frequencies("gaussian", cfg.num_freqs, real_f.shape[1], bandwidth=self._bandwidth(real_f, generator),
                                           generator=generator, device=real_f.device, dtype=real_f.dtype)
-            return sk.ncfd(real_f, syn_f, t, real_y, syn_y, **common)
-        spectral = dict(kernel=cfg.kernel, bandwidth=self._bandwidth(real_f, generator), num_freqs=cfg.num_freqs, generator=generator, **common)
+            return sk.ncfd(real_f, syn_f, t, real_y, syn_y, real_group=self.real_group, **common)
+        spectral = dict(real_group=self.real_group, kernel=cfg.kernel, bandwidth=self._bandwidth(real_f, generator), num_freqs=cfg.num_freqs, generator=generator, **common)
         if cfg.method == "sdd":
             return sk.sdd(real_f, syn_f, real_y, syn_y, **spectral)
         return sk.csdm(real_f, syn_f, real_y, syn_y, class_counts=self.class_counts, alpha_head=cfg.alpha_head,
