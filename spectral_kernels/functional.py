@@ -134,6 +134,22 @@ def _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, like: 
     return t, float(len(sigmas))
 
 
+def _spectral_discrepancy(real, syn, real_labels, syn_labels, alpha, t, kernel, bandwidth, nu, num_freqs, generator,
+                          num_classes, reduction, backend, precision, check_finite, real_group) -> torch.Tensor:
+    """mean_m [alpha_c A + (1 - alpha_c) H] per class (CSDM), or mean_m [A + H] = |P - Q|^2
+    (SDD) when alpha is None, at the given or freshly drawn frequencies, reduced over classes."""
+    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group)
+    reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+    t, scale = _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, pair.real)
+    amplitude, phase = _terms(pair, t, backend, precision)
+    if alpha is None:
+        weighted = amplitude + phase
+    else:
+        alpha = alpha.to(device=amplitude.device, dtype=amplitude.dtype).unsqueeze(1)
+        weighted = alpha * amplitude + (1.0 - alpha) * phase
+    return _reduce(scale * weighted.mean(1), pair.present, reduction)
+
+
 # --------------------------------------------------------------------------- public functions
 
 
@@ -266,12 +282,10 @@ def sdd(
 
     Raises: as `ncfd`; ValueError for kernel="linear" (no spectral measure: use `mmd`).
     """
-    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group)
-    reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-    t, scale = _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, pair.real)
-    amplitude, phase = _terms(pair, t, backend, precision)
-    per_class = scale * (amplitude + phase).mean(1)
-    return _reduce(per_class, pair.present, reduction)
+    return _spectral_discrepancy(
+        real, syn, real_labels, syn_labels, None, t, kernel, bandwidth, nu, num_freqs, generator, num_classes,
+        reduction, backend, precision, check_finite, real_group,
+    )
 
 
 def csdm_class_alpha(class_counts, *, alpha_head=0.8, head_classes=None, alpha_rule="binary") -> torch.Tensor:
@@ -389,13 +403,10 @@ def csdm(
         num_classes = alpha.shape[0]
     elif _checks.num_classes(num_classes) != alpha.shape[0]:
         raise ValueError(f"num_classes={num_classes} but class_counts has {alpha.shape[0]} entries")
-    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group)
-    reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-    t, scale = _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, pair.real)
-    amplitude, phase = _terms(pair, t, backend, precision)
-    alpha = alpha.to(device=amplitude.device, dtype=amplitude.dtype).unsqueeze(1)
-    per_class = scale * (alpha * amplitude + (1.0 - alpha) * phase).mean(1)
-    return _reduce(per_class, pair.present, reduction)
+    return _spectral_discrepancy(
+        real, syn, real_labels, syn_labels, alpha, t, kernel, bandwidth, nu, num_freqs, generator, num_classes,
+        reduction, backend, precision, check_finite, real_group,
+    )
 
 
 def mmd(

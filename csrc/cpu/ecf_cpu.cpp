@@ -246,21 +246,29 @@ at::Tensor check_grad(const at::Tensor& grad, const Prepared& prep) {
   return grad.detach().to(prep.x.scalar_type()).contiguous();
 }
 
-at::Tensor ecf_sums_cpu(const at::Tensor& x_in, const at::Tensor& t_in, const at::Tensor& perm_in,
-                        const at::Tensor& offsets_in) {
-  const Prepared prep = prepare(x_in, t_in, perm_in, offsets_in);
-  at::Tensor out = at::zeros({prep.num_classes, 2, prep.num_freqs}, prep.x.options());
-  const int64_t num_freq_tiles = ceil_div(prep.num_freqs, kFreqTile);
-  at::parallel_for(0, num_freq_tiles, 1, [&](int64_t ft_begin, int64_t ft_end) {
+// Forward and grad_t share one walk: each thread owns a contiguous range of frequency tiles,
+// gathers every row tile once and calls fn(scratch, row_tile, x_tile, m0, f) per frequency tile.
+template <typename TileFn>
+void walk_frequency_tiles(const Prepared& prep, TileFn&& fn) {
+  at::parallel_for(0, ceil_div(prep.num_freqs, kFreqTile), 1, [&](int64_t ft_begin, int64_t ft_end) {
     Scratch scratch(prep.dim, prep.x.options());
     for (const RowTile& rt : prep.tiles) {
       const at::Tensor x_tile = scratch.gather(prep.x, prep.perm, rt);
       for (int64_t ft = ft_begin; ft < ft_end; ++ft) {
-        const int64_t m0 = ft * kFreqTile, f = std::min(kFreqTile, prep.num_freqs - m0);
-        at::Tensor sum_cos = out[rt.cls][0].narrow(0, m0, f), sum_sin = out[rt.cls][1].narrow(0, m0, f);
-        scratch.add_column_sums(x_tile, prep.t.narrow(0, m0, f), sum_cos, sum_sin);
+        const int64_t m0 = ft * kFreqTile;
+        fn(scratch, rt, x_tile, m0, std::min(kFreqTile, prep.num_freqs - m0));
       }
     }
+  });
+}
+
+at::Tensor ecf_sums_cpu(const at::Tensor& x_in, const at::Tensor& t_in, const at::Tensor& perm_in,
+                        const at::Tensor& offsets_in) {
+  const Prepared prep = prepare(x_in, t_in, perm_in, offsets_in);
+  at::Tensor out = at::zeros({prep.num_classes, 2, prep.num_freqs}, prep.x.options());
+  walk_frequency_tiles(prep, [&](Scratch& scratch, const RowTile& rt, const at::Tensor& x_tile, int64_t m0, int64_t f) {
+    at::Tensor sum_cos = out[rt.cls][0].narrow(0, m0, f), sum_sin = out[rt.cls][1].narrow(0, m0, f);
+    scratch.add_column_sums(x_tile, prep.t.narrow(0, m0, f), sum_cos, sum_sin);
   });
   return out;
 }
@@ -270,19 +278,11 @@ at::Tensor ecf_sums_grad_t_cpu(const at::Tensor& grad_in, const at::Tensor& x_in
   const Prepared prep = prepare(x_in, t_in, perm_in, offsets_in);
   const at::Tensor grad = check_grad(grad_in, prep);
   at::Tensor dt = at::zeros({prep.num_freqs, prep.dim}, prep.x.options());
-  const int64_t num_freq_tiles = ceil_div(prep.num_freqs, kFreqTile);
-  at::parallel_for(0, num_freq_tiles, 1, [&](int64_t ft_begin, int64_t ft_end) {
-    Scratch scratch(prep.dim, prep.x.options());
-    for (const RowTile& rt : prep.tiles) {
-      const at::Tensor x_tile = scratch.gather(prep.x, prep.perm, rt);
-      for (int64_t ft = ft_begin; ft < ft_end; ++ft) {
-        const int64_t m0 = ft * kFreqTile, f = std::min(kFreqTile, prep.num_freqs - m0);
-        const at::Tensor w = scratch.grad_weight(x_tile, prep.t.narrow(0, m0, f), grad[rt.cls][0].narrow(0, m0, f),
-                                                 grad[rt.cls][1].narrow(0, m0, f));
-        at::Tensor dt_tile = dt.narrow(0, m0, f);
-        dt_tile.addmm_(w.t(), x_tile);
-      }
-    }
+  walk_frequency_tiles(prep, [&](Scratch& scratch, const RowTile& rt, const at::Tensor& x_tile, int64_t m0, int64_t f) {
+    const at::Tensor w = scratch.grad_weight(x_tile, prep.t.narrow(0, m0, f), grad[rt.cls][0].narrow(0, m0, f),
+                                             grad[rt.cls][1].narrow(0, m0, f));
+    at::Tensor dt_tile = dt.narrow(0, m0, f);
+    dt_tile.addmm_(w.t(), x_tile);
   });
   return dt;
 }
