@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
         ("data-root", str, "folder holding cifar/imagefolder data (never downloaded)"),
         ("bandwidth", float, "kernel bandwidth (default: median feature distance per step)"),
         ("num-freqs", int, "frequencies per step for ncfm/sdd/csdm"), ("alpha-head", float, "CSDM amplitude weight of head classes"),
-        ("width", int, "ConvNet width"), ("batch-real", int, "real images per class per step"), ("lr", float, "Adam learning rate"),
+        ("width", int, "ConvNet width"), ("net-pool", int, "draw each step's network from this many briefly trained ones (0: fresh random)"),
+        ("pool-epochs", int, "training epochs of each pooled network"), ("batch-real", int, "real images per class per step"), ("lr", float, "Adam learning rate"),
         ("eval-epochs", int, "training epochs per evaluation"), ("checkpoint-every", int, "iterations between checkpoints"),
     ]:
         default = getattr(defaults, name.replace("-", "_"))

@@ -227,3 +227,23 @@ def test_show_prints_config_metrics_and_grid(tmp_path, capsys):
     assert cli(["show", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "method: dm" in out and "iterations run: 2" in out and "grid.png" in out
+
+
+def test_network_pool_is_trained_once_cached_and_reused_on_resume(tmp_path):
+    config = dict(FAST, method="dm", iterations=4, net_pool=2, pool_epochs=1)
+    run = distill(DistillConfig(out=str(tmp_path / "p"), **config))
+    pool = torch.load(run / "net_pool.pt")
+    assert len(pool) == 2 and not torch.equal(pool[0]["classifier.weight"], pool[1]["classifier.weight"])
+    fresh = distill(DistillConfig(out=str(tmp_path / "f"), **dict(config, net_pool=0)))
+    assert not torch.equal(torch.load(run / "synthetic.pt")["images"], torch.load(fresh / "synthetic.pt")["images"])
+
+    def interrupt(iteration):
+        if iteration == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distill(DistillConfig(out=str(tmp_path / "c"), **config), on_iteration=interrupt)
+    cached = (tmp_path / "c" / "net_pool.pt").stat().st_mtime_ns
+    resumed = distill(DistillConfig(out=str(tmp_path / "c"), **config), resume=True)
+    assert (tmp_path / "c" / "net_pool.pt").stat().st_mtime_ns == cached  # not retrained
+    assert torch.equal(torch.load(resumed / "synthetic.pt")["images"], torch.load(run / "synthetic.pt")["images"])

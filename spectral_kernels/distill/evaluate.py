@@ -16,13 +16,15 @@ from .data import ImageDataset, load_dataset
 from .models import ConvNet
 
 
-def train_and_test(images, labels, dataset: ImageDataset, *, seed: int, epochs: int, width: int, batch_size: int = 256) -> float:
+def train_convnet(images, labels, dataset: ImageDataset, *, seed: int, epochs: int, width: int, batch_size: int = 256) -> ConvNet:
+    """A fresh ConvNet trained on (images, labels) with SGD and Siamese augmentation; the
+    learning rate drops tenfold halfway."""
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=width)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[epochs // 2], gamma=0.1)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[max(1, epochs // 2)], gamma=0.1)
     net.train()
     for _ in range(epochs):
         order = torch.randperm(images.shape[0], generator=gen)
@@ -34,7 +36,11 @@ def train_and_test(images, labels, dataset: ImageDataset, *, seed: int, epochs: 
             loss.backward()
             opt.step()
         schedule.step()
-    net.eval()
+    return net.eval()
+
+
+def train_and_test(images, labels, dataset: ImageDataset, *, seed: int, epochs: int, width: int) -> float:
+    net = train_convnet(images, labels, dataset, seed=seed, epochs=epochs, width=width)
     correct = 0
     with torch.no_grad():
         for start in range(0, dataset.test_x.shape[0], 1024):

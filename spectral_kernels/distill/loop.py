@@ -52,6 +52,8 @@ class DistillConfig:
     head_rule: str = "binary"
     learned_sampler: bool = False
     width: int = 128
+    net_pool: int = 0  # 0: a freshly random ConvNet each step; K: draw from K briefly trained ones
+    pool_epochs: int = 2  # training epochs of each pooled network on the real training set
     batch_real: int = 64  # real images per class per step
     lr: float = 0.01  # Adam on the synthetic images (and the NCFM sampler)
     eval_epochs: int = 300
@@ -72,7 +74,7 @@ class DistillConfig:
         check(self.head_rule in HEAD_RULES, f"unknown head rule {self.head_rule!r}; choose one of {', '.join(HEAD_RULES)}")
         for name in ("ipc", "width", "batch_real", "num_freqs", "checkpoint_every"):
             check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("iterations", "num_eval", "eval_epochs"):
+        for name in ("iterations", "num_eval", "eval_epochs", "net_pool", "pool_epochs"):
             check(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be an integer >= 0, got {getattr(self, name)!r}")
         check(self.imbalance is None or self.imbalance >= 1, f"--imbalance must be >= 1 (n_max / n_min), got {self.imbalance}")
         check(self.bandwidth is None or self.bandwidth > 0, f"--bandwidth must be > 0, got {self.bandwidth}")
@@ -225,6 +227,7 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
         kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.exists() else []) if json.loads(line).get("iteration", -1) < start]
         atomic_write_text("".join(line + "\n" for line in kept), metrics_path)
 
+    pool = network_pool(config, dataset, run, rank, group) if config.net_pool and iterations > start else None
     progress = _progress(range(start, iterations), config if rank == 0 else dataclasses.replace(config, quiet=True),
                          desc=f"{config.method} on {config.dataset}")
     began = time.perf_counter()
@@ -236,7 +239,10 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
             gen = torch.Generator().manual_seed(seed)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                net = ConvNet(channels, dataset.num_classes, size, width=config.width).to(device)
+                net = ConvNet(channels, dataset.num_classes, size, width=config.width)
+                if pool is not None:
+                    net.load_state_dict(pool[int(torch.randint(len(pool), (1,), generator=gen))])
+                net = net.to(device)
             net.requires_grad_(False)
             real, real_y = _real_batch(dataset, config.batch_real, gen)
             real, real_y = real[rank::world].to(device), real_y[rank::world].to(device)  # this process's shard
@@ -273,6 +279,24 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
 
         evaluate_run(run, num_eval=config.num_eval, epochs=config.eval_epochs, dataset=dataset)
     return run
+
+
+def network_pool(config: DistillConfig, dataset: ImageDataset, run: Path, rank: int, group) -> list[dict]:
+    """K ConvNets trained for a few epochs on the real data, cached in run/net_pool.pt so a
+    resumed run reuses them; rank 0 trains, the other processes wait and load."""
+    from .evaluate import train_convnet
+
+    path = run / "net_pool.pt"
+    if rank == 0 and not path.is_file():
+        pool = [
+            train_convnet(dataset.train_x, dataset.train_y, dataset, seed=iteration_seed(config.seed, -1 - k),
+                          epochs=config.pool_epochs, width=config.width).state_dict()
+            for k in range(config.net_pool)
+        ]
+        atomic_save(pool, path)
+    if group is not None:
+        torch.distributed.barrier()
+    return torch.load(path)
 
 
 def save_grid(images: torch.Tensor, dataset: ImageDataset, ipc: int, path: Path) -> None:
