@@ -90,7 +90,10 @@ def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
 
 
 def _digits():
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits  # the data ship inside scikit-learn
+    except ImportError:
+        raise DataError("the digits dataset needs scikit-learn: pip install scikit-learn") from None
 
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
