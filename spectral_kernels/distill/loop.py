@@ -130,12 +130,13 @@ def initial_synthetic(dataset: ImageDataset, ipc: int, seed: int) -> tuple[torch
     return torch.cat(images), labels
 
 
-def _real_batch(dataset: ImageDataset, per_class: int, gen: torch.Generator):
-    idx = []
-    for c in range(dataset.num_classes):
-        members = (dataset.train_y == c).nonzero().flatten()
-        idx.append(members[torch.randperm(members.numel(), generator=gen)[:per_class]])
-    idx = torch.cat(idx)
+def class_members(dataset: ImageDataset) -> list[torch.Tensor]:
+    """Indices of each class's training images (computed once per run, used every step)."""
+    return [(dataset.train_y == c).nonzero().flatten() for c in range(dataset.num_classes)]
+
+
+def _real_batch(dataset: ImageDataset, members: list[torch.Tensor], per_class: int, gen: torch.Generator):
+    idx = torch.cat([m[torch.randperm(m.numel(), generator=gen)[:per_class]] for m in members])
     return dataset.train_x[idx], dataset.train_y[idx]
 
 
@@ -228,6 +229,7 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
         atomic_write_text("".join(line + "\n" for line in kept), metrics_path)
 
     pool = network_pool(config, dataset, run, rank, group) if config.net_pool and iterations > start else None
+    members = class_members(dataset)
     progress = _progress(range(start, iterations), config if rank == 0 else dataclasses.replace(config, quiet=True),
                          desc=f"{config.method} on {config.dataset}")
     began = time.perf_counter()
@@ -244,7 +246,7 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
                     net.load_state_dict(pool[int(torch.randint(len(pool), (1,), generator=gen))])
                 net = net.to(device)
             net.requires_grad_(False)
-            real, real_y = _real_batch(dataset, config.batch_real, gen)
+            real, real_y = _real_batch(dataset, members, config.batch_real, gen)
             real, real_y = real[rank::world].to(device), real_y[rank::world].to(device)  # this process's shard
             aug_seed = int(torch.randint(2**62, (1,), generator=gen))
             with torch.no_grad():
