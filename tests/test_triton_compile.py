@@ -1,3 +1,6 @@
+"""Compile the Triton kernels for Hopper (sm_90) without a GPU and check the machine code: the
+interpreter never compiles, so a kernel that fails to build, misses the tensor cores or spills
+in its inner loop would otherwise go unnoticed until a GPU run."""
 import json
 import os
 import pathlib
@@ -10,17 +13,28 @@ import spectral_kernels as sk
 
 pytestmark = pytest.mark.skipif("triton" not in sk.available_backends(), reason="triton is not installed")
 
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "triton_resources.py"
 
-def test_triton_kernels_compile_for_hopper_and_use_tensor_cores():
+
+def test_triton_kernels_compile_for_hopper_use_tensor_cores_and_keep_the_k_loop_spill_free():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    script = pathlib.Path(__file__).with_name("triton_aot_compile.py")
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run([sys.executable, str(SCRIPT), "--json", "--quick"], capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == 11 and all(r["cubin_bytes"] > 0 for r in rows)
+    # forward and weight kernels: 4 float32-accumulating variants x 2 sin/cos modes + float64; the class reduction.
+    assert len(rows) == 2 * (4 * 2 + 1) + 1
     for row in rows:
+        assert row["instructions"] > 0 and row["shared_bytes"] <= 227 * 1024, row
         if row["kernel"] == "class_reduce":
             continue
         # tf32 on float32/bf16 inputs must reach Hopper's tensor cores; ieee float32 cannot.
         if row["precision"] == "tf32":
-            assert any(".tf32.tf32" in op for op in row["wgmma"]), row
+            assert row["hgmma"] > 0 and any(".tf32.tf32" in op for op in row["wgmma_ptx"]), row
+        # Spills inside the product loop cost every K step. The tensor-core (tf32) loops must have
+        # none; the FFMA loops of ieee products hold both operands in registers, and some Triton
+        # versions leave a few spill instructions there (triton 3.6: 1 to 6 in the fp16 weight
+        # kernel). float64 is the gradcheck path and is not tuned.
+        if row["precision"] == "tf32":
+            assert row["k_loop_spills"] == 0, row
+        elif row["x"] != "fp64":
+            assert row["k_loop_spills"] <= 8, row

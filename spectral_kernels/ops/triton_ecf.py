@@ -15,6 +15,14 @@ holds a (rows x d) accumulator per program, is deliberate: at d = 2048 such an a
 does not fit in registers, and tiling d instead would recompute x t^T d / BLOCK_D times.
 Only the gradients that are needed are computed.
 
+sin/cos: one shared Cody-Waite reduction to [-pi/4, pi/4] and the Cephes minimax polynomials
+(the CPU kernel's scheme; max abs error 7e-8 against float64 for |p| <= 8192), about 22
+straight-line instructions per element for both values in the sm_90 build, where libdevice's
+sinf and cosf each do their own reduction and carry a Payne-Hanek slow path with a
+local-memory array. A tile holding any |p| > 8192 takes libdevice instead, so every argument
+stays accurate; float64 always uses libdevice. SPECTRAL_KERNELS_TRITON_SINCOS=libdevice
+switches the fast path off, for the A/B timing in benchmarks/bench_ops.py --device cuda.
+
 Precision: inputs of float32, bfloat16 or float16 are upcast to float32 before tl.dot (the
 interpreter mishandles bf16 dots, and the sums need float32 anyway); products use tf32 when
 torch.backends.cuda.matmul.allow_tf32 is on, unless `precision` says "ieee" or "tf32".
@@ -43,6 +51,7 @@ except ImportError as error:  # pragma: no cover - triton ships with CUDA builds
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 PRECISIONS = ("ieee", "tf32")
+SINCOS_MODES = ("reduced", "libdevice")
 # Rows per chunk of W in the backward are chosen so W takes at most this many bytes.
 W_CHUNK_BYTES = 32 * 2**20
 
@@ -54,6 +63,7 @@ def _configs():
         triton.Config({"BLOCK_N": bn, "BLOCK_M": bm, "BLOCK_K": bk}, num_warps=w, num_stages=s)
         for bn, bm, bk, w, s in [
             (128, 128, 32, 8, 3),
+            (128, 256, 32, 8, 3),  # a quarter less operand traffic per product; K loop spill-free on sm_90
             (128, 64, 32, 4, 4),
             (64, 128, 32, 4, 4),
             (128, 128, 64, 8, 3),
@@ -74,16 +84,52 @@ if _IMPORT_ERROR is None:
             k_mask = k < D
             xa = tl.load(x_ptr + rows[:, None] * stride_x + k[None, :], mask=row_mask[:, None] & k_mask[None, :], other=0.0)
             tb = tl.load(t_ptr + m_offs[None, :] * stride_t + k[:, None], mask=m_mask[None, :] & k_mask[:, None], other=0.0)
-            acc = tl.dot(xa.to(ACC), tb.to(ACC), acc, input_precision=PRECISION)
+            acc = tl.dot(xa.to(ACC), tb.to(ACC), acc, input_precision=PRECISION, out_dtype=ACC)
         return acc
+
+    @triton.jit
+    def _sincos_reduced(p):
+        """(sin p, cos p) in float32 via one reduction around the nearest multiple of pi/2."""
+        q = tl.floor(p * 0.6366197723675814 + 0.5)
+        # pi/2 = C1 + C2 + C3 with 8, 11 and 24 significant bits (Cephes' split): q C1 and q C2
+        # are exact for |p| <= 8192 even without FMA (the interpreter's tl.fma is unfused).
+        r = tl.fma(q, -1.5703125, p)
+        r = tl.fma(q, -4.837512969970703e-4, r)
+        r = tl.fma(q, -7.549790126404332e-08, r)
+        z = r * r
+        s = tl.fma(tl.fma(tl.fma(-1.9515295891e-4, z, 8.3321608736e-3), z, -1.6666654611e-1) * z, r, r)
+        c = tl.fma(tl.fma(tl.fma(tl.fma(2.443315711809948e-5, z, -1.388731625493765e-3), z, 4.166664568298827e-2), z,
+                          -0.5), z, 1.0)
+        quadrant = q.to(tl.int32) & 3  # p = q pi/2 + r: rotate (sin r, cos r) by q quarter turns
+        odd = (quadrant & 1) != 0
+        sin_p = tl.where(odd, c, s)
+        cos_p = tl.where(odd, s, c)
+        sin_p = tl.where((quadrant & 2) != 0, -sin_p, sin_p)
+        cos_p = tl.where(((quadrant + 1) & 2) != 0, -cos_p, cos_p)
+        return sin_p, cos_p
+
+    @triton.jit
+    def _sincos(p, ACC: tl.constexpr, SINCOS: tl.constexpr):
+        """(sin p, cos p) of a tile; the fast reduction unless the tile holds a large phase."""
+        if ACC == tl.float64 or SINCOS == "libdevice":
+            sin_p, cos_p = tl.sin(p), tl.cos(p)
+        elif tl.max(tl.max(tl.abs(p), axis=1), axis=0) > 8192.0:
+            sin_p, cos_p = tl.sin(p), tl.cos(p)
+        else:
+            sin_p, cos_p = _sincos_reduced(p)
+        return sin_p, cos_p
 
     @triton.autotune(configs=_configs(), key=["M", "D"])
     @triton.jit
     def _forward_kernel(x_ptr, t_ptr, perm_ptr, item_start_ptr, item_end_ptr, partial_ptr, M, D, stride_x, stride_t,
-                        BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                        ACC: tl.constexpr):
-        item = tl.program_id(0)
-        m_offs = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+                            BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                        ACC: tl.constexpr, SINCOS: tl.constexpr):
+        # Frequency blocks vary fastest, so the programs running together share their x rows
+        # through L2 (x is read from memory about once, t stays resident); a 1-D grid has no
+        # 65535 limit on the number of items.
+        freq_blocks = tl.cdiv(M, BLOCK_M)
+        item = tl.program_id(0) // freq_blocks
+        m_offs = (tl.program_id(0) % freq_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
         m_mask = m_offs < M
         start = tl.load(item_start_ptr + item)
         end = tl.load(item_end_ptr + item)
@@ -95,9 +141,10 @@ if _IMPORT_ERROR is None:
             rows = tl.load(perm_ptr + pos, mask=row_mask, other=0)
             p = _phase_tile(x_ptr, t_ptr, rows, row_mask, m_offs, m_mask, D, stride_x, stride_t, BLOCK_N, BLOCK_M, BLOCK_K,
                             PRECISION, ACC)
+            sin_p, cos_p = _sincos(p, ACC, SINCOS)
             # Masked rows have p = 0, whose cosine is 1: they must be zeroed, not just skipped.
-            sum_cos += tl.sum(tl.where(row_mask[:, None], tl.cos(p), 0.0), axis=0)
-            sum_sin += tl.sum(tl.where(row_mask[:, None], tl.sin(p), 0.0), axis=0)
+            sum_cos += tl.sum(tl.where(row_mask[:, None], cos_p, 0.0), axis=0)
+            sum_sin += tl.sum(tl.where(row_mask[:, None], sin_p, 0.0), axis=0)
         base = partial_ptr + item * 2 * M
         tl.store(base + m_offs, sum_cos, mask=m_mask)
         tl.store(base + M + m_offs, sum_sin, mask=m_mask)
@@ -119,10 +166,11 @@ if _IMPORT_ERROR is None:
     @triton.jit
     def _weight_kernel(x_ptr, t_ptr, perm_ptr, row_class_ptr, grad_ptr, w_ptr, num_rows, M, D, stride_x, stride_t,
                        BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                       ACC: tl.constexpr):
+                       ACC: tl.constexpr, SINCOS: tl.constexpr):
         """w[i, m] = -G[c_i, 0, m] sin(p_im) + G[c_i, 1, m] cos(p_im) for a chunk of positions."""
-        local = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        m_offs = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+        freq_blocks = tl.cdiv(M, BLOCK_M)  # fastest, as in the forward
+        local = (tl.program_id(0) // freq_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+        m_offs = (tl.program_id(0) % freq_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = local < num_rows
         m_mask = m_offs < M
         rows = tl.load(perm_ptr + local, mask=row_mask, other=0)
@@ -133,8 +181,18 @@ if _IMPORT_ERROR is None:
         g = grad_ptr + cls[:, None] * 2 * M + m_offs[None, :]
         g_re = tl.load(g, mask=mask, other=0.0)
         g_im = tl.load(g + M, mask=mask, other=0.0)
-        w = g_im * tl.cos(p) - g_re * tl.sin(p)
+        sin_p, cos_p = _sincos(p, ACC, SINCOS)
+        w = g_im * cos_p - g_re * sin_p
         tl.store(w_ptr + local[:, None] * M + m_offs[None, :], w, mask=mask)
+
+
+def _sincos_mode() -> str:
+    """How the epilogues compute sin/cos: "reduced" (default) or "libdevice". Read at each call
+    from SPECTRAL_KERNELS_TRITON_SINCOS, for A/B timing only: both are accurate everywhere."""
+    mode = os.environ.get("SPECTRAL_KERNELS_TRITON_SINCOS", "reduced")
+    if mode not in SINCOS_MODES:
+        raise ValueError(f"SPECTRAL_KERNELS_TRITON_SINCOS must be 'reduced' or 'libdevice', got {mode!r}")
+    return mode
 
 
 def resolve_precision(precision: str | None) -> str:
@@ -160,7 +218,10 @@ def _kernel_types(dtype: torch.dtype, precision: str):
 
 def _target_programs(device: torch.device) -> int:
     if device.type == "cuda":
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+        # Many programs per multiprocessor: work items end where classes end, so programs are
+        # uneven, and the last wave's idle tail shrinks as the waves multiply (a list-scheduling
+        # model of the figure point: 93% busy at 4 per SM, 98% at 16).
+        return 16 * torch.cuda.get_device_properties(device).multi_processor_count
     return 4
 
 
@@ -198,8 +259,9 @@ def _forward(x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torc
     rows_per_item = 128 * max(1, triton.cdiv(n, 128 * target_items))
     start, end, item_offsets = _work_items(offsets, n, rows_per_item)
     partial = torch.empty(start.shape[0], 2, m, device=x.device, dtype=out.dtype)
-    grid = lambda meta: (start.shape[0], triton.cdiv(m, meta["BLOCK_M"]))
-    _forward_kernel[grid](x, t, perm, start, end, partial, m, d, x.stride(0), t.stride(0), PRECISION=precision, ACC=acc_type)
+    grid = lambda meta: (start.shape[0] * triton.cdiv(m, meta["BLOCK_M"]),)
+    _forward_kernel[grid](x, t, perm, start, end, partial, m, d, x.stride(0), t.stride(0), PRECISION=precision, ACC=acc_type,
+                          SINCOS=_sincos_mode())
     block = 256
     _class_reduce_kernel[(num_classes, triton.cdiv(2 * m, block))](partial, item_offsets, out, m, BLOCK=block)
     return out
@@ -225,6 +287,7 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
     m = t.shape[0]
     acc_type, precision = _kernel_types(x.dtype, precision)
     work = _sums_dtype(x.dtype)
+    sincos = _sincos_mode()
     grad = grad.to(work).contiguous()
     dx = torch.zeros(n, d, device=x.device, dtype=work) if need_x else None
     dt = torch.zeros(m, d, device=x.device, dtype=work) if need_t else None
@@ -238,9 +301,9 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
             r = min(chunk, n - r0)
             w = w_buffer[:r]
             perm_chunk = perm[r0 : r0 + r]
-            grid = lambda meta: (triton.cdiv(r, meta["BLOCK_N"]), triton.cdiv(m, meta["BLOCK_M"]))
+            grid = lambda meta: (triton.cdiv(r, meta["BLOCK_N"]) * triton.cdiv(m, meta["BLOCK_M"]),)
             _weight_kernel[grid](x, t, perm_chunk, row_class[r0 : r0 + r], grad, w, r, m, d, x.stride(0), t.stride(0),
-                                 PRECISION=precision, ACC=acc_type)
+                                 PRECISION=precision, ACC=acc_type, SINCOS=sincos)
             if need_x:
                 dx.index_copy_(0, perm_chunk, w @ t_work)
             if need_t:

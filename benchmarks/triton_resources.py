@@ -1,0 +1,154 @@
+"""Compile every Triton kernel variant ahead of time for Hopper (sm_90), with no GPU, and report
+what the compiler made of it: registers, stack frame, shared memory, spill instructions and the
+tensor-core instructions in the machine code (cuobjdump of the cubin Triton builds).
+
+    python benchmarks/triton_resources.py              # table -> benchmarks/results/triton_resources_sm90.md
+    python benchmarks/triton_resources.py --json       # one JSON line per variant (tests/test_triton_compile.py)
+    python benchmarks/triton_resources.py --quick      # the first autotune config only
+
+Static figures, not timings: they say whether a configuration spills or fits in shared memory,
+and whether tf32 products reach the wgmma instructions (HGMMA in SASS). Run without
+TRITON_INTERPRET (the interpreter never compiles).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+if os.environ.get("TRITON_INTERPRET", "0") == "1":
+    sys.exit("triton_resources.py compiles kernels: run it without TRITON_INTERPRET=1")
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from spectral_kernels.ops import triton_ecf as te  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+OUT = Path(__file__).resolve().parent / "results" / "triton_resources_sm90.md"
+H100_SHARED_PER_BLOCK = 227 * 1024  # the opt-in maximum per thread block on sm_90
+# (x pointer type, sums/W pointer type, accumulator, tl.dot precision)
+VARIANTS = [("*fp32", "*fp32", tl.float32, "tf32"), ("*fp32", "*fp32", tl.float32, "ieee"),
+            ("*bf16", "*fp32", tl.float32, "tf32"), ("*fp16", "*fp32", tl.float32, "ieee"),
+            ("*fp64", "*fp64", tl.float64, "ieee")]
+
+
+def _signature(kernel: str, x_type: str, acc_ptr: str, consts: dict) -> dict:
+    common = {"x_ptr": x_type, "t_ptr": x_type, "perm_ptr": "*i64"}
+    tail = {"stride_x": "i32", "stride_t": "i32", **{k: "constexpr" for k in consts}}
+    if kernel == "forward":
+        return {**common, "item_start_ptr": "*i64", "item_end_ptr": "*i64", "partial_ptr": acc_ptr, "M": "i32", "D": "i32", **tail}
+    return {**common, "row_class_ptr": "*i64", "grad_ptr": acc_ptr, "w_ptr": acc_ptr, "num_rows": "i32", "M": "i32", "D": "i32", **tail}
+
+
+def _machine_code_stats(cubin: bytes) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        usage = subprocess.run([str(CUOBJDUMP), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([str(CUOBJDUMP), "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    regs, stack = re.search(r"REG:(\d+) STACK:(\d+)", usage).groups()
+    code = [(int(addr, 16), op, rest) for addr, op, rest in
+            re.findall(r"^\s+/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)(.*)$", sass, re.M)]
+    ops = collections.Counter(op for _, op, _ in code)
+    return {"registers": int(regs), "stack_bytes": int(stack), "spill_stores": ops["STL"], "spill_loads": ops["LDL"],
+            "hgmma": ops["HGMMA"], "instructions": sum(ops.values()), "k_loop_spills": _k_loop_spills(code)}
+
+
+def _k_loop_spills(code) -> int | None:
+    """STL/LDL inside the loop that does the products (the smallest loop holding at least half
+    of the HGMMA, or of the FFMA/DFMA without tensor cores; an enclosing row loop holds them too):
+    spills there cost every K step, spills in the epilogue once per output tile."""
+    loops = []
+    for addr, op, rest in code:
+        target = re.search(r"0x([0-9a-f]+)", rest) if op == "BRA" else None
+        if target and int(target.group(1), 16) < addr:
+            loops.append((int(target.group(1), 16), addr))
+    mma = "HGMMA" if any(op == "HGMMA" for _, op, _ in code) else ("DFMA" if any(op == "DFMA" for _, op, _ in code) else "FFMA")
+    count = lambda lo, hi, names: sum(1 for a, op, _ in code if lo <= a <= hi and op in names)
+    most = max((count(*loop, {mma}) for loop in loops), default=0)
+    if most == 0:
+        return None
+    k_loop = min((loop for loop in loops if 2 * count(*loop, {mma}) >= most), key=lambda loop: loop[1] - loop[0])
+    return count(*k_loop, {"STL", "LDL"})
+
+
+def compile_variant(kernel, x_type, acc_ptr, acc, precision, config, sincos) -> dict:
+    fn = te._forward_kernel.fn if kernel == "forward" else te._weight_kernel.fn
+    consts = {**config.kwargs, "PRECISION": precision, "ACC": acc, "SINCOS": sincos}
+    compiled = triton.compile(ASTSource(fn, _signature(kernel, x_type, acc_ptr, consts), consts), target=TARGET,
+                              options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+    return {
+        "kernel": kernel, "x": x_type.lstrip("*"), "precision": precision, "sincos": sincos,
+        "config": "{BLOCK_N}x{BLOCK_M}x{BLOCK_K}".format(**config.kwargs) + f" w{config.num_warps} s{config.num_stages}",
+        "shared_bytes": compiled.metadata.shared,
+        "wgmma_ptx": sorted(set(re.findall(r"wgmma\.mma_async\S*", compiled.asm["ptx"]))),
+        **_machine_code_stats(compiled.asm["cubin"]),
+    }
+
+
+def reduce_kernel() -> dict:
+    compiled = triton.compile(ASTSource(te._class_reduce_kernel, {"partial_ptr": "*fp32", "item_offsets_ptr": "*i64", "out_ptr": "*fp32",
+                                                                  "M": "i32", "BLOCK": "constexpr"}, {"BLOCK": 256}), target=TARGET)
+    return {"kernel": "class_reduce", "x": "fp32", "precision": "", "sincos": "", "config": "BLOCK 256", "shared_bytes": compiled.metadata.shared,
+            "wgmma_ptx": [], **_machine_code_stats(compiled.asm["cubin"])}
+
+
+def rows(quick: bool):
+    configs = te._configs()[:1] if quick else te._configs()
+    # Every autotune config in the main float32 variants and both sin/cos modes; the other
+    # input types with the first config (they differ only in the loads and the upcast).
+    for kernel in ("forward", "weight"):
+        for i, config in enumerate(configs):
+            for x_type, acc_ptr, acc, precision in VARIANTS:
+                if i > 0 and x_type != "*fp32":
+                    continue
+                for sincos in (te.SINCOS_MODES if acc == tl.float32 else ("libdevice",)):
+                    yield compile_variant(kernel, x_type, acc_ptr, acc, precision, config, sincos)
+    yield reduce_kernel()
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [f"Triton {triton.__version__}, target sm_90, compiled without a GPU by `python benchmarks/triton_resources.py`.",
+             "Static counts from cuobjdump: spill stores/loads are STL/LDL instructions in the code (not executions),",
+             f"shared memory must stay under {H100_SHARED_PER_BLOCK // 1024} KiB per block on an H100. \"Spills in K loop\" counts",
+             "STL/LDL inside the product loop (paid every K step); the rest sit in the per-tile epilogue, most in",
+             "libdevice's large-argument sin/cos path. Autotuning times every configuration on the GPU; the first one",
+             "(the one tests/test_triton_compile.py checks) must be spill-free in its K loop. float64 is the gradcheck",
+             "path and is not tuned.", "",
+             "| kernel | x | precision | sin/cos | config | registers | stack B | shared KiB | STL | LDL | spills in K loop | HGMMA | instructions |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['kernel']} | {r['x']} | {r['precision']} | {r['sincos']} | {r['config']} | {r['registers']} | {r['stack_bytes']} "
+                     f"| {r['shared_bytes'] / 1024:.0f} | {r['spill_stores']} | {r['spill_loads']} | {r['k_loop_spills']} | {r['hgmma']} | {r['instructions']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON line per variant instead of writing the table")
+    parser.add_argument("--quick", action="store_true", help="only the first autotune configuration")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    results = []
+    for result in rows(args.quick):
+        results.append(result)
+        if args.json:
+            print(json.dumps(result), flush=True)
+    if not args.json:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(markdown(results))
+        print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
