@@ -25,8 +25,11 @@ made it; workers run with a fixed glibc mmap threshold so freed buffers leave th
     python benchmarks/bench_ops.py --device cuda       # GPU providers, writes ops_cuda_<gpu>.*
 
 On CUDA the providers are triton (the fused Triton kernels), reference, mmd_gaussian and
-gemm_floor (cuBLAS in the same precision), each in tf32 and in ieee float32; time is the median
-of triton.testing.do_bench, memory is torch.cuda.max_memory_allocated above the inputs.
+gemm_floor (cuBLAS in the same precision), each in tf32 and in ieee float32, plus
+triton_libdevice at the largest N (the same kernels with libdevice's sin/cos, an A/B of the
+epilogue); time is the median of triton.testing.do_bench, memory is
+torch.cuda.max_memory_allocated above the inputs. The run ends with the issue-5 figure point
+as ratios (triton / floor, reference / triton in time and memory).
 """
 from __future__ import annotations
 
@@ -232,7 +235,10 @@ def _merged(csv_path: Path, new_rows: list[dict]) -> list[dict]:
     return rows + list(fresh.values())
 
 
-CUDA_PROVIDERS = ["triton", "reference", "mmd_gaussian", "gemm_floor"]
+CUDA_PROVIDERS = ["triton", "reference", "mmd_gaussian", "gemm_floor", "triton_libdevice"]
+# The issue-5 figure point: N real rows (+ NUM_SYN synthetic), M frequencies, d features.
+CUDA_FIGURE_POINT = (65536, 4096, 2048)
+ALL_PROVIDERS = list(dict.fromkeys(PROVIDERS + CUDA_PROVIDERS))  # table and plot order
 
 
 def cuda_sweep(args) -> None:
@@ -257,6 +263,9 @@ def cuda_sweep(args) -> None:
             for provider in CUDA_PROVIDERS:
                 if provider == "mmd_gaussian" and mode == "learned-t":
                     continue
+                # The libdevice sin/cos A/B (ops/triton_ecf.py) only at the largest N of each shape.
+                if provider == "triton_libdevice" and n != max(case[0] for case in sweep):
+                    continue
                 result = _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision)
                 row = {"provider": provider, "mode": f"{mode} {precision}", "N": n, "S": NUM_SYN, "M": m, "d": d, "C": NUM_CLASSES, "device": device, **result}
                 rows.append(row)
@@ -264,6 +273,29 @@ def cuda_sweep(args) -> None:
                 print(f"{precision} {mode:9} N={n:6} M={m:5} d={d:5} {provider:13} {shown}", flush=True)
     slug = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_").lower()
     write_results(rows, Path(args.out or RESULTS / f"ops_cuda_{slug}"))
+    print(figure_summary(rows))
+
+
+def figure_summary(rows: list[dict]) -> str:
+    """The issue-5 targets at the figure point, as ratios measured in this run."""
+    lines = [f"Figure point N={CUDA_FIGURE_POINT[0]}+{NUM_SYN}, M={CUDA_FIGURE_POINT[1]}, d={CUDA_FIGURE_POINT[2]}, C={NUM_CLASSES} "
+             "(targets: triton <= 1.3x floor; reference >= 3x triton's time and >= 50x its extra memory):"]
+    point = [r for r in rows if (r["N"], r["M"], r["d"]) == CUDA_FIGURE_POINT and not r.get("skipped")]
+    for mode in sorted({r["mode"] for r in point}):
+        got = {r["provider"]: r for r in point if r["mode"] == mode}
+        if "triton" not in got:
+            continue
+        tri = got["triton"]
+        parts = [f"triton {tri['median_s'] * 1e3:.2f} ms, +{tri['extra_mib']:.1f} MiB"]
+        if "gemm_floor" in got:
+            parts.append(f"{tri['median_s'] / got['gemm_floor']['median_s']:.2f}x floor")
+        if "reference" in got:
+            ref = got["reference"]
+            parts.append(f"reference {ref['median_s'] / tri['median_s']:.2f}x slower, {ref['extra_mib'] / max(tri['extra_mib'], 1e-9):.0f}x the memory")
+        if "triton_libdevice" in got:
+            parts.append(f"libdevice sin/cos {got['triton_libdevice']['median_s'] / tri['median_s']:.2f}x the time")
+        lines.append(f"  {mode:16} " + "; ".join(parts))
+    return "\n".join(lines)
 
 
 def _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision) -> dict:
@@ -287,10 +319,25 @@ def _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision) -> dict:
         if provider == "mmd_gaussian":
             loss = sk.mmd(real, syn, real_labels, syn_labels, kernel="gaussian", num_classes=NUM_CLASSES, check_finite=False)
         else:
-            loss = sk.sdd(real, syn, real_labels, syn_labels, t=t, num_classes=NUM_CLASSES, backend=provider,
-                          check_finite=False, **({"precision": precision} if provider == "triton" else {}))
+            backend = "triton" if provider.startswith("triton") else provider
+            loss = sk.sdd(real, syn, real_labels, syn_labels, t=t, num_classes=NUM_CLASSES, backend=backend,
+                          check_finite=False, **({"precision": precision} if backend == "triton" else {}))
         loss.backward()
 
+    # The A/B provider switches the epilogue's sin/cos (read by the op at each call).
+    sincos = "libdevice" if provider == "triton_libdevice" else "reduced"
+    previous = os.environ.get("SPECTRAL_KERNELS_TRITON_SINCOS")
+    os.environ["SPECTRAL_KERNELS_TRITON_SINCOS"] = sincos
+    try:
+        return _measure_cuda(torch, triton, run)
+    finally:
+        if previous is None:
+            os.environ.pop("SPECTRAL_KERNELS_TRITON_SINCOS")
+        else:
+            os.environ["SPECTRAL_KERNELS_TRITON_SINCOS"] = previous
+
+
+def _measure_cuda(torch, triton, run) -> dict:
     try:
         run()  # compile / autotune outside the measurement
         torch.cuda.synchronize()
@@ -328,7 +375,7 @@ def markdown_table(rows: list[dict]) -> str:
     for mode, m, d, n in groups:
         group = {r["provider"]: r for r in rows if (r["mode"], r["M"], r["d"], r["N"]) == (mode, m, d, n)}
         floor, fused = group.get("gemm_floor", {}).get("median_s"), group.get(fused_name, {}).get("median_s")
-        for provider in PROVIDERS + CUDA_PROVIDERS[:1]:
+        for provider in ALL_PROVIDERS:
             r = group.get(provider)
             if r is None:
                 continue
@@ -337,7 +384,7 @@ def markdown_table(rows: list[dict]) -> str:
                 continue
             ratio = lambda base: f"{r['median_s'] / base:.2f}" if base else ""
             lines.append(
-                f"| {mode} | {n} | {m} | {d} | {provider} | {r['median_s']:.3f} | {ratio(floor)} | {ratio(fused)} | {r['extra_mib']:.1f} |"
+                f"| {mode} | {n} | {m} | {d} | {provider} | {r['median_s']:.4g} | {ratio(floor)} | {ratio(fused)} | {r['extra_mib']:.1f} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -350,10 +397,10 @@ def plot(rows: list[dict], path: Path) -> None:
 
     series = sorted({(r["mode"], r["M"], r["d"]) for r in rows})
     # One colour per provider in every panel, so the single legend holds for all of them.
-    colours = {p: f"C{i}" for i, p in enumerate(PROVIDERS + CUDA_PROVIDERS[:1])}
+    colours = {p: f"C{i}" for i, p in enumerate(ALL_PROVIDERS)}
     fig, axes = plt.subplots(2, len(series), figsize=(4.2 * len(series), 7), squeeze=False)
     for col, (mode, m, d) in enumerate(series):
-        for provider in PROVIDERS + CUDA_PROVIDERS[:1]:
+        for provider in ALL_PROVIDERS:
             pts = sorted(
                 (r["N"], r["median_s"], r["extra_mib"])
                 for r in rows

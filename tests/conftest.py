@@ -14,6 +14,11 @@ import spectral_kernels as sk  # noqa: E402
 
 # Backends that run on CPU tensors in this process (triton only through the interpreter).
 FUSED_BACKENDS = [name for name in sk.available_backends() if name != "reference" and sk.ops.runs_on(name, torch.empty(1))]
+# Every fused backend with the device its tests run on: with a GPU, triton's kernel tests
+# (test_backends.py) run the compiled kernels on CUDA tensors instead of the interpreter.
+BACKEND_DEVICES = {name: "cpu" for name in FUSED_BACKENDS}
+if HAS_CUDA and "triton" in sk.available_backends():
+    BACKEND_DEVICES["triton"] = "cuda"
 
 
 @pytest.fixture
@@ -40,4 +45,4 @@ def sums_and_grads(fn, x, t, grad):
 
 
 def max_error(a, b) -> float:
-    return (a.double() - b.double()).abs().max().item()
+    return (a.double().cpu() - b.double().cpu()).abs().max().item()

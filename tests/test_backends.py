@@ -8,9 +8,11 @@ from spectral_kernels import ops
 from spectral_kernels.classes import class_index
 from spectral_kernels.ops.reference import ecf_sums_reference
 
-from .conftest import FUSED_BACKENDS, max_error, sums_and_grads
+from .conftest import BACKEND_DEVICES, max_error, sums_and_grads
 
-pytestmark = pytest.mark.skipif(not FUSED_BACKENDS, reason="no fused backend is built")
+FUSED = sorted(BACKEND_DEVICES)
+
+pytestmark = pytest.mark.skipif(not FUSED, reason="no fused backend is built")
 
 # (id, N, M, d, class sizes or None for unlabelled): sizes off the 256 tiles, single rows,
 # single frequencies, d = 1 and 2048, one and many classes, empty classes, long tails.
@@ -26,7 +28,7 @@ CASES = [
 ]
 
 
-def _inputs(rng, n, m, d, sizes, dtype):
+def _inputs(rng, n, m, d, sizes, dtype, device="cpu"):
     x = torch.randn(n, d, generator=rng, dtype=torch.float64)
     # Phases up to |<t, x>| ~ 30 exercise argument reduction in sin/cos.
     t = torch.randn(m, d, generator=rng, dtype=torch.float64) * (3.0 / d**0.5)
@@ -36,21 +38,23 @@ def _inputs(rng, n, m, d, sizes, dtype):
         labels = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
         labels = labels[torch.randperm(n, generator=rng)]  # classes interleaved, not pre-sorted
         num_classes = len(sizes)
-    index = class_index(labels, n, num_classes, x.device)
-    return x.to(dtype), t.to(dtype), index
+    labels = None if labels is None else labels.to(device)
+    index = class_index(labels, n, num_classes, torch.device(device))
+    return x.to(device, dtype), t.to(device, dtype), index
 
 
 
 
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_fused_sums_and_gradients_match_the_float64_reference(rng, backend, case):
     _, n, m, d, sizes = case
-    chosen = ops.resolve(backend, torch.empty(0))
-    x64, t64, index = _inputs(rng, n, m, d, sizes, torch.float64)
-    grad = torch.randn(index.num_classes, 2, m, generator=rng, dtype=torch.float64)
+    device = BACKEND_DEVICES[backend]
+    chosen = ops.resolve(backend, torch.empty(0, device=device))
+    x64, t64, index = _inputs(rng, n, m, d, sizes, torch.float64, device)
+    grad = torch.randn(index.num_classes, 2, m, generator=rng, dtype=torch.float64).to(device)
     reference = lambda x, t: ecf_sums_reference(x, t, index.labels, index.num_classes)
     fused = lambda x, t: chosen.ecf_sums(x, t, index)
     truth = sums_and_grads(reference, x64, t64, grad)
@@ -68,7 +72,7 @@ def test_fused_sums_and_gradients_match_the_float64_reference(rng, backend, case
         assert max_error(got, want) <= 2 * max_error(base, want) + floor, name
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("backend", FUSED)
 def test_float32_ecf_means_within_1e5_of_float64_for_phases_up_to_100(rng, backend):
     """SPEC §6: float32 ECF means within 1e-5 (absolute on values in [-1, 1]) for |<t,x>| <= 100."""
     x = torch.rand(4000, 64, generator=rng, dtype=torch.float64) * 2 - 1
@@ -76,14 +80,16 @@ def test_float32_ecf_means_within_1e5_of_float64_for_phases_up_to_100(rng, backe
     assert (x @ t.T).abs().max() <= 100
     y = torch.arange(4000) % 3
     re64, im64 = sk.ecf(x, t, y, backend="reference")
-    re32, im32 = sk.ecf(x.float(), t.float(), y, backend=backend)
+    device = BACKEND_DEVICES[backend]
+    re32, im32 = sk.ecf(x.float().to(device), t.float().to(device), y.to(device), backend=backend)
     assert max_error(re32, re64) <= 1e-5 and max_error(im32, im64) <= 1e-5
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("backend", FUSED)
 def test_gradcheck_of_the_fused_op_in_float64(rng, backend):
-    chosen = ops.resolve(backend, torch.empty(0))
-    x, t, index = _inputs(rng, 11, 6, 3, [4, 0, 7], torch.float64)
+    device = BACKEND_DEVICES[backend]
+    chosen = ops.resolve(backend, torch.empty(0, device=device))
+    x, t, index = _inputs(rng, 11, 6, 3, [4, 0, 7], torch.float64, device)
     x.requires_grad_(True)
     t.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b: chosen.ecf_sums(a, b, index), (x, t))
@@ -112,11 +118,12 @@ def _computed_gradients(names_and_args) -> list[set]:
     return calls
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("backend", FUSED)
 def test_backward_computes_only_the_gradients_that_are_needed(rng, backend):
-    real, t, index = _inputs(rng, 50, 20, 4, [25, 25], torch.float32)
-    syn = torch.randn(10, 4, generator=rng)
-    rl, sl = index.labels, torch.arange(10) % 2
+    device = BACKEND_DEVICES[backend]
+    real, t, index = _inputs(rng, 50, 20, 4, [25, 25], torch.float32, device)
+    syn = torch.randn(10, 4, generator=rng).to(device)
+    rl, sl = index.labels, (torch.arange(10) % 2).to(device)
     for needs_x, needs_t in [(True, False), (False, True), (True, True)]:
         s = syn.clone().requires_grad_(needs_x)
         f = t.clone().requires_grad_(needs_t)
@@ -134,10 +141,11 @@ def test_backward_computes_only_the_gradients_that_are_needed(rng, backend):
         assert merged_per_input == want, (needs_x, needs_t, recorder.calls)
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("backend", FUSED)
 def test_opcheck_of_the_fused_ops(rng, backend):
-    x, t, index = _inputs(rng, 37, 19, 5, [20, 0, 17], torch.float64)
-    grad = torch.randn(3, 2, 19, generator=rng, dtype=torch.float64)
+    device = BACKEND_DEVICES[backend]
+    x, t, index = _inputs(rng, 37, 19, 5, [20, 0, 17], torch.float64, device)
+    grad = torch.randn(3, 2, 19, generator=rng, dtype=torch.float64).to(device)
     ops_ = torch.ops.spectral_kernels
     layout = (index.perm, index.offsets)
     if backend == "cpu":
@@ -151,14 +159,15 @@ def test_opcheck_of_the_fused_ops(rng, backend):
             torch.library.opcheck(ops_.ecf_sums_triton_backward.default, args)
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("name", ["ncfd", "sdd", "csdm"])
 def test_losses_compile_with_fullgraph_on_fused_backends(rng, name, backend):
     torch._dynamo.reset()
-    real = torch.randn(40, 6, generator=rng)
-    syn = torch.randn(12, 6, generator=rng).requires_grad_(True)
-    t = torch.randn(33, 6, generator=rng)
-    rl, sl = torch.arange(40) % 3, torch.arange(12) % 3
+    device = BACKEND_DEVICES[backend]
+    real = torch.randn(40, 6, generator=rng).to(device)
+    syn = torch.randn(12, 6, generator=rng).to(device).requires_grad_(True)
+    t = torch.randn(33, 6, generator=rng).to(device)
+    rl, sl = (torch.arange(40) % 3).to(device), (torch.arange(12) % 3).to(device)
     fns = {
         "ncfd": lambda a, b, f: sk.ncfd(a, b, f, rl, sl, num_classes=3, backend=backend),
         "sdd": lambda a, b, f: sk.sdd(a, b, rl, sl, t=f, num_classes=3, backend=backend),
@@ -183,14 +192,15 @@ def test_ncfd_compiles_with_inductor(rng):
     torch.testing.assert_close(compiled(real, syn, t), fn(real, syn, t))
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("backend", FUSED)
 def test_repeated_runs_are_bitwise_identical(rng, backend):
-    chosen = ops.resolve(backend, torch.empty(0))
+    device = BACKEND_DEVICES[backend]
+    chosen = ops.resolve(backend, torch.empty(0, device=device))
     # Several row tiles per class and several frequency tiles for either backend's tiling
     # (the interpreter runs Triton's 32-wide tiles, hence the smaller case there).
-    n, m = (1100, 700) if backend == "cpu" else (300, 100)
-    x, t, index = _inputs(rng, n, m, 33, [n - 200, 150, 50], torch.float32)
-    grad = torch.randn(3, 2, m, generator=rng)
+    n, m = (300, 100) if backend == "triton" and device == "cpu" else (1100, 700)
+    x, t, index = _inputs(rng, n, m, 33, [n - 200, 150, 50], torch.float32, device)
+    grad = torch.randn(3, 2, m, generator=rng).to(device)
     first = sums_and_grads(lambda a, b: chosen.ecf_sums(a, b, index), x, t, grad)
     for _ in range(9):
         again = sums_and_grads(lambda a, b: chosen.ecf_sums(a, b, index), x, t, grad)
@@ -213,11 +223,12 @@ def test_one_and_two_threads_agree(rng):
         torch.testing.assert_close(one, two, rtol=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", [b for b in FUSED_BACKENDS if b == "triton"])
+@pytest.mark.parametrize("backend", [b for b in FUSED if b == "triton"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_error_is_at_most_twice_the_reference_in_the_same_precision(rng, backend, dtype):
-    x64, t64, index = _inputs(rng, 300, 96, 24, [200, 100], torch.float64)
-    chosen = ops.resolve(backend, torch.empty(0, dtype=dtype))
+    device = BACKEND_DEVICES[backend]
+    x64, t64, index = _inputs(rng, 300, 96, 24, [200, 100], torch.float64, device)
+    chosen = ops.resolve(backend, torch.empty(0, dtype=dtype, device=device))
     x, t = x64.to(dtype), t64.to(dtype)
     # Truth from the same rounded inputs: the test measures the computation, not the rounding.
     truth = ecf_sums_reference(x.double(), t.double(), index.labels, index.num_classes)
