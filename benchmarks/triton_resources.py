@@ -43,10 +43,11 @@ VARIANTS = [("*fp32", "*fp32", tl.float32, "tf32"), ("*fp32", "*fp32", tl.float3
 
 
 def _signature(kernel: str, x_type: str, acc_ptr: str, consts: dict) -> dict:
-    common = {"x_ptr": x_type, "t_ptr": x_type, "perm_ptr": "*i64"}
+    common = {"x_ptr": x_type, "t_ptr": x_type}
     tail = {"stride_x": "i32", "stride_t": "i32", **{k: "constexpr" for k in consts}}
     if kernel == "forward":
-        return {**common, "item_start_ptr": "*i64", "item_end_ptr": "*i64", "partial_ptr": acc_ptr, "M": "i32", "D": "i32", **tail}
+        return {**common, "perm_ptr": "*i64", "item_start_ptr": "*i64", "item_end_ptr": "*i64", "partial_ptr": acc_ptr,
+                "M": "i32", "D": "i32", **tail}
     return {**common, "row_class_ptr": "*i64", "grad_ptr": acc_ptr, "w_ptr": acc_ptr, "num_rows": "i32", "M": "i32", "D": "i32", **tail}
 
 

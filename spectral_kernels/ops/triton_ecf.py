@@ -8,11 +8,12 @@ tile of x t^T with tl.dot (float32 accumulation), sin/cos epilogue, column sums.
 small kernel adds each class's item partials in a fixed order: no atomics, so results are
 bitwise reproducible.
 
-Backward: a kernel recomputes x t^T for a chunk of rows and writes W = -G_re sin + G_im cos
-(SPEC §1) for that chunk only (at most 32 MiB, whatever N is); two GEMMs then give
-dx = W t and dt += W^T x. Keeping W for a chunk, instead of the fused-attention layout that
-holds a (rows x d) accumulator per program, is deliberate: at d = 2048 such an accumulator
-does not fit in registers, and tiling d instead would recompute x t^T d / BLOCK_D times.
+Backward: a kernel recomputes x t^T for a chunk of x's rows (in x's own order: a row's W needs
+only its class's G) and writes W = -G_re sin + G_im cos (SPEC §1) for that chunk only (at most
+32 MiB, whatever N is); two GEMMs on contiguous slices then give dx = W t and dt += W^T x.
+Keeping W for a chunk, instead of the fused-attention layout that holds a (rows x d)
+accumulator per program, is deliberate: at d = 2048 such an accumulator does not fit in
+registers, and tiling d instead would recompute x t^T d / BLOCK_D times.
 Only the gradients that are needed are computed.
 
 sin/cos: one shared Cody-Waite reduction to [-pi/4, pi/4] and the Cephes minimax polynomials
@@ -164,17 +165,17 @@ if _IMPORT_ERROR is None:
 
     @triton.autotune(configs=_configs(), key=["M", "D"])
     @triton.jit
-    def _weight_kernel(x_ptr, t_ptr, perm_ptr, row_class_ptr, grad_ptr, w_ptr, num_rows, M, D, stride_x, stride_t,
+    def _weight_kernel(x_ptr, t_ptr, row_class_ptr, grad_ptr, w_ptr, num_rows, M, D, stride_x, stride_t,
                        BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
                        ACC: tl.constexpr, SINCOS: tl.constexpr):
-        """w[i, m] = -G[c_i, 0, m] sin(p_im) + G[c_i, 1, m] cos(p_im) for a chunk of positions."""
+        """w[i, m] = -G[c_i, 0, m] sin(p_im) + G[c_i, 1, m] cos(p_im) for a chunk of rows of x, in
+        x's own order (each row needs only its class's G, so no class sorting and no gather)."""
         freq_blocks = tl.cdiv(M, BLOCK_M)  # fastest, as in the forward
-        local = (tl.program_id(0) // freq_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows = (tl.program_id(0) // freq_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
         m_offs = (tl.program_id(0) % freq_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = local < num_rows
+        row_mask = rows < num_rows
         m_mask = m_offs < M
-        rows = tl.load(perm_ptr + local, mask=row_mask, other=0)
-        cls = tl.load(row_class_ptr + local, mask=row_mask, other=0)
+        cls = tl.load(row_class_ptr + rows, mask=row_mask, other=0)
         p = _phase_tile(x_ptr, t_ptr, rows, row_mask, m_offs, m_mask, D, stride_x, stride_t, BLOCK_N, BLOCK_M, BLOCK_K,
                         PRECISION, ACC)
         mask = row_mask[:, None] & m_mask[None, :]
@@ -183,7 +184,7 @@ if _IMPORT_ERROR is None:
         g_im = tl.load(g + M, mask=mask, other=0.0)
         sin_p, cos_p = _sincos(p, ACC, SINCOS)
         w = g_im * cos_p - g_re * sin_p
-        tl.store(w_ptr + local[:, None] * M + m_offs[None, :], w, mask=mask)
+        tl.store(w_ptr + rows[:, None] * M + m_offs[None, :], w, mask=mask)
 
 
 def _sincos_mode() -> str:
@@ -289,25 +290,27 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
     work = _sums_dtype(x.dtype)
     sincos = _sincos_mode()
     grad = grad.to(work).contiguous()
-    dx = torch.zeros(n, d, device=x.device, dtype=work) if need_x else None
+    # Every chunk writes its own rows of dx, so dx needs no zero fill.
+    dx = torch.empty(n, d, device=x.device, dtype=work) if need_x else None
     dt = torch.zeros(m, d, device=x.device, dtype=work) if need_t else None
-    positions = torch.arange(n, device=x.device)
-    row_class = torch.searchsorted(offsets[1:], positions, right=True).contiguous()
+    # Class of each row of x in x's order: the chunks below walk x's rows as they lie, so W, dx
+    # and the rows for dt are contiguous slices (no gathered copy of x, no scattered dx).
+    row_class = torch.empty(n, device=x.device, dtype=offsets.dtype)
+    row_class[perm] = torch.searchsorted(offsets[1:], torch.arange(n, device=x.device), right=True)
     chunk = max(128, (W_CHUNK_BYTES // (grad.element_size() * m)) // 128 * 128)
     w_buffer = torch.empty(min(chunk, n), m, device=x.device, dtype=work)
     t_work = t.to(work)
     with _matmul_precision(precision, x.device):
         for r0 in range(0, n, chunk):
             r = min(chunk, n - r0)
-            w = w_buffer[:r]
-            perm_chunk = perm[r0 : r0 + r]
+            w, x_rows = w_buffer[:r], x[r0 : r0 + r]
             grid = lambda meta: (triton.cdiv(r, meta["BLOCK_N"]) * triton.cdiv(m, meta["BLOCK_M"]),)
-            _weight_kernel[grid](x, t, perm_chunk, row_class[r0 : r0 + r], grad, w, r, m, d, x.stride(0), t.stride(0),
+            _weight_kernel[grid](x_rows, t, row_class[r0 : r0 + r], grad, w, r, m, d, x.stride(0), t.stride(0),
                                  PRECISION=precision, ACC=acc_type, SINCOS=sincos)
             if need_x:
-                dx.index_copy_(0, perm_chunk, w @ t_work)
+                torch.mm(w, t_work, out=dx[r0 : r0 + r])
             if need_t:
-                dt.addmm_(w.T, x[perm_chunk].to(work))
+                dt.addmm_(w.T, x_rows.to(work))
     empty = x.new_empty(0)
     return (dx.to(x.dtype) if need_x else empty), (dt.to(t.dtype) if need_t else empty)
 
