@@ -162,7 +162,8 @@ def ecf(x, t, labels=None, num_classes=None, *, backend="auto", precision=None, 
         num_classes: C; by default 1 + the largest label (a host sync: pass it under torch.compile).
         backend: "auto", "reference", "cpu", "triton" (spectral_kernels.ops).
         precision: products on CUDA in "tf32" or "ieee"; None follows
-            torch.backends.cuda.matmul.allow_tf32. CPU backends always use IEEE float.
+            torch.backends.cuda.matmul.fp32_precision (or the legacy allow_tf32). CPU backends always
+            use IEEE float.
 
     Returns:
         (re, im), each (C, M): re[c, m] = mean_{i in c} cos(<t_m, x_i>), im likewise with sin;

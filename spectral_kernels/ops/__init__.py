@@ -35,7 +35,7 @@ class Backend(Protocol):
     def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
         """Per-class sums S (C, 2, M) of cos and sin of x t^T, differentiable in x and t.
 
-        precision: None (follow torch.backends.cuda.matmul.allow_tf32), "ieee" or "tf32"; CPU
+        precision: None (follow torch's TF32 setting for CUDA matmuls), "ieee" or "tf32"; CPU
         backends always compute in IEEE arithmetic.
         """
 

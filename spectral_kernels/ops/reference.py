@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..classes import ClassIndex
+from .precision import cuda_matmul_precision, resolve_precision
 
 
 class ReferenceBackend:
@@ -21,12 +22,38 @@ class ReferenceBackend:
         return None
 
     def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
-        return ecf_sums_reference(x, t, index.labels, index.num_classes)
+        return ecf_sums_reference(x, t, index.labels, index.num_classes, precision)
 
 
-def ecf_sums_reference(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
-    """S (C, 2, M) with S[c,0,m] = sum_{labels_i = c} cos(<t_m, x_i>) and S[c,1,m] the sine sum."""
-    phase = x @ t.T
+class _PhaseProduct(torch.autograd.Function):
+    """x t^T on CUDA with its forward and backward products in one explicit precision (plain
+    x @ t.T would run its backward under whatever setting holds when autograd gets there)."""
+
+    @staticmethod
+    def forward(ctx, x, t, precision):
+        ctx.save_for_backward(x, t)
+        ctx.precision = precision
+        with cuda_matmul_precision(precision, x.device):
+            return x @ t.T
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, t = ctx.saved_tensors
+        with cuda_matmul_precision(ctx.precision, x.device):
+            dx = grad @ t if ctx.needs_input_grad[0] else None
+            dt = grad.T @ x if ctx.needs_input_grad[1] else None
+        return dx, dt, None
+
+
+def ecf_sums_reference(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, num_classes: int,
+                       precision: str | None = None) -> torch.Tensor:
+    """S (C, 2, M) with S[c,0,m] = sum_{labels_i = c} cos(<t_m, x_i>) and S[c,1,m] the sine sum.
+
+    precision: None follows torch's TF32 setting; "ieee" or "tf32" fixes CUDA float32 products."""
+    if precision is None or x.device.type != "cuda":
+        phase = x @ t.T
+    else:
+        phase = _PhaseProduct.apply(x, t, resolve_precision(precision))
     cos, sin = torch.cos(phase), torch.sin(phase)
     if labels is None:
         return torch.stack([cos.sum(0), sin.sum(0)]).unsqueeze(0)

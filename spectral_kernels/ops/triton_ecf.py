@@ -26,7 +26,8 @@ switches the fast path off, for the A/B timing in benchmarks/bench_ops.py --devi
 
 Precision: inputs of float32, bfloat16 or float16 are upcast to float32 before tl.dot (the
 interpreter mishandles bf16 dots, and the sums need float32 anyway); products use tf32 when
-torch.backends.cuda.matmul.allow_tf32 is on, unless `precision` says "ieee" or "tf32".
+torch's TF32 setting for CUDA matmuls is on (ops/precision.py reads either of its APIs),
+unless `precision` says "ieee" or "tf32".
 float64 inputs run in float64 throughout (IEEE products; used by gradcheck).
 
 Registration uses torch.library.custom_op + register_fake rather than triton_op: under the
@@ -35,12 +36,12 @@ and torch.compile, and on the GPU both trace as one opaque op in the graph.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
 
 from ..classes import ClassIndex
+from .precision import cuda_matmul_precision, resolve_precision
 
 try:
     import triton
@@ -51,7 +52,6 @@ except ImportError as error:  # pragma: no cover - triton ships with CUDA builds
     _IMPORT_ERROR = f"triton is not installed ({error})"
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
-PRECISIONS = ("ieee", "tf32")
 SINCOS_MODES = ("reduced", "libdevice")
 # Rows per chunk of W in the backward are chosen so W takes at most this many bytes.
 W_CHUNK_BYTES = 32 * 2**20
@@ -196,14 +196,6 @@ def _sincos_mode() -> str:
     return mode
 
 
-def resolve_precision(precision: str | None) -> str:
-    if precision is None:
-        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be None, 'ieee' or 'tf32'; got {precision!r}")
-    return precision
-
-
 def _sums_dtype(dtype: torch.dtype) -> torch.dtype:
     # Half-precision inputs get float32 sums: they are accumulated in float32, and a sum of
     # thousands of terms rounded to 8 bits of mantissa would throw that accuracy away.
@@ -268,20 +260,6 @@ def _forward(x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torc
     return out
 
 
-@contextlib.contextmanager
-def _matmul_precision(precision: str, device: torch.device):
-    """cuBLAS products of the backward in the requested precision (restored afterwards)."""
-    if device.type != "cuda":
-        yield
-        return
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
-
-
 def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
     x, t = x.contiguous(), t.contiguous()
     n, d = x.shape
@@ -300,7 +278,7 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
     chunk = max(128, (W_CHUNK_BYTES // (grad.element_size() * m)) // 128 * 128)
     w_buffer = torch.empty(min(chunk, n), m, device=x.device, dtype=work)
     t_work = t.to(work)
-    with _matmul_precision(precision, x.device):
+    with cuda_matmul_precision(precision, x.device):
         for r0 in range(0, n, chunk):
             r = min(chunk, n - r0)
             w, x_rows = w_buffer[:r], x[r0 : r0 + r]
