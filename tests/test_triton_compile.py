@@ -38,3 +38,18 @@ def test_triton_kernels_compile_for_hopper_use_tensor_cores_and_keep_the_k_loop_
             assert row["k_loop_spills"] == 0, row
         elif row["x"] != "fp64":
             assert row["k_loop_spills"] <= 8, row
+
+
+def test_autotuning_tells_precisions_apart_and_gives_float64_one_config(monkeypatch):
+    import triton.language as tl
+
+    from spectral_kernels.ops import triton_ecf as te
+
+    # Triton keys its tuning cache by the listed arguments and the pointer dtypes only: without
+    # PRECISION and SINCOS, tiles tuned for tf32 would be reused for ieee products.
+    for kernel in (te._forward_kernel, te._weight_kernel):
+        assert {"M", "D", "PRECISION", "SINCOS"} <= set(kernel.keys)
+    monkeypatch.setattr(te, "INTERPRETED", False)
+    configs = [object(), object()]
+    assert te._prune_configs(configs, {}, ACC=tl.float64, PRECISION="ieee") == [te.FP64_CONFIG]
+    assert te._prune_configs(configs, {}, ACC=tl.float32, PRECISION="tf32") is configs

@@ -73,7 +73,19 @@ def _configs():
     ]
 
 
+def _prune_configs(configs, named_args, **kwargs):
+    """float64 (the gradcheck path) gets one small tile instead of timing every configuration:
+    128 x 128 float64 accumulators spill heavily (benchmarks/results/triton_resources_sm90.md)."""
+    if kwargs.get("ACC") == tl.float64 and not INTERPRETED:
+        return [FP64_CONFIG]
+    return configs
+
+
 if _IMPORT_ERROR is None:
+    FP64_CONFIG = triton.Config({"BLOCK_N": 32, "BLOCK_M": 64, "BLOCK_K": 16}, num_warps=4, num_stages=2)
+    # The autotuning cache is keyed by these and by the pointer dtypes: the best tiles differ
+    # between tf32 (tensor cores) and ieee (FFMA) products, and between the sin/cos modes.
+    AUTOTUNE_KEY = ["M", "D", "PRECISION", "SINCOS"]
 
     @triton.jit
     def _phase_tile(x_ptr, t_ptr, rows, row_mask, m_offs, m_mask, D, stride_x, stride_t, BLOCK_N: tl.constexpr,
@@ -120,7 +132,7 @@ if _IMPORT_ERROR is None:
             sin_p, cos_p = _sincos_reduced(p)
         return sin_p, cos_p
 
-    @triton.autotune(configs=_configs(), key=["M", "D"])
+    @triton.autotune(configs=_configs(), key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_configs})
     @triton.jit
     def _forward_kernel(x_ptr, t_ptr, perm_ptr, item_start_ptr, item_end_ptr, partial_ptr, M, D, stride_x, stride_t,
                             BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
@@ -163,7 +175,7 @@ if _IMPORT_ERROR is None:
             acc += tl.load(partial_ptr + i * 2 * M + offs, mask=mask, other=0.0)
         tl.store(out_ptr + c * 2 * M + offs, acc, mask=mask)
 
-    @triton.autotune(configs=_configs(), key=["M", "D"])
+    @triton.autotune(configs=_configs(), key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_configs})
     @triton.jit
     def _weight_kernel(x_ptr, t_ptr, row_class_ptr, grad_ptr, w_ptr, num_rows, M, D, stride_x, stride_t,
                        BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
