@@ -254,3 +254,25 @@ def test_cpu_op_rejects_bad_layouts_with_clear_errors(rng):
         op(x.half(), t.half(), index.perm, index.offsets)
     with pytest.raises(ValueError, match="x has d=3 but t has d=2"):
         op(x, t[:, :2], index.perm, index.offsets)
+
+
+@pytest.mark.parametrize("config_index", range(6))
+@pytest.mark.skipif("triton" not in FUSED, reason="triton is not available")
+def test_every_autotune_tile_shape_computes_the_same_sums_and_gradients(rng, monkeypatch, config_index):
+    """Autotuning may pick any of the GPU tile shapes, so each must be right on sizes that are
+    not multiples of any tile (the interpreter runs them too: it ignores warps and stages)."""
+    from spectral_kernels.ops import triton_ecf as te
+
+    configs = te.gpu_configs()
+    assert len(configs) == 6  # keep the parametrization in step with the list
+    for kernel in (te._forward_kernel, te._weight_kernel):
+        monkeypatch.setattr(kernel, "configs", [configs[config_index]])
+        monkeypatch.setattr(kernel, "cache", {})
+    device = BACKEND_DEVICES["triton"]
+    chosen = ops.resolve("triton", torch.empty(0, device=device))
+    x64, t64, index = _inputs(rng, 300, 270, 37, [230, 0, 41, 29], torch.float64, device)
+    grad = torch.randn(4, 2, 270, generator=rng, dtype=torch.float64).to(device)
+    truth = sums_and_grads(lambda x, t: ecf_sums_reference(x, t, index.labels, index.num_classes), x64, t64, grad)
+    got = sums_and_grads(lambda x, t: chosen.ecf_sums(x, t, index, precision="ieee"), x64.float(), t64.float(), grad.float())
+    for ours, want, name in zip(got, truth, ("sums", "dx", "dt")):
+        torch.testing.assert_close(ours.double(), want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item()), msg=name)
