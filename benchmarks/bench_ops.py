@@ -177,6 +177,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
     parser.add_argument("--out", default=None, help="output path without extension")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--precisions", nargs="+", default=["tf32", "ieee"], choices=("tf32", "ieee"),
+                        help="CUDA only: the float32 product precisions to run, in this order")
     parser.add_argument("--providers", nargs="+", default=PROVIDERS, choices=PROVIDERS, help="CPU providers to run")
     parser.add_argument("--merge", action="store_true", help="replace only the rows run now in the existing CSV")
     parser.add_argument("--replot", action="store_true", help="rewrite the .md and .png from the existing CSV")
@@ -242,7 +244,10 @@ ALL_PROVIDERS = list(dict.fromkeys(PROVIDERS + CUDA_PROVIDERS))  # table and plo
 
 
 def cuda_sweep(args) -> None:
-    """All CUDA providers in one process: the caching allocator's statistics give memory."""
+    """All CUDA providers in one process: the caching allocator's statistics give memory.
+
+    The figure point runs first, and the results files are rewritten after every case, so a run
+    stopped by a time limit keeps everything it measured (the plot is drawn at the end)."""
     import torch
     import triton
 
@@ -250,29 +255,36 @@ def cuda_sweep(args) -> None:
 
     assert torch.cuda.is_available(), "--device cuda needs a GPU"
     name = torch.cuda.get_device_name()
+    slug = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_").lower()
+    out = Path(args.out or RESULTS / f"ops_cuda_{slug}")
     if args.quick:
-        sweep = [(4096, 1024, 256, "fixed-t"), (4096, 1024, 256, "learned-t")]
+        shapes = [(4096, 1024, 256, "fixed-t"), (4096, 1024, 256, "learned-t")]
+        figure = shapes[:1]
     else:
-        sweep = [(n, 4096, 2048, mode) for mode in ("fixed-t", "learned-t") for n in (4096, 16384, 65536)]
-        sweep += [(n, 4096, 512, "fixed-t") for n in (4096, 16384, 65536)]
+        figure = [(*CUDA_FIGURE_POINT, mode) for mode in ("fixed-t", "learned-t")]
+        shapes = [(n, 4096, 2048, mode) for mode in ("fixed-t", "learned-t") for n in (4096, 16384)]
+        shapes += [(n, 4096, 512, "fixed-t") for n in (4096, 16384, 65536)]
+    # The figure point in every precision first, then the rest of the sweep.
+    plan = [(precision, case) for precision in args.precisions for case in figure]
+    plan += [(precision, case) for precision in args.precisions for case in shapes if case not in figure]
+    largest = max(case[0] for _, case in plan)
     device = f"{name}, torch {torch.__version__}, triton {triton.__version__}"
     rows = []
-    for precision in ("tf32", "ieee"):
+    for precision, (n, m, d, mode) in plan:
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        for n, m, d, mode in sweep:
-            for provider in CUDA_PROVIDERS:
-                if provider == "mmd_gaussian" and mode == "learned-t":
-                    continue
-                # The libdevice sin/cos A/B (ops/triton_ecf.py) only at the largest N of each shape.
-                if provider == "triton_libdevice" and n != max(case[0] for case in sweep):
-                    continue
-                result = _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision)
-                row = {"provider": provider, "mode": f"{mode} {precision}", "N": n, "S": NUM_SYN, "M": m, "d": d, "C": NUM_CLASSES, "device": device, **result}
-                rows.append(row)
-                shown = result.get("skipped") or f"{result['median_s'] * 1e3:.2f} ms, +{result['extra_mib']:.1f} MiB"
-                print(f"{precision} {mode:9} N={n:6} M={m:5} d={d:5} {provider:13} {shown}", flush=True)
-    slug = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_").lower()
-    write_results(rows, Path(args.out or RESULTS / f"ops_cuda_{slug}"))
+        for provider in CUDA_PROVIDERS:
+            if provider == "mmd_gaussian" and mode == "learned-t":
+                continue
+            # The libdevice sin/cos A/B (ops/triton_ecf.py) only at the largest N of each shape.
+            if provider == "triton_libdevice" and n != largest:
+                continue
+            result = _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision)
+            row = {"provider": provider, "mode": f"{mode} {precision}", "N": n, "S": NUM_SYN, "M": m, "d": d, "C": NUM_CLASSES, "device": device, **result}
+            rows.append(row)
+            shown = result.get("skipped") or f"{result['median_s'] * 1e3:.2f} ms, +{result['extra_mib']:.1f} MiB"
+            print(f"{precision} {mode:9} N={n:6} M={m:5} d={d:5} {provider:16} {shown}", flush=True)
+            write_results(rows, out, with_plot=False)
+    write_results(rows, out)
     print(figure_summary(rows))
 
 
@@ -291,7 +303,7 @@ def figure_summary(rows: list[dict]) -> str:
             parts.append(f"{tri['median_s'] / got['gemm_floor']['median_s']:.2f}x floor")
         if "reference" in got:
             ref = got["reference"]
-            parts.append(f"reference {ref['median_s'] / tri['median_s']:.2f}x slower, {ref['extra_mib'] / max(tri['extra_mib'], 1e-9):.0f}x the memory")
+            parts.append(f"reference {ref['median_s'] / tri['median_s']:.2f}x the time and {ref['extra_mib'] / max(tri['extra_mib'], 1e-9):.0f}x the extra memory")
         if "triton_libdevice" in got:
             parts.append(f"libdevice sin/cos {got['triton_libdevice']['median_s'] / tri['median_s']:.2f}x the time")
         lines.append(f"  {mode:16} " + "; ".join(parts))
@@ -353,7 +365,7 @@ def _measure_cuda(torch, triton, run) -> dict:
     return {"median_s": ms / 1e3, "p20_s": ms20 / 1e3, "p80_s": ms80 / 1e3, "extra_mib": extra}
 
 
-def write_results(rows: list[dict], out: Path) -> None:
+def write_results(rows: list[dict], out: Path, with_plot: bool = True) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fields = ["provider", "mode", "N", "S", "M", "d", "C", "median_s", "p20_s", "p80_s", "extra_mib", "skipped", "device"]
     with open(out.with_suffix(".csv"), "w", newline="") as f:
@@ -362,7 +374,8 @@ def write_results(rows: list[dict], out: Path) -> None:
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in fields})
     out.with_suffix(".md").write_text(markdown_table(rows))
-    plot(rows, out.with_suffix(".png"))
+    if with_plot:
+        plot(rows, out.with_suffix(".png"))
 
 
 def markdown_table(rows: list[dict]) -> str:

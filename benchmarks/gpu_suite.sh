@@ -4,7 +4,10 @@
 #
 #     bash benchmarks/gpu_suite.sh                 # everything (about 10 minutes on an H100)
 #     bash benchmarks/gpu_suite.sh tests           # build + GPU tests only
-#     bash benchmarks/gpu_suite.sh bench [--quick] # build + benchmark only (--quick: a short smoke run)
+#     bash benchmarks/gpu_suite.sh bench [--quick] [--precisions tf32]
+#                                                  # build + benchmark only (--quick: a short smoke run);
+#                                                  # the figure point runs first and results are
+#                                                  # rewritten after every case, so a run cut short keeps them
 #
 # Python: $PYTHON if set; else this checkout's .venv if there is one; else a python3 whose torch
 # sees a GPU (a machine image with PyTorch preinstalled and no network: the extension is then
