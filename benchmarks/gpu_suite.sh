@@ -2,7 +2,8 @@
 # On a CUDA machine: build, run the GPU tests and the GPU benchmark, and write the results
 # under benchmarks/results/ (or $RESULTS_DIR), each file named after the GPU.
 #
-#     bash benchmarks/gpu_suite.sh                 # everything (about 10 minutes on an H100)
+#     bash benchmarks/gpu_suite.sh                 # both stages below (not yet timed on a GPU: where
+#                                                  # calls are time-limited, run them separately)
 #     bash benchmarks/gpu_suite.sh tests           # build + GPU tests only
 #     bash benchmarks/gpu_suite.sh bench [--quick] [--precisions tf32]
 #                                                  # build + benchmark only (--quick: a short smoke run);
