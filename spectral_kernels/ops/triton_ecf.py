@@ -144,7 +144,7 @@ if _IMPORT_ERROR is None:
     @triton.autotune(configs=_configs(), key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_configs})
     @triton.jit
     def _forward_kernel(x_ptr, t_ptr, perm_ptr, item_start_ptr, item_end_ptr, partial_ptr, M, D, stride_x, stride_t,
-                            BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
                         ACC: tl.constexpr, SINCOS: tl.constexpr):
         # Frequency blocks vary fastest, so the programs running together share their x rows
         # through L2 (x is read from memory about once, t stays resident); a 1-D grid has no
@@ -167,7 +167,7 @@ if _IMPORT_ERROR is None:
             # Masked rows have p = 0, whose cosine is 1: they must be zeroed, not just skipped.
             sum_cos += tl.sum(tl.where(row_mask[:, None], cos_p, 0.0), axis=0)
             sum_sin += tl.sum(tl.where(row_mask[:, None], sin_p, 0.0), axis=0)
-        base = partial_ptr + item * 2 * M
+        base = partial_ptr + item.to(tl.int64) * 2 * M  # int64: items x 2M can pass 2**31
         tl.store(base + m_offs, sum_cos, mask=m_mask)
         tl.store(base + M + m_offs, sum_sin, mask=m_mask)
 
@@ -182,7 +182,7 @@ if _IMPORT_ERROR is None:
         acc = tl.zeros((BLOCK,), dtype=out_ptr.dtype.element_ty)
         for i in range(lo, hi):
             acc += tl.load(partial_ptr + i * 2 * M + offs, mask=mask, other=0.0)
-        tl.store(out_ptr + c * 2 * M + offs, acc, mask=mask)
+        tl.store(out_ptr + c.to(tl.int64) * 2 * M + offs, acc, mask=mask)
 
     @triton.autotune(configs=_configs(), key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_configs})
     @triton.jit
@@ -192,7 +192,8 @@ if _IMPORT_ERROR is None:
         """w[i, m] = -G[c_i, 0, m] sin(p_im) + G[c_i, 1, m] cos(p_im) for a chunk of rows of x, in
         x's own order (each row needs only its class's G, so no class sorting and no gather)."""
         freq_blocks = tl.cdiv(M, BLOCK_M)  # fastest, as in the forward
-        rows = (tl.program_id(0) // freq_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+        # int64 rows: a chunk holds up to 32 MiB / (4 M) rows, and rows x stride_x can pass 2**31.
+        rows = ((tl.program_id(0) // freq_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
         m_offs = (tl.program_id(0) % freq_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < num_rows
         m_mask = m_offs < M
