@@ -62,13 +62,14 @@ def _machine_code_stats(cubin: bytes) -> dict:
             re.findall(r"^\s+/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)(.*)$", sass, re.M)]
     ops = collections.Counter(op for _, op, _ in code)
     return {"registers": int(regs), "stack_bytes": int(stack), "spill_stores": ops["STL"], "spill_loads": ops["LDL"],
-            "hgmma": ops["HGMMA"], "instructions": sum(ops.values()), "k_loop_spills": _k_loop_spills(code)}
+            "hgmma": ops["HGMMA"], "instructions": sum(ops.values()), **_k_loop(code)}
 
 
-def _k_loop_spills(code) -> int | None:
+def _k_loop(code) -> dict:
     """STL/LDL inside the loop that does the products (the smallest loop holding at least half
     of the HGMMA, or of the FFMA/DFMA without tensor cores; an enclosing row loop holds them too):
-    spills there cost every K step, spills in the epilogue once per output tile."""
+    spills there cost every K step, spills in the epilogue once per output tile. Returns its
+    spill instructions and its length in instructions (None, 0 where no loop does products)."""
     loops = []
     for addr, op, rest in code:
         target = re.search(r"0x([0-9a-f]+)", rest) if op == "BRA" else None
@@ -78,9 +79,10 @@ def _k_loop_spills(code) -> int | None:
     count = lambda lo, hi, names: sum(1 for a, op, _ in code if lo <= a <= hi and op in names)
     most = max((count(*loop, {mma}) for loop in loops), default=0)
     if most == 0:
-        return None
+        return {"k_loop_spills": None, "k_loop_instructions": 0}
     k_loop = min((loop for loop in loops if 2 * count(*loop, {mma}) >= most), key=lambda loop: loop[1] - loop[0])
-    return count(*k_loop, {"STL", "LDL"})
+    length = sum(1 for a, _, _ in code if k_loop[0] <= a <= k_loop[1])
+    return {"k_loop_spills": count(*k_loop, {"STL", "LDL"}), "k_loop_instructions": length}
 
 
 def compile_variant(kernel, x_type, acc_ptr, acc, precision, config, sincos) -> dict:
