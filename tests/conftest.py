@@ -9,6 +9,9 @@ import torch
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Tests that switch on torch.use_deterministic_algorithms call cuBLAS, which torch then
+# refuses unless cuBLAS is given a fixed workspace (read before the first cuBLAS handle).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import spectral_kernels as sk  # noqa: E402
 

@@ -43,10 +43,6 @@ def _inputs(rng, n, m, d, sizes, dtype, device="cpu"):
     return x.to(device, dtype), t.to(device, dtype), index
 
 
-
-
-
-
 @pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_fused_sums_and_gradients_match_the_float64_reference(rng, backend, case):
@@ -205,6 +201,37 @@ def test_repeated_runs_are_bitwise_identical(rng, backend):
     for _ in range(9):
         again = sums_and_grads(lambda a, b: chosen.ecf_sums(a, b, index), x, t, grad)
         assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+@pytest.mark.skipif("triton" not in FUSED, reason="triton is not available")
+def test_deterministic_mode_runs_one_fixed_tile_shape_without_the_autotuner(rng, monkeypatch):
+    """Autotuning picks tile shapes by timing, so another process may pick another shape and
+    sum in another order; under torch.use_deterministic_algorithms(True) it must not run."""
+    from spectral_kernels.ops import triton_ecf as te
+
+    def autotuner_ran(*args, **kwargs):
+        raise AssertionError("the autotuner ran")
+
+    for kernel in (te._forward_kernel, te._weight_kernel):
+        monkeypatch.setattr(kernel, "run", autotuner_ran)
+    device = BACKEND_DEVICES["triton"]
+    chosen = ops.resolve("triton", torch.empty(0, device=device))
+    x64, t64, index = _inputs(rng, 211, 75, 19, [150, 0, 61], torch.float64, device)
+    grad = torch.randn(3, 2, 75, generator=rng, dtype=torch.float64).to(device)
+    truth = sums_and_grads(lambda x, t: ecf_sums_reference(x, t, index.labels, index.num_classes), x64, t64, grad)
+    fused = lambda x, t: chosen.ecf_sums(x, t, index, precision="ieee")
+    was_on, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first = sums_and_grads(fused, x64.float(), t64.float(), grad.float())
+        again = sums_and_grads(fused, x64.float(), t64.float(), grad.float())
+    finally:
+        torch.use_deterministic_algorithms(was_on, warn_only=warn_only)
+    for ours, repeat, want, name in zip(first, again, truth, ("sums", "dx", "dt")):
+        assert torch.equal(ours, repeat), name
+        torch.testing.assert_close(ours.double(), want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item()), msg=name)
+    with pytest.raises(AssertionError, match="the autotuner ran"):  # outside that mode it does
+        fused(x64.float(), t64.float())
 
 
 def test_one_and_two_threads_agree(rng):

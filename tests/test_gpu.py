@@ -23,10 +23,6 @@ def _case(n, m, d, sizes, dtype, seed=0):
     return x.cuda(), t.cuda(), index
 
 
-
-
-
-
 @pytest.mark.parametrize("n,m,d,sizes", [(20000, 1000, 512, [15000, 4000, 1000]), (4097, 4099, 2048, [4000, 97]), (1, 7, 3, [1])])
 def test_triton_matches_float64_reference_at_real_sizes(n, m, d, sizes):
     x64, t64, index = _case(n, m, d, sizes, torch.float64)

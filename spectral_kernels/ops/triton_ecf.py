@@ -5,8 +5,12 @@ Each class is cut into *work items* of at most `rows_per_item` rows, so a 5000-r
 becomes many items next to a 25-row class's one item, and the grid (items x frequency blocks)
 keeps the GPU busy whatever the class sizes. A program loops over its item's row tiles:
 tile of x t^T with tl.dot (float32 accumulation), sin/cos epilogue, column sums. A second,
-small kernel adds each class's item partials in a fixed order: no atomics, so results are
-bitwise reproducible.
+small kernel adds each class's item partials in a fixed order: no atomics, so repeated calls
+give bitwise-equal results. Across processes the autotuner may time its way to another tile
+shape, which changes the order of the sums; under torch.use_deterministic_algorithms(True)
+the kernels skip autotuning and run one fixed shape, so a program's results repeat from run
+to run on the same GPU model (the backward's cuBLAS GEMMs then need CUBLAS_WORKSPACE_CONFIG,
+as torch requires for any matmul in that mode).
 
 Backward: a kernel recomputes x t^T for a chunk of x's rows (in x's own order: a row's W needs
 only its class's G) and writes W = -G_re sin + G_im cos (SPEC §1) for that chunk only (at most
@@ -209,6 +213,25 @@ if _IMPORT_ERROR is None:
         tl.store(w_ptr + rows[:, None] * M + m_offs[None, :], w, mask=mask)
 
 
+def _fixed_config(acc_type) -> "triton.Config":
+    """The one tile shape used when autotuning is off for determinism (see _launch)."""
+    if INTERPRETED:
+        return _configs()[0]
+    return FP64_CONFIG if acc_type == tl.float64 else gpu_configs()[0]
+
+
+def _launch(kernel, grid, *args, **kwargs) -> None:
+    """Launch an autotuned kernel, or under torch.use_deterministic_algorithms(True) its plain
+    jitted function with one fixed tile shape, untimed. Autotuning picks the shape by timing,
+    so another process (or the same one after a cache flush) may pick another, and the tile
+    shape fixes the order of the float sums: the same inputs would then give results that
+    differ in the last bits from one run of a program to the next."""
+    if torch.are_deterministic_algorithms_enabled():
+        kernel.fn[grid](*args, **kwargs, **_fixed_config(kwargs["ACC"]).all_kwargs())
+    else:
+        kernel[grid](*args, **kwargs)
+
+
 def _sincos_mode() -> str:
     """How the epilogues compute sin/cos: "reduced" (default) or "libdevice". Read at each call
     from SPECTRAL_KERNELS_TRITON_SINCOS, for A/B timing only: both are accurate everywhere."""
@@ -275,8 +298,8 @@ def _forward(x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torc
     start, end, item_offsets = _work_items(offsets, n, rows_per_item)
     partial = torch.empty(start.shape[0], 2, m, device=x.device, dtype=out.dtype)
     grid = lambda meta: (start.shape[0] * triton.cdiv(m, meta["BLOCK_M"]),)
-    _forward_kernel[grid](x, t, perm, start, end, partial, m, d, x.stride(0), t.stride(0), PRECISION=precision, ACC=acc_type,
-                          SINCOS=_sincos_mode())
+    _launch(_forward_kernel, grid, x, t, perm, start, end, partial, m, d, x.stride(0), t.stride(0), PRECISION=precision,
+            ACC=acc_type, SINCOS=_sincos_mode())
     block = 256
     _class_reduce_kernel[(num_classes, triton.cdiv(2 * m, block))](partial, item_offsets, out, m, BLOCK=block)
     return out
@@ -305,8 +328,8 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
             r = min(chunk, n - r0)
             w, x_rows = w_buffer[:r], x[r0 : r0 + r]
             grid = lambda meta: (triton.cdiv(r, meta["BLOCK_N"]) * triton.cdiv(m, meta["BLOCK_M"]),)
-            _weight_kernel[grid](x_rows, t, row_class[r0 : r0 + r], grad, w, r, m, d, x.stride(0), t.stride(0),
-                                 PRECISION=precision, ACC=acc_type, SINCOS=sincos)
+            _launch(_weight_kernel, grid, x_rows, t, row_class[r0 : r0 + r], grad, w, r, m, d, x.stride(0), t.stride(0),
+                    PRECISION=precision, ACC=acc_type, SINCOS=sincos)
             if need_x:
                 torch.mm(w, t_work, out=dx[r0 : r0 + r])
             if need_t:
