@@ -281,6 +281,40 @@ def test_cpu_op_rejects_bad_layouts_with_clear_errors(rng):
         op(x.half(), t.half(), index.perm, index.offsets)
     with pytest.raises(ValueError, match="x has d=3 but t has d=2"):
         op(x, t[:, :2], index.perm, index.offsets)
+    with pytest.raises(ValueError, match=r"perm must hold row numbers in \[0, N=10\), got perm\[\d\]=-1"):
+        op(x, t, torch.where(index.perm == 3, -1, index.perm), index.offsets)
+
+
+@pytest.mark.skipif("triton" not in FUSED, reason="triton is not available")
+def test_triton_ops_reject_bad_layouts_before_any_kernel_reads_memory(rng):
+    device = BACKEND_DEVICES["triton"]
+    x, t, index = _inputs(rng, 10, 4, 3, [5, 5], torch.float32, device)
+    perm, offsets = index.perm, index.offsets
+    op, backward = torch.ops.spectral_kernels.ecf_sums_triton, torch.ops.spectral_kernels.ecf_sums_triton_backward
+    cases = [
+        (lambda: op(x, t[:, :2], perm, offsets, "ieee"), ValueError, "x has d=3 but t has d=2"),
+        (lambda: op(x[0], t, perm, offsets, "ieee"), ValueError, r"x must be 2-D \(N, d\), got shape \(3,\)"),
+        (lambda: op(x.long(), t.long(), perm, offsets, "ieee"), TypeError, "x must be float32.*got torch.int64"),
+        (lambda: op(x, t.double(), perm, offsets, "ieee"), TypeError, "t has dtype torch.float64 but x has dtype torch.float32"),
+        (lambda: op(x, t, perm.int(), offsets, "ieee"), TypeError, "perm and offsets must be int64, got torch.int32"),
+        (lambda: op(x, t, perm[:9], offsets, "ieee"), ValueError, r"perm must have shape \(10,\), got \(9,\)"),
+        (lambda: op(x, t, perm, offsets[:1], "ieee"), ValueError, r"offsets must have shape \(C\+1,\) with C >= 1, got \(1,\)"),
+        (lambda: op(x, t.to("meta"), perm, offsets, "ieee"), ValueError, f"t is on meta but x is on {device}"),
+        (lambda: op(x, t, perm, offsets, "fp16"), ValueError, "precision must be 'ieee' or 'tf32', got 'fp16'"),
+        (lambda: backward(torch.zeros(2, 2, 5, device=device), x, t, perm, offsets, "ieee", True, True), ValueError,
+         r"grad must have shape \(2, 2, 4\), got \(2, 2, 5\)"),
+    ]
+    if device == "cpu":  # values are checked where that needs no host sync (the interpreter)
+        cpu = torch.tensor
+        cases += [
+            (lambda: op(x, t, perm, cpu([0, 5, 9]), "ieee"), ValueError, "offsets must start at 0 and end at N=10, got 0 and 9"),
+            (lambda: op(x, t, perm, cpu([0, 6, 5, 10]), "ieee"), ValueError, r"non-decreasing, offsets\[2\]=5 < offsets\[1\]=6"),
+            (lambda: op(x, t, torch.where(perm == 3, 10, perm), offsets, "ieee"), ValueError,
+             r"perm must hold row numbers in \[0, N=10\), got perm\[\d\]=10"),
+        ]
+    for call, exception, words in cases:
+        with pytest.raises(exception, match=words):
+            call()
 
 
 @pytest.mark.parametrize("config_index", range(6))

@@ -221,6 +221,16 @@ struct Scratch {
   }
 };
 
+// An O(N) scan, negligible next to the O(N M d) work; index_select would catch a bad entry
+// too, but with a message that names neither perm nor the entry.
+void check_perm(const at::Tensor& perm, int64_t num_rows) {
+  const auto rows = perm.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < num_rows; ++i) {
+    TORCH_CHECK_VALUE(rows[i] >= 0 && rows[i] < num_rows, "spectral_kernels: perm must hold row numbers in [0, N=",
+                      num_rows, "), got perm[", i, "]=", rows[i]);
+  }
+}
+
 struct Prepared {
   at::Tensor x, t, perm, offsets;
   std::vector<RowTile> tiles;
@@ -235,6 +245,7 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& t, const at::Tensor& per
   Prepared prep{x.detach().contiguous(), t.detach().contiguous(), perm.contiguous(), offsets.contiguous(), {},
                 offsets.size(0) - 1, t.size(0), x.size(1)};
   prep.tiles = row_tiles(prep.offsets, x.size(0));
+  check_perm(prep.perm, x.size(0));
   return prep;
 }
 

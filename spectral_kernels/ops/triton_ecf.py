@@ -57,6 +57,7 @@ except ImportError as error:  # pragma: no cover - triton ships with CUDA builds
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 SINCOS_MODES = ("reduced", "libdevice")
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 # Rows per chunk of W in the backward are chosen so W takes at most this many bytes.
 W_CHUNK_BYTES = 32 * 2**20
 
@@ -213,6 +214,58 @@ if _IMPORT_ERROR is None:
         tl.store(w_ptr + rows[:, None] * M + m_offs[None, :], w, mask=mask)
 
 
+def _check_inputs(x, t, perm, offsets, precision, check_values):
+    """The op's contract, checked before any kernel reads memory through it.
+
+    Shapes, dtypes and devices are checked always (also on the fake tensors torch.compile
+    traces with). The values of perm and offsets are checked only when they are on the CPU (the
+    interpreter): on the GPU that would stall the host on a sync at every call, so there they
+    are trusted, as built by `spectral_kernels.classes.class_index`.
+    """
+    where = "spectral_kernels (triton):"
+    if x.dim() != 2 or t.dim() != 2:
+        name, bad = ("x", x) if x.dim() != 2 else ("t", t)
+        raise ValueError(f"{where} {name} must be 2-D ({'N' if name == 'x' else 'M'}, d), got shape {tuple(bad.shape)}")
+    if x.shape[1] != t.shape[1]:
+        raise ValueError(f"{where} x has d={x.shape[1]} but t has d={t.shape[1]}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{where} x must be float32, float64, bfloat16 or float16, got {x.dtype}")
+    if t.dtype != x.dtype:
+        raise TypeError(f"{where} t has dtype {t.dtype} but x has dtype {x.dtype}")
+    if perm.dtype != torch.int64 or offsets.dtype != torch.int64:
+        raise TypeError(f"{where} perm and offsets must be int64, got {perm.dtype} and {offsets.dtype}")
+    if tuple(perm.shape) != (x.shape[0],):
+        raise ValueError(f"{where} perm must have shape ({x.shape[0]},), got {tuple(perm.shape)}")
+    if offsets.dim() != 1 or offsets.shape[0] < 2:
+        raise ValueError(f"{where} offsets must have shape (C+1,) with C >= 1, got {tuple(offsets.shape)}")
+    for name, tensor in (("t", t), ("perm", perm), ("offsets", offsets)):
+        if tensor.device != x.device:
+            raise ValueError(f"{where} {name} is on {tensor.device} but x is on {x.device}")
+    if precision not in ("ieee", "tf32"):
+        raise ValueError(f"{where} precision must be 'ieee' or 'tf32', got {precision!r}")
+    if not check_values:
+        return
+    n = x.shape[0]
+    first, last = int(offsets[0]), int(offsets[-1])
+    if first != 0 or last != n:
+        raise ValueError(f"{where} offsets must start at 0 and end at N={n}, got {first} and {last}")
+    steps = offsets[1:] - offsets[:-1]
+    if bool((steps < 0).any()):
+        c = int(torch.nonzero(steps < 0)[0, 0]) + 1
+        raise ValueError(f"{where} offsets must be non-decreasing, offsets[{c}]={int(offsets[c])} < "
+                         f"offsets[{c - 1}]={int(offsets[c - 1])}")
+    outside = (perm < 0) | (perm >= n)
+    if bool(outside.any()):
+        i = int(torch.nonzero(outside)[0, 0])
+        raise ValueError(f"{where} perm must hold row numbers in [0, N={n}), got perm[{i}]={int(perm[i])}")
+
+
+def _check_grad(grad, offsets, t):
+    expected = (offsets.shape[0] - 1, 2, t.shape[0])
+    if tuple(grad.shape) != expected:
+        raise ValueError(f"spectral_kernels (triton): grad must have shape {expected}, got {tuple(grad.shape)}")
+
+
 def _fixed_config(acc_type) -> "triton.Config":
     """The one tile shape used when autotuning is off for determinism (see _launch)."""
     if INTERPRETED:
@@ -343,10 +396,12 @@ if _IMPORT_ERROR is None:
     @torch.library.custom_op("spectral_kernels::ecf_sums_triton", mutates_args=())
     def ecf_sums_triton(x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor, precision: str) -> torch.Tensor:
         """Per-class sums (C, 2, M) of cos/sin of x t^T; float32 for half inputs."""
+        _check_inputs(x, t, perm, offsets, precision, check_values=x.device.type == "cpu")
         return _forward(x, t, perm, offsets, precision)
 
     @ecf_sums_triton.register_fake
     def _(x, t, perm, offsets, precision):
+        _check_inputs(x, t, perm, offsets, precision, check_values=False)
         return x.new_empty((offsets.shape[0] - 1, 2, t.shape[0]), dtype=_sums_dtype(x.dtype))
 
     @torch.library.custom_op("spectral_kernels::ecf_sums_triton_backward", mutates_args=())
@@ -355,10 +410,14 @@ if _IMPORT_ERROR is None:
         precision: str, need_x: bool, need_t: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(dx, dt); an empty tensor in place of a gradient that is not needed."""
+        _check_inputs(x, t, perm, offsets, precision, check_values=x.device.type == "cpu")
+        _check_grad(grad, offsets, t)
         return _backward(grad, x, t, perm, offsets, precision, need_x, need_t)
 
     @ecf_sums_triton_backward.register_fake
     def _(grad, x, t, perm, offsets, precision, need_x, need_t):
+        _check_inputs(x, t, perm, offsets, precision, check_values=False)
+        _check_grad(grad, offsets, t)
         return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(t) if need_t else t.new_empty(0))
 
     def _setup_context(ctx, inputs, output):
@@ -386,7 +445,7 @@ class TritonBackend:
     def unsupported_reason(self, x: torch.Tensor) -> str | None:
         if x.device.type != "cuda" and not (INTERPRETED and x.device.type == "cpu"):
             return f"it runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got a tensor on {x.device}"
-        if x.dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        if x.dtype not in FLOAT_DTYPES:
             return f"it takes float32, float64, bfloat16 or float16, got {x.dtype}"
         return None
 
