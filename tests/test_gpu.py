@@ -69,3 +69,19 @@ def test_opcheck_and_inductor_compile_on_the_gpu():
     fn = lambda a, b, f: sk.ncfd(a, b, f, index.labels, sl, num_classes=2)
     compiled = torch.compile(fn, fullgraph=True)
     torch.testing.assert_close(compiled(x.detach(), syn, t.detach()), fn(x.detach(), syn, t.detach()))
+
+
+def test_triton_forward_and_backward_never_wait_on_the_gpu():
+    """No host sync once tuned: the op stays asynchronous (class layout, work items and chunks
+    all have static shapes), so a training step keeps the GPU queue full."""
+    x, t, index = _case(5000, 700, 96, [4000, 900, 100], torch.float32)
+    x, t = x.float().requires_grad_(True), t.float().requires_grad_(True)
+    op = lambda: torch.ops.spectral_kernels.ecf_sums_triton(x, t, index.perm, index.offsets, "tf32")
+    op().sum().backward()  # autotuning times its candidates (and syncs) on the first call only
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        op().sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
