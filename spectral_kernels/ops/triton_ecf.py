@@ -36,7 +36,8 @@ float64 inputs run in float64 throughout (IEEE products; used by gradcheck).
 
 Registration uses torch.library.custom_op + register_fake rather than triton_op: under the
 Triton interpreter (how CI runs these kernels, on CPU tensors) only the former passes opcheck
-and torch.compile, and on the GPU both trace as one opaque op in the graph.
+and torch.compile. The price: on the GPU inductor sees one opaque call instead of kernels it
+could look into.
 """
 from __future__ import annotations
 
