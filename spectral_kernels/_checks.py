@@ -82,6 +82,19 @@ def finite(name: str, x: torch.Tensor) -> None:
         )
 
 
+def finite_sums(name: str, sums: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> None:
+    """The ECF sums of finite x and t are finite unless a phase <t, x> overflowed the dtype
+    (cos and sin of inf are NaN): say so, rather than let a NaN loss appear steps later."""
+    if bool(torch.isfinite(sums).all()):
+        return
+    largest = torch.finfo(x.dtype).max
+    raise ValueError(
+        f"the phases <t, x> of {name} overflow {x.dtype} (largest finite value {largest:.3g}; max |{name}| = "
+        f"{float(x.detach().abs().max()):.3g}, max |t| = {float(t.detach().abs().max()):.3g}), so their cos/sin are NaN; "
+        "scale the features or the frequencies down (a larger bandwidth), or compute in float64"
+    )
+
+
 def num_classes(value) -> int | None:
     if value is None:
         return None
@@ -164,6 +177,18 @@ def non_negative(name: str, value) -> float:
     if not float(value) >= 0.0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     return float(value)
+
+
+def boolean(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def generator(name: str, value) -> torch.Generator | None:
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {type(value).__name__}")
+    return value
 
 
 def choice(name: str, value, allowed: Sequence[str]) -> str:

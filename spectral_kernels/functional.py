@@ -7,6 +7,7 @@ depends on which backend runs.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ class _Pair:
     present: torch.Tensor  # (C,) bool: the class has rows on both sides
     real_counts: torch.Tensor  # (C,) real rows per class, summed over `real_group` when given
     real_group: object = None
+    check_finite: bool = True  # value checks on (eager mode, unless check_finite=False)
 
 
 def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group=None) -> _Pair:
@@ -44,7 +46,8 @@ def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite,
     syn = _checks.features("syn", syn)
     _checks.same_layout("syn", syn, "real", real)
     num_classes = _checks.num_classes(num_classes)
-    if _checks.resolve_check_finite(check_finite):
+    check_finite = _checks.resolve_check_finite(check_finite)
+    if check_finite:
         _checks.finite("real", real)
         _checks.finite("syn", syn)
     if (real_labels is None) != (syn_labels is None):
@@ -82,18 +85,22 @@ def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite,
             f"class {c} has {int(real_counts[c])} real and {int(syn_index.counts[c])} synthetic samples; "
             "a class must be present on both sides or on neither"
         )
-    return _Pair(real, syn, real_index, syn_index, num_classes, real_has & syn_has, real_counts, real_group)
+    return _Pair(real, syn, real_index, syn_index, num_classes, real_has & syn_has, real_counts, real_group, check_finite)
 
 
-def _ecf_means(x: torch.Tensor, t: torch.Tensor, index: ClassIndex, backend: ops.Backend, precision, group=None, counts=None):
+def _ecf_means(x: torch.Tensor, t: torch.Tensor, index: ClassIndex, backend: ops.Backend, precision, *, name: str,
+               check_finite: bool, group=None, counts=None):
     """Per-class ECF means (re, im), each (C, M); 0 for a class with no rows.
 
     With a process group, the sums are added over its processes (SPEC §1: sums are additive)
     and `counts` must be the matching global counts, so every process gets the ECF of the
     union of their rows. The all_reduce is autograd-aware: the backward sends each process
-    the gradient for its own rows.
+    the gradient for its own rows. With `check_finite`, sums made non-finite by an overflowing
+    phase raise ValueError naming `name` (inputs are already known to be finite then).
     """
     sums = backend.ecf_sums(x, t, index, _checks.choice("precision", precision, PRECISIONS))
+    if check_finite:
+        _checks.finite_sums(name, sums, x, t)
     if group is not None:
         from torch.distributed.nn.functional import all_reduce
 
@@ -105,8 +112,10 @@ def _ecf_means(x: torch.Tensor, t: torch.Tensor, index: ClassIndex, backend: ops
 def _terms(pair: _Pair, t: torch.Tensor, backend: str, precision):
     """Amplitude and phase terms (A, H), each (C, M), of the real vs synthetic ECFs."""
     chosen = ops.resolve(backend, pair.real)
-    re_p, im_p = _ecf_means(pair.real, t, pair.real_index, chosen, precision, pair.real_group, pair.real_counts)
-    re_q, im_q = _ecf_means(pair.syn, t, pair.syn_index, chosen, precision)
+    check = pair.check_finite
+    re_p, im_p = _ecf_means(pair.real, t, pair.real_index, chosen, precision, name="real", check_finite=check,
+                            group=pair.real_group, counts=pair.real_counts)
+    re_q, im_q = _ecf_means(pair.syn, t, pair.syn_index, chosen, precision, name="syn", check_finite=check)
     return amplitude_phase(re_p, im_p, re_q, im_q)
 
 
@@ -121,31 +130,36 @@ def _reduce(per_class: torch.Tensor, present: torch.Tensor, reduction: str) -> t
     return total / present.sum().clamp_min(1).to(total.dtype)
 
 
-def _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, like: torch.Tensor):
-    """The frequencies to use and the factor that turns their mean into the summed-kernel SDD."""
+def _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, like: torch.Tensor, check_finite: bool):
+    """The frequencies to use and the factor that turns their mean into the summed-kernel SDD.
+    Drawn frequencies are checked by sample_frequencies; given ones here, like the features."""
     check_kernel(kernel, spectral=True)
     sigmas = _checks.bandwidths(bandwidth)
     _checks.positive("nu", nu)
     if t is not None:
-        return _checks.frequencies("t", t, like, "real"), 1.0
+        t = _checks.frequencies("t", t, like, "real")
+        if check_finite:
+            _checks.finite("t", t)
+        return t, 1.0
     t = sample_frequencies(
         kernel, num_freqs, like.shape[1], bandwidth=list(sigmas), nu=nu, generator=generator, device=like.device, dtype=like.dtype
     )
     return t, float(len(sigmas))
 
 
-def _spectral_discrepancy(real, syn, real_labels, syn_labels, alpha, t, kernel, bandwidth, nu, num_freqs, generator,
+def _spectral_discrepancy(real, syn, real_labels, syn_labels, *, alpha, t, kernel, bandwidth, nu, num_freqs, generator,
                           num_classes, reduction, backend, precision, check_finite, real_group) -> torch.Tensor:
-    """mean_m [alpha_c A + (1 - alpha_c) H] per class (CSDM), or mean_m [A + H] = |P - Q|^2
-    (SDD) when alpha is None, at the given or freshly drawn frequencies, reduced over classes."""
+    """mean_m [alpha_c A + (1 - alpha_c) H] per class (CSDM, alpha a (C,) tensor), or
+    mean_m [A + H] = |P - Q|^2 (SDD) when alpha is None, at the given or freshly drawn
+    frequencies, reduced over classes."""
     pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group)
     reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-    t, scale = _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, pair.real)
+    t, scale = _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, pair.real, pair.check_finite)
     amplitude, phase = _terms(pair, t, backend, precision)
     if alpha is None:
         weighted = amplitude + phase
     else:
-        alpha = alpha.to(device=amplitude.device, dtype=amplitude.dtype).unsqueeze(1)
+        alpha = _checks.unit_interval("class_alpha", alpha, pair.num_classes, amplitude).unsqueeze(1)
         weighted = alpha * amplitude + (1.0 - alpha) * phase
     return _reduce(scale * weighted.mean(1), pair.present, reduction)
 
@@ -175,7 +189,8 @@ def ecf(x, t, labels=None, num_classes=None, *, backend="auto", precision=None, 
     """
     x = _checks.features("x", x)
     t = _checks.frequencies("t", t, x, "x")
-    if _checks.resolve_check_finite(check_finite):
+    check_finite = _checks.resolve_check_finite(check_finite)
+    if check_finite:
         _checks.finite("x", x)
         _checks.finite("t", t)
     num_classes = _checks.num_classes(num_classes)
@@ -190,7 +205,7 @@ def ecf(x, t, labels=None, num_classes=None, *, backend="auto", precision=None, 
         if not _checks.tracing():
             _checks.label_range("labels", y, num_classes)
     index = class_index(y, x.shape[0], num_classes, x.device)
-    return _ecf_means(x, t, index, ops.resolve(backend, x), precision)
+    return _ecf_means(x, t, index, ops.resolve(backend, x), precision, name="x", check_finite=check_finite)
 
 
 def ncfd(
@@ -240,6 +255,8 @@ def ncfd(
     """
     pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group)
     t = _checks.frequencies("t", t, pair.real, "real")
+    if pair.check_finite:
+        _checks.finite("t", t)
     alpha = _checks.unit_interval("alpha", alpha, pair.num_classes, pair.real).unsqueeze(1)
     eps = _checks.non_negative("eps", eps)
     if not isinstance(sqrt, bool):
@@ -284,8 +301,9 @@ def sdd(
     Raises: as `ncfd`; ValueError for kernel="linear" (no spectral measure: use `mmd`).
     """
     return _spectral_discrepancy(
-        real, syn, real_labels, syn_labels, None, t, kernel, bandwidth, nu, num_freqs, generator, num_classes,
-        reduction, backend, precision, check_finite, real_group,
+        real, syn, real_labels, syn_labels, alpha=None, t=t, kernel=kernel, bandwidth=bandwidth, nu=nu, num_freqs=num_freqs,
+        generator=generator, num_classes=num_classes, reduction=reduction, backend=backend, precision=precision,
+        check_finite=check_finite, real_group=real_group,
     )
 
 
@@ -397,17 +415,24 @@ def csdm(
 
     Raises: as `sdd` and `csdm_class_alpha`; ValueError if num_classes != len(class_counts).
     """
+    alpha = csdm_class_alpha(class_counts, alpha_head=alpha_head, head_classes=head_classes, alpha_rule=alpha_rule)
+    return csdm_with_alpha(
+        real, syn, real_labels, syn_labels, alpha, t=t, kernel=kernel, bandwidth=bandwidth, nu=nu, num_freqs=num_freqs,
+        generator=generator, num_classes=num_classes, reduction=reduction, backend=backend, precision=precision,
+        check_finite=check_finite, real_group=real_group,
+    )
+
+
+def csdm_with_alpha(real, syn, real_labels, syn_labels, alpha: torch.Tensor, *, num_classes=None, **spectral):
+    """CSDM with the per-class weights alpha (C,) already computed (what CSDMLoss keeps as a
+    buffer, so a loaded state_dict is what the loss uses). Other arguments as in `csdm`."""
     if real_labels is None or syn_labels is None:
         raise ValueError("csdm needs real_labels and syn_labels: its weights are per class")
-    alpha = csdm_class_alpha(class_counts, alpha_head=alpha_head, head_classes=head_classes, alpha_rule=alpha_rule)
     if num_classes is None:
         num_classes = alpha.shape[0]
     elif _checks.num_classes(num_classes) != alpha.shape[0]:
         raise ValueError(f"num_classes={num_classes} but class_counts has {alpha.shape[0]} entries")
-    return _spectral_discrepancy(
-        real, syn, real_labels, syn_labels, alpha, t, kernel, bandwidth, nu, num_freqs, generator, num_classes,
-        reduction, backend, precision, check_finite, real_group,
-    )
+    return _spectral_discrepancy(real, syn, real_labels, syn_labels, alpha=alpha, num_classes=num_classes, **spectral)
 
 
 def mmd(
@@ -455,16 +480,34 @@ def mmd(
     return _reduce(torch.stack(per_class), pair.present, reduction)
 
 
+def _centred_and_scaled(x: torch.Tensor, y: torch.Tensor):
+    """(x', y', s) with x = s x' + c, y = s y' + c: s a power of two (exact division) that puts
+    every value in (-2, 2), c the mean of y / s, so x', y' lie in (-4, 4). Squared distances of
+    finite inputs then cannot overflow, and centring removes most of the cancellation of the
+    expanded |x|^2 + |y|^2 - 2 <x, y>. s and c are constants for autograd: distances do not
+    depend on them."""
+    with torch.no_grad():
+        largest = float(torch.maximum(x.abs().max(), y.abs().max()))
+        exponent = math.frexp(largest)[1] if largest > 0 else 1  # largest < 2**exponent
+        scale = math.ldexp(1.0, exponent - 1)
+        centre = (y / scale).mean(0)
+    return x / scale - centre, y / scale - centre, scale
+
+
 def _mmd2(x, y, kernel, sigmas, nu, estimator) -> torch.Tensor:
     n, m = x.shape[0], y.shape[0]
+    x, y, scale = _centred_and_scaled(x, y)
     if kernel == "linear":
         mean_x, mean_y = x.mean(0), y.mean(0)
         if estimator == "v":
-            return ((mean_x - mean_y) ** 2).sum()
-        sum_x, sum_y = x.sum(0), y.sum(0)
-        xx = ((sum_x * sum_x).sum() - (x * x).sum()) / (n * (n - 1))
-        yy = ((sum_y * sum_y).sum() - (y * y).sum()) / (m * (m - 1))
-        return xx + yy - 2.0 * (mean_x * mean_y).sum()
+            value = ((mean_x - mean_y) ** 2).sum()
+        else:
+            sum_x, sum_y = x.sum(0), y.sum(0)
+            xx = ((sum_x * sum_x).sum() - (x * x).sum()) / (n * (n - 1))
+            yy = ((sum_y * sum_y).sum() - (y * y).sum()) / (m * (m - 1))
+            value = xx + yy - 2.0 * (mean_x * mean_y).sum()
+        return value * scale * scale  # overflows to inf only if the true value exceeds the dtype
+    sigmas = tuple(sigma / scale for sigma in sigmas)  # k depends on distance / sigma only
 
     def within(z):
         k = kernel_matrix(kernel, z, z, sigmas, nu)

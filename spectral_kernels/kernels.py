@@ -21,6 +21,34 @@ SPECTRAL_KERNELS = ("gaussian", "laplacian", "cauchy", "matern")
 KERNELS = SPECTRAL_KERNELS + ("linear",)
 # Matérn kernels with a closed form in elementary functions (nu = p + 1/2), for the exact MMD.
 CLOSED_FORM_MATERN_NU = (0.5, 1.5, 2.5)
+# A bound on |z| for torch's float64 standard normal draws (Box-Muller from 53-bit uniforms
+# gives at most sqrt(-2 ln 2^-53) ~ 8.6), with room to spare: Gaussian frequencies are at most
+# this many times 1 / bandwidth, so a bandwidth is refused when that would overflow the dtype.
+NORMAL_DRAW_BOUND = 16.0
+
+
+def frequency_scale_limits(dtype: torch.dtype) -> tuple[float, float]:
+    """(smallest, largest) value of 1 / bandwidth whose frequencies fit `dtype`: below the
+    smallest normal number every frequency rounds towards 0 (a loss of 0 whatever the data);
+    above finfo.max / NORMAL_DRAW_BOUND a Gaussian frequency can overflow to inf."""
+    info = torch.finfo(dtype)
+    return info.tiny, info.max / NORMAL_DRAW_BOUND
+
+
+def check_frequency_scale(name: str, inverse_scale: float, dtype: torch.dtype, what: str) -> None:
+    """Refuse a frequency scale (1 / bandwidth, or a sampler's exp(log-scale)) that `dtype`
+    cannot hold, naming the argument and the limit."""
+    low, high = frequency_scale_limits(dtype)
+    if inverse_scale > high:
+        raise ValueError(
+            f"{name} gives frequencies up to {NORMAL_DRAW_BOUND:g} x {inverse_scale:.3g}, beyond {dtype}'s largest "
+            f"finite value {torch.finfo(dtype).max:.3g}; {what} (or use float64)"
+        )
+    if inverse_scale < low:
+        raise ValueError(
+            f"{name} gives frequencies of scale {inverse_scale:.3g}, below {dtype}'s smallest normal number {low:.3g}: "
+            f"they would round to 0 and the loss would be 0 whatever the data; {what} (or use float64)"
+        )
 
 
 def check_kernel(kernel, *, spectral: bool) -> str:
@@ -62,15 +90,24 @@ def sample_frequencies(
     seed gives the same frequencies on every device.
 
     Raises ValueError for an unknown or linear kernel, num_freqs or dim < 1, bandwidth <= 0 or
-    nu <= 0; TypeError for arguments of the wrong type.
+    nu <= 0, a bandwidth whose frequencies `dtype` cannot hold (1 / bandwidth below its
+    smallest normal number, or 16 / bandwidth above its largest finite value: the message gives
+    the limit), and a draw that overflows `dtype` anyway (the laplacian and Matérn laws have
+    heavy tails; checked outside torch.compile); TypeError for arguments of the wrong type.
     """
     kernel = check_kernel(kernel, spectral=True)
     num_freqs = _checks.positive_int("num_freqs", num_freqs)
     dim = _checks.positive_int("dim", dim)
     sigmas = _checks.bandwidths(bandwidth)
     nu = _checks.positive("nu", nu)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    generator = _checks.generator("generator", generator)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
+    out_dtype = dtype or torch.get_default_dtype()
+    for i, sigma in enumerate(sigmas):
+        name = f"bandwidth={sigma}" if len(sigmas) == 1 else f"bandwidth[{i}]={sigma}"
+        low, high = frequency_scale_limits(out_dtype)
+        check_frequency_scale(name, 1.0 / sigma, out_dtype, f"use a bandwidth in [{1 / high:.3g}, {1 / low:.3g}]")
     draw_device = generator.device if generator is not None else torch.device("cpu")
     opts = dict(device=draw_device, dtype=torch.float64)
 
@@ -93,7 +130,17 @@ def sample_frequencies(
     else:
         component = torch.randint(len(sigmas), (num_freqs,), generator=generator, device=draw_device)
         w = w * inv_sigma[component].unsqueeze(1)
-    return w.to(device=device if device is not None else draw_device, dtype=dtype or torch.get_default_dtype())
+    # Cast and check on the draw device (the CPU unless the generator is on a GPU), then move:
+    # no host sync with the target device, and meta targets work.
+    w = w.to(dtype=out_dtype)
+    if not _checks.tracing() and not bool(torch.isfinite(w).all()):
+        raise ValueError(
+            f"sample_frequencies: a {kernel} frequency (bandwidth={bandwidth}, nu={nu}) does not fit in {out_dtype} "
+            f"(largest finite value {torch.finfo(out_dtype).max:.3g}): this law's tails are heavy "
+            f"({'Cauchy' if kernel == 'laplacian' else 'Student t with 2 nu degrees of freedom'}); "
+            "use a larger bandwidth" + (", a larger nu" if kernel == "matern" else "") + " or dtype=torch.float64"
+        )
+    return w.to(device=device if device is not None else draw_device)
 
 
 def standard_gamma(
@@ -130,19 +177,32 @@ def _pairwise_sq_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return sq.clamp_min(0.0)
 
 
+def _multiplier(value: float, dtype: torch.dtype) -> float:
+    """A Python factor made safe for tensors of `dtype`: capped at its largest finite value, so
+    0 * factor stays 0 (no NaN) and a larger factor, which would only push exp(-...) further
+    below its underflow, changes nothing."""
+    return min(value, torch.finfo(dtype).max)
+
+
 def _cauchy_kernel(x: torch.Tensor, y: torch.Tensor, sigma: float) -> torch.Tensor:
     # prod_j 1 / (1 + D_j^2 / sigma^2) needs every coordinate difference: evaluate in row blocks
     # so the (rows, S, d) temporary stays near 2^24 elements.
     block = max(1, (1 << 24) // max(1, y.shape[0] * x.shape[1]))
+    inverse = _multiplier(1.0 / sigma, x.dtype)
     out = []
     for start in range(0, x.shape[0], block):
         diff = x[start : start + block].unsqueeze(1) - y.unsqueeze(0)
-        out.append(torch.exp(-torch.log1p((diff / sigma) ** 2).sum(-1)))
+        out.append(torch.exp(-torch.log1p((diff * inverse) ** 2).sum(-1)))
     return torch.cat(out)
 
 
+# Beyond this r = distance / sigma every Matérn kernel below is 0 in float64 (exp(-sqrt(5) r)
+# underflows), and clamping r keeps (1 + r + ...) * exp(-r) from becoming inf * 0 = NaN.
+_MATERN_MAX_R = 1e4
+
+
 def _matern_kernel(x: torch.Tensor, y: torch.Tensor, sigma: float, nu: float) -> torch.Tensor:
-    r = safe_sqrt(_pairwise_sq_dist(x, y)) / sigma
+    r = (safe_sqrt(_pairwise_sq_dist(x, y)) * _multiplier(1.0 / sigma, x.dtype)).clamp_max(_MATERN_MAX_R)
     if nu == 0.5:
         return torch.exp(-r)
     if nu == 1.5:
@@ -155,7 +215,12 @@ def _matern_kernel(x: torch.Tensor, y: torch.Tensor, sigma: float, nu: float) ->
 def kernel_matrix(
     kernel: str, x: torch.Tensor, y: torch.Tensor, sigmas: tuple[float, ...], nu: float = 1.5
 ) -> torch.Tensor:
-    """k(x_i, y_j) as an (N, S) matrix, summed over `sigmas` (arguments already checked)."""
+    """k(x_i, y_j) as an (N, S) matrix, summed over `sigmas` (arguments already checked).
+
+    Distances are formed as given: callers with large inputs centre and scale them first
+    (functional.mmd does). Bandwidth factors are capped so that a tiny sigma gives a kernel of
+    0 off the diagonal and 1 on it, never 0 * inf = NaN.
+    """
     if kernel == "linear":
         return x @ y.T
     if kernel == "matern" and nu not in CLOSED_FORM_MATERN_NU:
@@ -165,10 +230,11 @@ def kernel_matrix(
         )
     total = None
     for sigma in sigmas:
+        inverse = 1.0 / sigma
         if kernel == "gaussian":
-            k = torch.exp(-_pairwise_sq_dist(x, y) / (2.0 * sigma * sigma))
+            k = torch.exp(-_pairwise_sq_dist(x, y) * _multiplier(0.5 * inverse * inverse, x.dtype))
         elif kernel == "laplacian":
-            k = torch.exp(-torch.cdist(x, y, p=1.0) / sigma)
+            k = torch.exp(-torch.cdist(x, y, p=1.0) * _multiplier(inverse, x.dtype))
         elif kernel == "cauchy":
             k = _cauchy_kernel(x, y, sigma)
         else:

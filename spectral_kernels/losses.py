@@ -1,26 +1,45 @@
 """nn.Module forms of the discrepancies: configuration checked once in __init__, the call
-takes only tensors. Each forwards to the function of the same name in functional.py."""
+takes only tensors. Each forwards to the function of the same name in functional.py.
+
+What a module uses beyond its constructor arguments travels with its state_dict: tensor
+weights are buffers (an NCFDLoss alpha tensor, CSDMLoss's class counts and per-class weights),
+and the state of a loss's own torch.Generator is extra state, so a restored loss draws the
+same frequencies the saved one would have drawn next.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from . import _checks, functional
+from . import _checks, functional, ops
 from .kernels import check_kernel
 
 
 class NCFDLoss(nn.Module):
-    """`sk.ncfd` as a module: loss(real, syn, t, real_labels=None, syn_labels=None)."""
+    """`sk.ncfd` as a module: loss(real, syn, t, real_labels=None, syn_labels=None).
+
+    alpha may be a float or a (C,) tensor of per-class weights in [0, 1] (a buffer: it moves
+    with .to() and is saved in the state_dict).
+    """
 
     def __init__(self, *, alpha=0.5, sqrt=True, eps=1e-12, num_classes=None, reduction="mean", backend="auto", precision=None):
         super().__init__()
-        self.precision = _checks.choice("precision", precision, functional.PRECISIONS)
-        if not isinstance(alpha, torch.Tensor):
-            _checks.unit_interval("alpha", alpha, 1, torch.empty(0))
-        self.alpha, self.sqrt, self.eps = alpha, sqrt, _checks.non_negative("eps", eps)
         self.num_classes = _checks.num_classes(num_classes)
+        if isinstance(alpha, torch.Tensor):
+            if not alpha.is_floating_point() or alpha.dim() != 1 or alpha.shape[0] == 0:
+                raise ValueError(f"alpha must be a float in [0, 1] or a 1-D floating (C,) tensor, got {alpha.dtype} of shape {tuple(alpha.shape)}")
+            if self.num_classes is not None and alpha.shape[0] != self.num_classes:
+                raise ValueError(f"alpha has {alpha.shape[0]} entries but num_classes={self.num_classes}")
+            _checks.unit_interval("alpha", alpha, alpha.shape[0], alpha)
+            self.register_buffer("alpha", alpha.detach().clone())
+        else:
+            _checks.unit_interval("alpha", alpha, 1, torch.empty(0))
+            self.alpha = float(alpha)
+        self.sqrt = _checks.boolean("sqrt", sqrt)
+        self.eps = _checks.non_negative("eps", eps)
         self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-        self.backend = backend
+        self.backend = ops.check_name(backend)
+        self.precision = _checks.choice("precision", precision, functional.PRECISIONS)
 
     def forward(self, real, syn, t, real_labels=None, syn_labels=None):
         return functional.ncfd(
@@ -28,26 +47,55 @@ class NCFDLoss(nn.Module):
             sqrt=self.sqrt, eps=self.eps, reduction=self.reduction, backend=self.backend, precision=self.precision,
         )
 
+    def extra_repr(self) -> str:
+        alpha = f"tensor of {self.alpha.shape[0]}" if isinstance(self.alpha, torch.Tensor) else self.alpha
+        return (f"alpha={alpha}, sqrt={self.sqrt}, eps={self.eps}, num_classes={self.num_classes}, "
+                f"reduction={self.reduction!r}, backend={self.backend!r}, precision={self.precision!r}")
+
 
 class _SpectralLoss(nn.Module):
-    def __init__(self, kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator, precision):
+    """Shared configuration of SDDLoss and CSDMLoss (frequencies drawn from a kernel's measure)."""
+
+    def __init__(self, *, kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator, precision):
         super().__init__()
-        self.precision = _checks.choice("precision", precision, functional.PRECISIONS)
         self.kernel = check_kernel(kernel, spectral=True)
-        self.bandwidth = list(_checks.bandwidths(bandwidth)) if not isinstance(bandwidth, (int, float)) else _checks.positive("bandwidth", bandwidth)
+        sigmas = _checks.bandwidths(bandwidth)
+        self.bandwidth = sigmas[0] if isinstance(bandwidth, (int, float)) else list(sigmas)
         self.nu = _checks.positive("nu", nu)
         self.num_freqs = _checks.positive_int("num_freqs", num_freqs)
         self.num_classes = _checks.num_classes(num_classes)
         self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-        self.backend = backend
-        self.generator = generator
+        self.backend = ops.check_name(backend)
+        self.generator = _checks.generator("generator", generator)
+        self.precision = _checks.choice("precision", precision, functional.PRECISIONS)
 
     def _spectral_kwargs(self, t):
         return dict(
             t=t, kernel=self.kernel, bandwidth=self.bandwidth, nu=self.nu, num_freqs=self.num_freqs,
-            generator=self.generator, num_classes=self.num_classes, reduction=self.reduction, backend=self.backend,
-            precision=self.precision,
+            generator=self.generator, reduction=self.reduction, backend=self.backend, precision=self.precision,
+            check_finite=None, real_group=None,
         )
+
+    # The generator's state is what decides the next frequencies: save and restore it.
+    def get_extra_state(self):
+        return {"generator_state": None if self.generator is None else self.generator.get_state()}
+
+    def set_extra_state(self, state) -> None:
+        saved = state.get("generator_state") if isinstance(state, dict) else None
+        if saved is None:
+            return
+        if self.generator is None:
+            raise ValueError(f"{type(self).__name__}: the state_dict holds a generator state but this loss was built "
+                             "without a generator; pass generator=torch.Generator() to restore it")
+        if not (isinstance(saved, torch.Tensor) and saved.dtype == torch.uint8):
+            raise ValueError(f"{type(self).__name__}: the saved generator state must be a uint8 tensor, got {saved!r:.80}")
+        self.generator.set_state(saved)
+
+    def _config_repr(self) -> str:
+        generator = "None" if self.generator is None else f"Generator({self.generator.device})"
+        return (f"kernel={self.kernel!r}, bandwidth={self.bandwidth}, nu={self.nu}, num_freqs={self.num_freqs}, "
+                f"num_classes={self.num_classes}, reduction={self.reduction!r}, backend={self.backend!r}, "
+                f"precision={self.precision!r}, generator={generator}")
 
 
 class SDDLoss(_SpectralLoss):
@@ -57,30 +105,47 @@ class SDDLoss(_SpectralLoss):
     (through `generator` when one is given).
     """
 
-    def __init__(self, *, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, num_classes=None, reduction="mean", backend="auto", generator=None, precision=None):
-        super().__init__(kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator, precision)
+    def __init__(self, *, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, num_classes=None, reduction="mean",
+                 backend="auto", generator=None, precision=None):
+        super().__init__(kernel=kernel, bandwidth=bandwidth, nu=nu, num_freqs=num_freqs, num_classes=num_classes,
+                         reduction=reduction, backend=backend, generator=generator, precision=precision)
 
     def forward(self, real, syn, real_labels=None, syn_labels=None, t=None):
-        return functional.sdd(real, syn, real_labels, syn_labels, **self._spectral_kwargs(t))
+        return functional.sdd(real, syn, real_labels, syn_labels, num_classes=self.num_classes, **self._spectral_kwargs(t))
+
+    def extra_repr(self) -> str:
+        return self._config_repr()
 
 
 class CSDMLoss(_SpectralLoss):
     """`sk.csdm` as a module: loss(real, syn, real_labels, syn_labels, t=None).
 
-    The per-class weights are fixed at construction from `class_counts` (whole training set).
+    The per-class weights are computed once, at construction, from `class_counts` (whole
+    training set) and kept in the buffer `class_alpha`; forward uses that buffer, so weights
+    loaded with load_state_dict are the ones that count.
     """
 
-    def __init__(self, class_counts, *, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, alpha_head=0.8, head_classes=None, alpha_rule="binary", num_classes=None, reduction="mean", backend="auto", generator=None, precision=None):
-        super().__init__(kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator, precision)
-        self.register_buffer("class_alpha", functional.csdm_class_alpha(class_counts, alpha_head=alpha_head, head_classes=head_classes, alpha_rule=alpha_rule))
-        self.class_counts = class_counts
-        self.alpha_head, self.head_classes, self.alpha_rule = alpha_head, head_classes, alpha_rule
+    def __init__(self, class_counts, *, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, alpha_head=0.8,
+                 head_classes=None, alpha_rule="binary", num_classes=None, reduction="mean", backend="auto", generator=None,
+                 precision=None):
+        super().__init__(kernel=kernel, bandwidth=bandwidth, nu=nu, num_freqs=num_freqs, num_classes=num_classes,
+                         reduction=reduction, backend=backend, generator=generator, precision=precision)
+        class_alpha = functional.csdm_class_alpha(class_counts, alpha_head=alpha_head, head_classes=head_classes,
+                                                  alpha_rule=alpha_rule)
+        if self.num_classes is not None and self.num_classes != class_alpha.shape[0]:
+            raise ValueError(f"num_classes={self.num_classes} but class_counts has {class_alpha.shape[0]} entries")
+        self.register_buffer("class_counts", functional._class_counts(class_counts))
+        self.register_buffer("class_alpha", class_alpha)
+        self.alpha_head, self.alpha_rule = float(alpha_head), alpha_rule
+        self.head_rule = "head_classes mask" if head_classes is not None else alpha_rule
 
     def forward(self, real, syn, real_labels, syn_labels, t=None):
-        return functional.csdm(
-            real, syn, real_labels, syn_labels, class_counts=self.class_counts, alpha_head=self.alpha_head,
-            head_classes=self.head_classes, alpha_rule=self.alpha_rule, **self._spectral_kwargs(t),
-        )
+        return functional.csdm_with_alpha(real, syn, real_labels, syn_labels, self.class_alpha, num_classes=self.num_classes,
+                                          **self._spectral_kwargs(t))
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.class_alpha.shape[0]}, alpha_head={self.alpha_head}, head_rule={self.head_rule!r}, " + \
+            self._config_repr().replace(f"num_classes={self.num_classes}, ", "")
 
 
 class MMDLoss(nn.Module):
@@ -89,8 +154,8 @@ class MMDLoss(nn.Module):
     def __init__(self, *, kernel="gaussian", bandwidth=1.0, nu=1.5, estimator="v", num_classes=None, reduction="mean"):
         super().__init__()
         self.kernel = check_kernel(kernel, spectral=False)
-        self.bandwidth = bandwidth
-        _checks.bandwidths(bandwidth)
+        sigmas = _checks.bandwidths(bandwidth)
+        self.bandwidth = sigmas[0] if isinstance(bandwidth, (int, float)) else list(sigmas)
         self.nu = _checks.positive("nu", nu)
         self.estimator = _checks.choice("estimator", estimator, functional.ESTIMATORS)
         self.num_classes = _checks.num_classes(num_classes)
@@ -101,3 +166,7 @@ class MMDLoss(nn.Module):
             real, syn, real_labels, syn_labels, kernel=self.kernel, bandwidth=self.bandwidth, nu=self.nu,
             estimator=self.estimator, num_classes=self.num_classes, reduction=self.reduction,
         )
+
+    def extra_repr(self) -> str:
+        return (f"kernel={self.kernel!r}, bandwidth={self.bandwidth}, nu={self.nu}, estimator={self.estimator!r}, "
+                f"num_classes={self.num_classes}, reduction={self.reduction!r}")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from . import _checks
+from .kernels import check_frequency_scale, frequency_scale_limits
 
 
 class FrequencySampler(nn.Module):
@@ -23,6 +24,12 @@ class FrequencySampler(nn.Module):
         num_components: K learned scales (default max(1, M // 16)).
         bandwidth: the initial scales spread geometrically around 1 / bandwidth ...
         spread: ... over exp(-spread) to exp(+spread) times that.
+
+    Raises ValueError when a scale exp(log-scale) would not fit the parameters' dtype (torch's
+    default dtype at construction): above its largest finite value / 16 a frequency can
+    overflow, below its smallest normal number every frequency rounds to 0. The message gives
+    the limits. In forward, learned log-scales that have grown past the upper limit raise too
+    (outside torch.compile), rather than hand inf frequencies to the loss.
 
     forward(num_freqs=None, generator=None) -> t (M, d), on the parameters' device and dtype.
 
@@ -45,7 +52,18 @@ class FrequencySampler(nn.Module):
         k = max(1, self.num_freqs // 16) if num_components is None else _checks.positive_int("num_components", num_components)
         bandwidth = _checks.positive("bandwidth", bandwidth)
         spread = _checks.non_negative("spread", spread)
+        if not math.isfinite(spread):
+            raise ValueError(f"spread must be finite, got {spread}")
         centre = -math.log(bandwidth)
+        dtype = torch.get_default_dtype()
+        low, high = (math.log(v) for v in frequency_scale_limits(dtype))
+        widest = spread if k > 1 else 0.0
+        if centre + widest > high or centre - widest < low:
+            raise ValueError(
+                f"FrequencySampler: bandwidth={bandwidth} and spread={spread} give log-scales in "
+                f"[{centre - widest:.4g}, {centre + widest:.4g}], outside [{low:.4g}, {high:.4g}], the range whose "
+                f"frequencies fit {dtype}; choose bandwidth * exp(+-spread) within [{math.exp(-high):.3g}, {math.exp(-low):.3g}]"
+            )
         self.log_scales = nn.Parameter(centre + torch.linspace(-spread, spread, k) if k > 1 else torch.full((1,), centre))
 
     @property
@@ -54,6 +72,14 @@ class FrequencySampler(nn.Module):
 
     def forward(self, num_freqs: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         m = self.num_freqs if num_freqs is None else _checks.positive_int("num_freqs", num_freqs)
+        generator = _checks.generator("generator", generator)
+        if not _checks.tracing():
+            largest = float(self.log_scales.detach().max())
+            if math.isnan(largest):
+                raise ValueError("FrequencySampler: its log-scales hold NaN (a NaN gradient reached them); "
+                                 "restore a checkpoint and lower the learning rate")
+            check_frequency_scale(f"FrequencySampler: a learned log-scale of {largest:.4g}", math.exp(min(largest, 709.0)),
+                                  self.log_scales.dtype, "lower the sampler's learning rate")
         scales = torch.exp(self.log_scales)
         z = torch.randn(m, self.dim, generator=generator, device=scales.device, dtype=scales.dtype)
         component = torch.arange(m, device=scales.device) % self.num_components

@@ -71,3 +71,13 @@ def test_the_reference_phase_product_has_the_gradients_of_x_t_transposed():
     t = torch.randn(5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: _PhaseProduct.apply(a, b, "ieee"), (x, t))
     torch.testing.assert_close(_PhaseProduct.apply(x, t, "ieee"), x @ t.T)
+
+
+def test_the_tf32_read_is_a_trace_time_constant_under_fullgraph_compile():
+    """precision.py marks cuda_matmul_uses_tf32 as dynamo's assume_constant_result does, without
+    importing dynamo; without the mark dynamo cannot trace the pybind getter and fullgraph fails."""
+
+    def scaled(x):
+        return x * 2 if cuda_matmul_uses_tf32() else x * 3
+
+    assert torch.equal(torch.compile(scaled, fullgraph=True, backend="eager")(torch.ones(2)), torch.full((2,), 3.0))

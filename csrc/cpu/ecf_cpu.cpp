@@ -60,17 +60,27 @@ void check_inputs(const at::Tensor& x, const at::Tensor& t, const at::Tensor& pe
   }
 }
 
-// Cuts each class segment into tiles of at most kRowTile rows, so a class of 5000 rows and a
-// class of 5 rows both become units of bounded work. Also validates the CSR offsets.
-std::vector<RowTile> row_tiles(const at::Tensor& offsets, int64_t num_rows) {
+// The CSR offsets are checked in full before anything is sized by them: a bad entry such as
+// offsets = {0, 10^12, N} would otherwise make the tile list below take gigabytes first.
+void check_offsets(const at::Tensor& offsets, int64_t num_rows) {
   const auto off = offsets.accessor<int64_t, 1>();
   const int64_t num_classes = offsets.size(0) - 1;
   TORCH_CHECK_VALUE(off[0] == 0 && off[num_classes] == num_rows, "spectral_kernels: offsets must start at 0 and end at N=",
                     num_rows, ", got ", off[0], " and ", off[num_classes]);
-  std::vector<RowTile> tiles;
   for (int64_t c = 0; c < num_classes; ++c) {
     TORCH_CHECK_VALUE(off[c + 1] >= off[c], "spectral_kernels: offsets must be non-decreasing, offsets[", c + 1,
                       "]=", off[c + 1], " < offsets[", c, "]=", off[c]);
+  }
+}
+
+// Cuts each class segment into tiles of at most kRowTile rows, so a class of 5000 rows and a
+// class of 5 rows both become units of bounded work (offsets already checked: at most
+// N / kRowTile + C tiles).
+std::vector<RowTile> row_tiles(const at::Tensor& offsets) {
+  const auto off = offsets.accessor<int64_t, 1>();
+  const int64_t num_classes = offsets.size(0) - 1;
+  std::vector<RowTile> tiles;
+  for (int64_t c = 0; c < num_classes; ++c) {
     for (int64_t begin = off[c]; begin < off[c + 1]; begin += kRowTile) {
       tiles.push_back({c, begin, std::min(kRowTile, off[c + 1] - begin)});
     }
@@ -221,13 +231,24 @@ struct Scratch {
   }
 };
 
-// An O(N) scan, negligible next to the O(N M d) work; index_select would catch a bad entry
-// too, but with a message that names neither perm nor the entry.
+// perm must be a permutation of 0..N-1: an O(N) scan with an N-byte table, negligible next to
+// the O(N M d) work. A repeated row would count one row twice in the sums and let two threads
+// write the same row of dx; index_select would catch a row out of range too, but with a
+// message that names neither perm nor the entry.
 void check_perm(const at::Tensor& perm, int64_t num_rows) {
   const auto rows = perm.accessor<int64_t, 1>();
+  std::vector<uint8_t> seen(static_cast<size_t>(num_rows), 0);
   for (int64_t i = 0; i < num_rows; ++i) {
-    TORCH_CHECK_VALUE(rows[i] >= 0 && rows[i] < num_rows, "spectral_kernels: perm must hold row numbers in [0, N=",
-                      num_rows, "), got perm[", i, "]=", rows[i]);
+    const int64_t row = rows[i];
+    TORCH_CHECK_VALUE(row >= 0 && row < num_rows, "spectral_kernels: perm must hold row numbers in [0, N=", num_rows,
+                      "), got perm[", i, "]=", row);
+    if (seen[row]) {
+      int64_t earlier = 0;
+      while (rows[earlier] != row) ++earlier;
+      TORCH_CHECK_VALUE(false, "spectral_kernels: perm must be a permutation of 0..N-1, but perm[", earlier, "] = perm[", i,
+                        "] = ", row);
+    }
+    seen[row] = 1;
   }
 }
 
@@ -244,8 +265,9 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& t, const at::Tensor& per
   // differentiated).
   Prepared prep{x.detach().contiguous(), t.detach().contiguous(), perm.contiguous(), offsets.contiguous(), {},
                 offsets.size(0) - 1, t.size(0), x.size(1)};
-  prep.tiles = row_tiles(prep.offsets, x.size(0));
+  check_offsets(prep.offsets, x.size(0));
   check_perm(prep.perm, x.size(0));
+  prep.tiles = row_tiles(prep.offsets);
   return prep;
 }
 

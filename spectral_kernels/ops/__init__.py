@@ -63,6 +63,20 @@ def runs_on(name: str, x: torch.Tensor) -> bool:
     return backend.unavailable_reason() is None and backend.unsupported_reason(x) is None
 
 
+def check_name(name) -> str:
+    """A backend name that exists and, unless "auto", can run in this process (modules check
+    theirs at construction, so a typo fails where it was made, not at the first step)."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string, one of {backend_names()}; got {name!r}")
+    if name != "auto":
+        if name not in _REGISTRY:
+            raise ValueError(f"backend must be one of {backend_names()}; got {name!r}")
+        reason = _REGISTRY[name].unavailable_reason()
+        if reason is not None:
+            raise ValueError(f"backend={name!r} cannot run in this process: {reason}")
+    return name
+
+
 def resolve(name: str, x: torch.Tensor) -> Backend:
     """The backend that will run for tensors like x, or a ValueError that says why none can."""
     if not isinstance(name, str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..classes import ClassIndex
+from .reference import ecf_sums_backward_unfused
 
 try:
     from .. import _C  # noqa: F401  (loading the library registers the ops)
@@ -57,6 +58,10 @@ def _register() -> None:
     def backward(ctx, grad):
         x, t, perm, offsets = ctx.saved_tensors
         need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():
+            # create_graph=True: the gradient will itself be differentiated, and the fused
+            # gradient ops have no derivative of their own, so take the differentiable path.
+            return (*ecf_sums_backward_unfused(grad, x, t, perm, offsets, need_x, need_t), None, None)
         grad_x = ops.ecf_sums_grad_x(grad, x, t, perm, offsets) if need_x else None
         grad_t = ops.ecf_sums_grad_t(grad, x, t, perm, offsets) if need_t else None
         return grad_x, grad_t, None, None

@@ -16,10 +16,18 @@ import torch
 PRECISIONS = ("ieee", "tf32")
 
 
+def _assume_constant_result(fn):
+    """torch.compiler.assume_constant_result without its cost: that one imports all of dynamo
+    (1.7 s) only to set this attribute, and importing spectral_kernels (or starting the CLI)
+    should not pay for a compiler it may never use. test_precision checks dynamo honours it."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 # Dynamo cannot trace the fp32_precision getter (a pybind builtin); under torch.compile the
 # answer is taken once at trace time. Dynamo's global-state guard covers torch's TF32 flag, so a
 # later change of the setting recompiles rather than running with a stale choice.
-@torch._dynamo.assume_constant_result
+@_assume_constant_result
 def cuda_matmul_uses_tf32() -> bool:
     """Whether torch's float32 CUDA matmuls currently use TF32 (either API)."""
     matmul = torch.backends.cuda.matmul

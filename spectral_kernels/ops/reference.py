@@ -59,3 +59,37 @@ def ecf_sums_reference(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | 
         return torch.stack([cos.sum(0), sin.sum(0)]).unsqueeze(0)
     zeros = phase.new_zeros(num_classes, phase.shape[1])
     return torch.stack([zeros.index_add(0, labels, cos), zeros.index_add(0, labels, sin)], dim=1)
+
+
+def row_classes(perm: torch.Tensor, offsets: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """Class of every row of x, in x's order, from the (perm, offsets) layout (SPEC §1).
+
+    Safe with any perm/offsets, even ones that break the contract (the fused GPU paths cannot
+    check values without a host sync): indices are clamped into range and every entry is set,
+    so a reader of the result never goes out of bounds; only the values are then meaningless.
+    """
+    num_classes = offsets.shape[0] - 1
+    clean = torch.cummax(offsets.clamp(0, num_rows), 0).values  # in [0, N] and non-decreasing
+    positions = torch.arange(num_rows, device=perm.device)
+    classes = torch.searchsorted(clean[1:], positions, right=True).clamp_max(num_classes - 1)
+    out = torch.zeros(num_rows, dtype=torch.long, device=perm.device)
+    out[perm.clamp(0, max(num_rows - 1, 0))] = classes
+    return out
+
+
+def ecf_sums_backward_unfused(grad, x, t, perm, offsets, need_x: bool, need_t: bool):
+    """(dx, dt) of SPEC §1 written with differentiable torch ops on the full N x M matrix:
+    W = -G_re[c_i] sin(x t^T) + G_im[c_i] cos(x t^T), dx = W t, dt = W^T x.
+
+    The fused backends' backward uses it only when the backward itself is differentiated
+    (create_graph=True: Hessian-vector products, gradient penalties), where autograd needs the
+    intermediate matrices anyway; first-order training never comes here.
+    """
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xw, tw = x.to(work), t.to(work)
+    g = grad.to(work)[row_classes(perm, offsets, x.shape[0])]  # (N, 2, M)
+    phase = xw @ tw.T
+    w = g[:, 1] * torch.cos(phase) - g[:, 0] * torch.sin(phase)
+    dx = (w @ tw).to(x.dtype) if need_x else None
+    dt = (w.T @ xw).to(t.dtype) if need_t else None
+    return dx, dt

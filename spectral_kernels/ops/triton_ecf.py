@@ -47,6 +47,7 @@ import torch
 
 from ..classes import ClassIndex
 from .precision import cuda_matmul_precision, resolve_precision
+from .reference import ecf_sums_backward_unfused, row_classes
 
 try:
     import triton
@@ -220,8 +221,10 @@ def _check_inputs(x, t, perm, offsets, precision, check_values):
 
     Shapes, dtypes and devices are checked always (also on the fake tensors torch.compile
     traces with). The values of perm and offsets are checked only when they are on the CPU (the
-    interpreter): on the GPU that would stall the host on a sync at every call, so there they
-    are trusted, as built by `spectral_kernels.classes.class_index`.
+    interpreter): on the GPU that would stall the host on a sync at every call. There they are
+    made safe instead (`_safe_layout`, `row_classes`): indices are clamped into range, so a perm
+    that is not a permutation or offsets that are not a CSR index give meaningless sums but
+    never a read or write out of bounds. `class_index` always builds a valid layout.
     """
     where = "spectral_kernels (triton):"
     if x.dim() != 2 or t.dim() != 2:
@@ -259,6 +262,17 @@ def _check_inputs(x, t, perm, offsets, precision, check_values):
     if bool(outside.any()):
         i = int(torch.nonzero(outside)[0, 0])
         raise ValueError(f"{where} perm must hold row numbers in [0, N={n}), got perm[{i}]={int(perm[i])}")
+    seen = torch.bincount(perm, minlength=n)
+    if bool((seen > 1).any()):
+        row = int(torch.nonzero(seen > 1)[0, 0])
+        first, second = (int(i) for i in torch.nonzero(perm == row)[:2, 0])
+        raise ValueError(f"{where} perm must be a permutation of 0..N-1, but perm[{first}] = perm[{second}] = {row}")
+
+
+def _safe_layout(perm: torch.Tensor, offsets: torch.Tensor, n: int):
+    """perm and offsets with every value clamped into range (offsets also made non-decreasing):
+    two O(N + C) device ops, no host sync; a no-op on a valid layout."""
+    return perm.clamp(0, max(n - 1, 0)), torch.cummax(offsets.clamp(0, n), 0).values
 
 
 def _check_grad(grad, offsets, t):
@@ -345,6 +359,7 @@ def _forward(x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torc
     out = torch.zeros(num_classes, 2, m, device=x.device, dtype=_sums_dtype(x.dtype))
     if n == 0:
         return out
+    perm, offsets = _safe_layout(perm, offsets, n)
     # Enough items that items x frequency blocks fill the device (with the largest BLOCK_M).
     freq_blocks = triton.cdiv(m, 128)
     target_items = max(1, triton.cdiv(_target_programs(x.device), freq_blocks))
@@ -372,8 +387,8 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
     dt = torch.zeros(m, d, device=x.device, dtype=work) if need_t else None
     # Class of each row of x in x's order: the chunks below walk x's rows as they lie, so W, dx
     # and the rows for dt are contiguous slices (no gathered copy of x, no scattered dx).
-    row_class = torch.empty(n, device=x.device, dtype=offsets.dtype)
-    row_class[perm] = torch.searchsorted(offsets[1:], torch.arange(n, device=x.device), right=True)
+    # Every entry lies in [0, C) whatever perm and offsets hold, so G is never read out of bounds.
+    row_class = row_classes(perm, offsets, n)
     chunk = max(128, (W_CHUNK_BYTES // (grad.element_size() * m)) // 128 * 128)
     w_buffer = torch.empty(min(chunk, n), m, device=x.device, dtype=work)
     t_work = t.to(work)
@@ -431,6 +446,8 @@ if _IMPORT_ERROR is None:
         need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_x or need_t):
             return None, None, None, None, None
+        if torch.is_grad_enabled():  # create_graph=True: see ops/cpp.py
+            return (*ecf_sums_backward_unfused(grad, x, t, perm, offsets, need_x, need_t), None, None, None)
         dx, dt = ecf_sums_triton_backward(grad, x, t, perm, offsets, ctx.precision, need_x, need_t)
         return (dx if need_x else None), (dt if need_t else None), None, None, None
 
