@@ -5,7 +5,9 @@
     spectral-distill show runs/csdm
 
 Options can also come from --config FILE (JSON, or YAML when PyYAML is installed); flags given
-on the command line win. Bad options exit with status 2 and a one-line message.
+on the command line win. Every failure (a bad option, a damaged file, a run directory in use
+or not a run) is one line on stderr and exit status 2; an interrupted run exits with 130 and
+keeps its last checkpoint for --resume.
 """
 from __future__ import annotations
 
@@ -15,14 +17,28 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
+from .distill.config import INT_LIMITS, ConfigError, DistillConfig
 from .distill.data import DATASETS, DataError
-from .distill.loop import ConfigError, DistillConfig, distill
+from .distill.files import read_metrics
+from .distill.loop import distill
 from .distill.methods import HEAD_RULES, METHODS
+from .distill.rundir import saved_config
 from .kernels import SPECTRAL_KERNELS
+
+PROG = "spectral-distill"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints the usage block before its error; ours is one line, like every other."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spectral-distill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("distill", help="distil a dataset", argument_default=argparse.SUPPRESS)
     defaults = DistillConfig()
@@ -42,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         ("eval-epochs", int, "training epochs per evaluation"), ("checkpoint-every", int, "iterations between checkpoints"),
     ]:
         default = getattr(defaults, name.replace("-", "_"))
-        d.add_argument(f"--{name}", type=kind, help=f"{text} (default {default})")
+        limits = INT_LIMITS.get(name.replace("-", "_"))
+        bounds = f", {limits[0]}..{limits[1]}" if limits else ""
+        d.add_argument(f"--{name}", type=kind, help=f"{text} (default {default}{bounds})")
     d.add_argument("--kernel", help=f"one of {', '.join(SPECTRAL_KERNELS)} (default {defaults.kernel})")
     d.add_argument("--head-rule", help=f"CSDM head/tail rule, one of {', '.join(HEAD_RULES)} (default {defaults.head_rule})")
     d.add_argument("--learned-sampler", action="store_true", help="ncfm: train the frequency sampler as a true min-max")
@@ -52,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--config", type=Path, default=None, help="JSON or YAML file of the same options")
     e = sub.add_parser("evaluate", help="evaluate a run's synthetic set")
     e.add_argument("run", type=Path)
-    e.add_argument("--num-eval", type=int, default=3)
-    e.add_argument("--eval-epochs", type=int, default=None)
+    e.add_argument("--num-eval", type=int, default=3, help="evaluation seeds, 1..1000000 (default 3)")
+    e.add_argument("--eval-epochs", type=int, default=None, help="training epochs per evaluation (default: the run's)")
     s = sub.add_parser("show", help="print a run's config, metrics and image grid path")
     s.add_argument("run", type=Path)
     return parser
@@ -61,32 +79,43 @@ def _parser() -> argparse.ArgumentParser:
 
 def _read_config_file(path: Path) -> dict:
     if not path.is_file():
-        raise ConfigError(f"--config {path} does not exist")
-    text = path.read_text()
+        raise ConfigError(f"--config {path} does not exist or is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"--config {path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
             raise ConfigError("--config: a YAML file needs PyYAML (pip install pyyaml); or use JSON") from None
-        values = yaml.safe_load(text) or {}
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+            raise ConfigError(f"--config {path}: not valid YAML{at} ({getattr(error, 'problem', None) or error})") from None
+        values = {} if values is None else values
     else:
         try:
             values = json.loads(text)
         except json.JSONDecodeError as error:
             raise ConfigError(f"--config {path}: not valid JSON ({error})") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"--config {path} must hold a mapping of option names to values")
-    return {k.replace("-", "_"): v for k, v in values.items()}
+        raise ConfigError(f"--config {path} must hold a mapping of option names to values, got {type(values).__name__}")
+    reserved = sorted({str(k).replace("-", "_") for k in values} & {"resume", "overwrite", "config"})
+    if reserved:
+        raise ConfigError(f"--config {path}: {', '.join(reserved)} can only be given on the command line")
+    return {str(k).replace("-", "_"): v for k, v in values.items()}
 
 
 def _show(run: Path) -> None:
-    if not (run / "config.json").is_file():
-        raise ConfigError(f"{run} is not a run directory (no config.json)")
+    config = saved_config(run)  # RunFileError (one line) for a missing or damaged config.json
+    rows = read_metrics(run / "metrics.jsonl")
     print(f"run: {run}")
     print("config:")
-    for key, value in json.loads((run / "config.json").read_text()).items():
+    for key, value in config.to_dict().items():
         print(f"  {key}: {value}")
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] if (run / "metrics.jsonl").exists() else []
     steps = [r for r in rows if "iteration" in r]
     if steps:
         print(f"iterations run: {steps[-1]['iteration'] + 1}, last loss {steps[-1]['loss']:.6g}, {steps[-1]['seconds']:.1f} s")
@@ -94,6 +123,11 @@ def _show(run: Path) -> None:
         print(f"evaluation: {100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f} % over {r['num_eval']} seeds ({r['epochs']} epochs)")
     grid = run / "grid.png"
     print(f"image grid: {grid if grid.exists() else 'not written yet'}")
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)  # one line, whatever it holds
+    return status
 
 
 def main(argv=None) -> int:
@@ -110,15 +144,19 @@ def main(argv=None) -> int:
         elif args.command == "evaluate":
             from .distill.evaluate import evaluate_run
 
-            if not (args.run / "synthetic.pt").is_file():
-                raise ConfigError(f"{args.run} holds no synthetic.pt (not a finished run)")
             result = evaluate_run(args.run, num_eval=args.num_eval, epochs=args.eval_epochs)
             print(f"{100 * result['accuracy_mean']:.2f} +- {100 * result['accuracy_std']:.2f} % over {result['num_eval']} seeds")
         else:
             _show(args.run)
     except (ConfigError, DataError) as error:
-        print(f"spectral-distill: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(error)
+    except OSError as error:  # disk full, permission denied, a folder vanished mid-run
+        where = f"{error.filename}: " if error.filename else ""
+        return _fail(f"{where}{error.strerror or error}")
+    except (MemoryError, torch.OutOfMemoryError):
+        return _fail("out of memory; lower --ipc, --batch-real, --width or --num-freqs")
+    except KeyboardInterrupt:
+        return _fail("interrupted; what was saved is kept (continue a distillation with --resume)", status=130)
     finally:
         import torch.distributed as dist
 

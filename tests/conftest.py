@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -49,3 +51,28 @@ def sums_and_grads(fn, x, t, grad):
 
 def max_error(a, b) -> float:
     return (a.double().cpu() - b.double().cpu()).abs().max().item()
+
+
+# The console script of this environment: CLI tests run it as a user would, in a subprocess.
+CLI_SCRIPT = os.path.join(os.path.dirname(sys.executable), "spectral-distill")
+# Options of a distillation that takes a second or two.
+FAST_CLI = ["--dataset", "digits", "--ipc", "1", "--iterations", "2", "--width", "8", "--batch-real", "4", "--num-eval", "0",
+            "--quiet"]
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run `spectral-distill args...` and return the finished process (text output)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([CLI_SCRIPT, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *words, status: int = 2) -> str:
+    """The CLI failed with `status`, printed exactly one line on stderr (no traceback) holding
+    every word; returns that line."""
+    err = proc.stderr.strip()
+    assert proc.returncode == status, (proc.returncode, proc.stderr[-2000:])
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, proc.stderr[-2000:]
+    for word in words:
+        assert word in err, f"{word!r} not in {err!r}"
+    return err

@@ -79,6 +79,16 @@ def _unpickle(raw: bytes):
     return _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
 
 
+# What reading a damaged or foreign data file can raise: each becomes a one-line DataError.
+_READ_ERRORS = (pickle.UnpicklingError, EOFError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,
+                RuntimeError)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
+
+
 def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     rng = np.random.default_rng(seed)
     test = np.zeros(len(y), dtype=bool)
@@ -105,12 +115,19 @@ def _animals():
     if spec is None or spec.submodule_search_locations is None:
         raise DataError("the animals dataset needs the package animal-mnist: pip install --no-deps animal-mnist==0.4")
     folder = Path(list(spec.submodule_search_locations)[0]) / "data" / "Animal_MNIST"
-    with gzip.open(folder / "animal_data_version_3.gz", "rb") as f:
-        images = _unpickle(f.read())
-    with gzip.open(folder / "animal_label_version_3.gz", "rb") as f:
-        labels = _unpickle(f.read())
-    x = (np.asarray(images, dtype=np.float32) / 255.0)[:, None]  # (10000, 1, 28, 28)
-    return _stratified_split(x, np.asarray(labels, dtype=np.int64), 0.2, seed=0)
+    try:
+        with gzip.open(folder / "animal_data_version_3.gz", "rb") as f:
+            images = _unpickle(f.read())
+        with gzip.open(folder / "animal_label_version_3.gz", "rb") as f:
+            labels = _unpickle(f.read())
+        x = (np.asarray(images, dtype=np.float32) / 255.0)[:, None]  # (10000, 1, 28, 28)
+        y = np.asarray(labels, dtype=np.int64)
+        if x.ndim != 4 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"images of shape {x.shape[1:]} and {y.shape[0]} labels")
+    except _READ_ERRORS as error:
+        raise DataError(f"animals: the data files under {folder} are damaged ({_reason(error)}); "
+                        "reinstall with pip install --no-deps --force-reinstall animal-mnist==0.4") from None
+    return _stratified_split(x, y, 0.2, seed=0)
 
 
 def _cifar(root: Path | None, which: str):
@@ -132,9 +149,14 @@ def _cifar(root: Path | None, which: str):
     def read(files):
         xs, ys = [], []
         for name in files:
-            batch = _unpickle((folder / name).read_bytes())
-            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+            try:
+                batch = _unpickle((folder / name).read_bytes())
+                xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(batch[label_key], dtype=np.int64).reshape(-1))
+                if xs[-1].shape[0] != ys[-1].shape[0] or (ys[-1].size and ys[-1].min() < 0):
+                    raise ValueError(f"{xs[-1].shape[0]} images but {ys[-1].shape[0]} labels, or a negative label")
+            except _READ_ERRORS as error:
+                raise DataError(f"{which}: {folder / name} is damaged or not a CIFAR batch ({_reason(error)})") from None
         return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
 
     return (*read(train_files), *read(test_files))
@@ -152,15 +174,29 @@ def _imagefolder(root: Path | None, image_size: int):
     transform = v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)])
 
     def read(folder):
-        data = ImageFolder(str(folder), transform=transform)
+        try:
+            data = ImageFolder(str(folder), transform=transform)
+        except (FileNotFoundError, OSError) as error:
+            raise DataError(f"imagefolder: {folder} is not a folder of class folders holding images ({_reason(error)})") from None
         if len(data) == 0:
             raise DataError(f"imagefolder: no images under {folder}")
-        xs, ys = zip(*[data[i] for i in range(len(data))])
-        return torch.stack(xs).numpy(), np.asarray(ys, dtype=np.int64)
+        samples = []
+        for i in range(len(data)):
+            try:
+                samples.append(data[i])
+            except _READ_ERRORS as error:
+                raise DataError(f"imagefolder: cannot read {data.samples[i][0]} ({_reason(error)})") from None
+        xs, ys = zip(*samples)
+        return torch.stack(xs).numpy(), np.asarray(ys, dtype=np.int64), data.classes
 
     if (root / "train").is_dir() and (root / "test").is_dir():
-        return (*read(root / "train"), *read(root / "test"))
-    x, y = read(root)
+        train_x, train_y, train_classes = read(root / "train")
+        test_x, test_y, test_classes = read(root / "test")
+        if train_classes != test_classes:
+            raise DataError(f"imagefolder: {root}/train and {root}/test must hold the same class folders, "
+                            f"got {train_classes[:5]}... and {test_classes[:5]}...")
+        return train_x, train_y, test_x, test_y
+    x, y, _ = read(root)
     return _stratified_split(x, y, 0.2, seed=0)
 
 
@@ -180,8 +216,8 @@ def load_dataset(name: str, *, data_root: str | Path | None = None, imbalance: f
     base, long_tailed = name.removesuffix("-lt"), name.endswith("-lt")
     if imbalance is None:
         imbalance = DEFAULT_LT_IMBALANCE if long_tailed else 1.0
-    if not imbalance >= 1.0:
-        raise DataError(f"--imbalance must be >= 1 (n_max / n_min), got {imbalance}")
+    if not (imbalance >= 1.0 and math.isfinite(imbalance)):
+        raise DataError(f"--imbalance must be a finite number >= 1 (n_max / n_min), got {imbalance}")
     root = Path(data_root) if data_root is not None else None
     if root is not None and not root.exists():
         raise DataError(f"--data-root {root} does not exist")
@@ -198,6 +234,12 @@ def load_dataset(name: str, *, data_root: str | Path | None = None, imbalance: f
     if imbalance > 1.0:
         counts = np.bincount(train_y, minlength=num_classes)
         keep_counts = long_tail_counts(counts, imbalance)
+        if keep_counts.min() < 1:
+            c = int(np.flatnonzero(keep_counts < 1)[0])
+            raise DataError(
+                f"--imbalance {imbalance:g} leaves class {c} of {name} with no training image "
+                f"(the largest class has {int(counts.max())}); use --imbalance <= {int(counts.max())}"
+            )
         rng = np.random.default_rng(seed)
         keep = np.concatenate([rng.permutation(np.flatnonzero(train_y == c))[:k] for c, k in enumerate(keep_counts)])
         keep.sort()

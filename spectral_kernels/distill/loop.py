@@ -1,113 +1,41 @@
-"""The distillation loop and its run directory.
+"""The distillation loop.
 
-A run directory holds config.json (everything needed to reproduce the run), checkpoint.pt
-(written atomically every `checkpoint_every` iterations), metrics.jsonl, and at the end
-synthetic.pt ({"images", "labels", "config"}) and grid.png (a row per class). Every random
-draw of iteration i comes from a generator seeded by (seed, i), so a run resumed from its
-last checkpoint produces exactly the synthetic set an uninterrupted run would.
+A run directory (distill/rundir.py) holds config.json (everything needed to reproduce the
+run), checkpoint.pt (written every `checkpoint_every` iterations), metrics.jsonl, and at the
+end synthetic.pt ({"images", "labels", "config", "mean", "std"}) and grid.png (a row per
+class); every write is atomic and durable (distill/files.py). Every random draw of iteration
+i comes from a generator seeded by (seed, i), so a run resumed from its last checkpoint
+produces exactly the synthetic set an uninterrupted run would.
+
+distill() = set-up (options, dataset, run directory, state restored from a checkpoint),
+then `_step` per iteration, then `_finish` (synthetic set, grid, evaluation).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..kernels import SPECTRAL_KERNELS
+from .config import ConfigError, DistillConfig  # noqa: F401  (DistillConfig is re-exported)
 from .augment import siamese_augment
-from .data import DATASETS, ImageDataset, load_dataset
-from .methods import HEAD_RULES, METHODS, Objective
+from .data import DataError, ImageDataset, load_dataset
+from .files import (
+    RunFileError, atomic_save, atomic_write_text, durable_write, expect, expect_finite_state, expect_tensor,
+    load_torch_file, read_metrics,
+)
+from .methods import Objective
 from .models import ConvNet
+from .rundir import open_run_dir
 
 
-class ConfigError(ValueError):
-    """A bad option value; the CLI prints it on one line and exits with status 2."""
-
-
-class RunExistsError(ConfigError):
-    pass
-
-
-@dataclass
-class DistillConfig:
-    dataset: str = "digits"
-    method: str = "dm"
-    ipc: int = 10
-    iterations: int = 200
-    seed: int = 0
-    out: str = "runs/run"
-    device: str = "cpu"
-    num_eval: int = 3
-    imbalance: float | None = None
-    data_root: str | None = None
-    kernel: str = "gaussian"
-    bandwidth: float | None = None  # None: median distance of the real features at each step
-    num_freqs: int = 1024
-    alpha_head: float = 0.8
-    head_rule: str = "binary"
-    learned_sampler: bool = False
-    width: int = 128
-    net_pool: int = 0  # 0: a freshly random ConvNet each step; K: draw from K briefly trained ones
-    pool_epochs: int = 2  # training epochs of each pooled network on the real training set
-    batch_real: int = 64  # real images per class per step
-    lr: float = 0.01  # Adam on the synthetic images (and the NCFM sampler)
-    eval_epochs: int = 300
-    checkpoint_every: int = 50
-    quiet: bool = False
-
-    # Options that may change between an interrupted run and its resumption.
-    RESUMABLE_CHANGES = ("num_eval", "eval_epochs", "quiet", "device", "checkpoint_every")
-
-    def validate(self) -> "DistillConfig":
-        def check(ok: bool, message: str):
-            if not ok:
-                raise ConfigError(message)
-
-        check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        check(self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        check(self.kernel in SPECTRAL_KERNELS, f"unknown kernel {self.kernel!r}; choose one of {', '.join(SPECTRAL_KERNELS)}")
-        check(self.head_rule in HEAD_RULES, f"unknown head rule {self.head_rule!r}; choose one of {', '.join(HEAD_RULES)}")
-        for name in ("ipc", "width", "batch_real", "num_freqs", "checkpoint_every"):
-            check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("iterations", "num_eval", "eval_epochs", "net_pool", "pool_epochs"):
-            check(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be an integer >= 0, got {getattr(self, name)!r}")
-        check(self.imbalance is None or self.imbalance >= 1, f"--imbalance must be >= 1 (n_max / n_min), got {self.imbalance}")
-        check(self.bandwidth is None or self.bandwidth > 0, f"--bandwidth must be > 0, got {self.bandwidth}")
-        check(0.0 <= self.alpha_head <= 1.0, f"--alpha-head must lie in [0, 1], got {self.alpha_head}")
-        check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        check(self.device == "cpu" or self.device.startswith("cuda"), f"--device must be cpu or cuda[:N], got {self.device!r}")
-        if self.device.startswith("cuda"):
-            check(torch.cuda.is_available(), f"--device {self.device}: no CUDA device is available")
-        return self
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "DistillConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(unknown)}")
-        return cls(**values)
-
-
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+class DivergedError(ConfigError):
+    """The loss became NaN or infinite: the run stops, keeping its last checkpoint."""
 
 
 def iteration_seed(seed: int, iteration: int) -> int:
@@ -140,32 +68,6 @@ def _real_batch(dataset: ImageDataset, members: list[torch.Tensor], per_class: i
     return dataset.train_x[idx], dataset.train_y[idx]
 
 
-def prepare_run_dir(config: DistillConfig, *, resume: bool, overwrite: bool) -> Path:
-    run = Path(config.out)
-    if run.exists() and not run.is_dir():
-        raise ConfigError(f"--out {run} exists and is not a directory")
-    if run.exists() and any(run.iterdir()):
-        if resume:
-            if not (run / "config.json").is_file():
-                raise ConfigError(f"--resume: {run} holds no config.json, so it is not a run directory")
-            saved = json.loads((run / "config.json").read_text())
-            differing = [k for k, v in config.to_dict().items() if k not in DistillConfig.RESUMABLE_CHANGES and saved.get(k) != v]
-            if differing:
-                raise ConfigError(f"--resume: options differ from the interrupted run's config.json: {', '.join(differing)}")
-        elif overwrite:
-            shutil.rmtree(run)
-        else:
-            raise RunExistsError(f"{run} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    try:
-        run.mkdir(parents=True, exist_ok=True)
-        probe = run / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"cannot write to --out {run}: {error.strerror or error}") from None
-    return run
-
-
 def _distributed(device: torch.device):
     """(group, rank, world) under torchrun (WORLD_SIZE > 1), else (None, 0, 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -178,33 +80,77 @@ def _distributed(device: torch.device):
     return dist.group.WORLD, dist.get_rank(), dist.get_world_size()
 
 
+@dataclass
+class _Run:
+    """Everything a step needs, set up once."""
+
+    config: DistillConfig
+    dataset: ImageDataset
+    path: Path
+    device: torch.device
+    group: object
+    rank: int
+    world: int
+    syn: torch.Tensor
+    syn_y: torch.Tensor
+    objective: Objective
+    optimizer: torch.optim.Optimizer | None
+    iterations: int
+    start: int
+    members: list
+    pool: list | None = None
+    metrics: object = None  # metrics.jsonl opened for appending (rank 0), made durable at checkpoints
+
+
 def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = False, on_iteration=None) -> Path:
     """Run (or resume) a distillation; returns the run directory. `on_iteration(i)` is called
     before iteration i (tests use it to interrupt a run).
 
+    Every option and the dataset are checked before the run directory is touched; the
+    directory is then locked for the whole run (a second process on it gets ConfigError).
+
     Under torchrun each process takes a disjoint shard of every step's real batch and the real
     ECF sums are all-reduced (SPEC §1), so the loss is the single-process loss; the synthetic
-    set is replicated, and only rank 0 writes the run directory.
+    set is replicated, and only rank 0 writes (and locks) the run directory.
     """
     config.validate()
     group, rank, world = _distributed(torch.device(config.device))
     if group is not None and config.method in ("dm", "mmd"):
         raise ConfigError(f"--method {config.method} compares samples pairwise and cannot run data-parallel; use ncfm, sdd or csdm")
-    if rank == 0:
-        run = prepare_run_dir(config, resume=resume, overwrite=overwrite)
-    if group is not None:
-        torch.distributed.barrier()
-    run = Path(config.out)
     try:
         dataset = load_dataset(config.dataset, data_root=config.data_root, imbalance=config.imbalance, seed=config.seed)
+    except DataError:
+        raise
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    if rank == 0:
-        atomic_write_text(json.dumps(config.to_dict(), indent=2) + "\n", run / "config.json")
+    lock = open_run_dir(config, resume=resume, overwrite=overwrite) if rank == 0 else None
+    try:
+        if group is not None:
+            torch.distributed.barrier()
+        run = _set_up(config, dataset, group, rank, world, resume=resume)
+        began = time.perf_counter()
+        progress = _progress(range(run.start, run.iterations), config if rank == 0 else dataclasses.replace(config, quiet=True),
+                             desc=f"{config.method} on {config.dataset}")
+        with open(run.path / "metrics.jsonl" if rank == 0 else os.devnull, "a") as run.metrics:
+            for it in progress:
+                if on_iteration is not None:
+                    on_iteration(it)
+                _step(run, it, began)
+        if group is not None:
+            torch.distributed.barrier()
+        if rank == 0:
+            _finish(run)
+        return run.path
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, world: int, *, resume: bool) -> _Run:
+    path = Path(config.out)
     device = torch.device(config.device)
     syn, syn_y = initial_synthetic(dataset, config.ipc, config.seed)
     syn = syn.to(device).requires_grad_(config.method != "random")
-    syn_y = syn_y.to(device)
     channels, size = dataset.image_shape[0], dataset.image_shape[1]
     feature_dim = ConvNet(channels, dataset.num_classes, size, width=config.width).feature_dim
     objective = Objective(config, dataset.class_counts, feature_dim, dataset.num_classes, real_group=group)
@@ -213,79 +159,130 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
     params = [syn] + [p for m in objective.maximisers for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.lr) if config.method != "random" else None
     iterations = 0 if config.method == "random" else config.iterations
-
-    start, checkpoint_path, metrics_path = 0, run / "checkpoint.pt", run / "metrics.jsonl"
-    if resume and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device)
-        with torch.no_grad():
-            syn.copy_(state["images"])
-        optimizer.load_state_dict(state["optimizer"])
-        for module, module_state in zip(objective.maximisers, state["maximisers"]):
-            module.load_state_dict(module_state)
-        start = state["iteration"]
-    # Metrics written after the last checkpoint belong to iterations that will run again.
+    run = _Run(config, dataset, path, device, group, rank, world, syn, syn_y.to(device), objective, optimizer, iterations,
+               start=0, members=class_members(dataset))
+    checkpoint = path / "checkpoint.pt"
+    if resume and checkpoint.is_file() and optimizer is not None:
+        run.start = _restore_checkpoint(checkpoint, run)
     if rank == 0:
-        kept = [line for line in (metrics_path.read_text().splitlines() if metrics_path.exists() else []) if json.loads(line).get("iteration", -1) < start]
-        atomic_write_text("".join(line + "\n" for line in kept), metrics_path)
+        atomic_write_text(json.dumps(config.to_dict(), indent=2) + "\n", path / "config.json")
+        # Metrics written after the last checkpoint belong to iterations that will run again.
+        metrics = path / "metrics.jsonl"
+        kept = [row for row in read_metrics(metrics) if row.get("iteration", -1) < run.start]
+        atomic_write_text("".join(json.dumps(row) + "\n" for row in kept), metrics)
+    if config.net_pool and run.iterations > run.start:
+        run.pool = network_pool(config, dataset, path, rank, group)
+    return run
 
-    pool = network_pool(config, dataset, run, rank, group) if config.net_pool and iterations > start else None
-    members = class_members(dataset)
-    progress = _progress(range(start, iterations), config if rank == 0 else dataclasses.replace(config, quiet=True),
-                         desc=f"{config.method} on {config.dataset}")
-    began = time.perf_counter()
-    with open(metrics_path if rank == 0 else os.devnull, "a") as metrics:
-        for it in progress:
-            if on_iteration is not None:
-                on_iteration(it)
-            seed = iteration_seed(config.seed, it)
-            gen = torch.Generator().manual_seed(seed)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                net = ConvNet(channels, dataset.num_classes, size, width=config.width)
-                if pool is not None:
-                    net.load_state_dict(pool[int(torch.randint(len(pool), (1,), generator=gen))])
-                net = net.to(device)
-            net.requires_grad_(False)
-            real, real_y = _real_batch(dataset, members, config.batch_real, gen)
-            real, real_y = real[rank::world].to(device), real_y[rank::world].to(device)  # this process's shard
-            aug_seed = int(torch.randint(2**62, (1,), generator=gen))
-            with torch.no_grad():
-                real_f = net.embed(siamese_augment(real, aug_seed))
-            syn_f = net.embed(siamese_augment(syn, aug_seed))
-            loss = objective.loss(real_f, real_y, syn_f, syn_y, gen)
-            optimizer.zero_grad()
-            loss.backward()
-            for module in objective.maximisers:  # ascent for the sampler, descent for the images
-                for p in module.parameters():
-                    p.grad.neg_()
-                    if group is not None:  # each process holds its shard's part: average, as DDP does
-                        torch.distributed.all_reduce(p.grad, group=group)
-                        p.grad /= world
-            optimizer.step()
-            metrics.write(json.dumps({"iteration": it, "loss": float(loss.detach()), "seconds": round(time.perf_counter() - began, 3)}) + "\n")
-            if rank == 0 and ((it + 1) % config.checkpoint_every == 0 or it + 1 == iterations):
-                metrics.flush()
-                atomic_save({"iteration": it + 1, "images": syn.detach().cpu(), "optimizer": optimizer.state_dict(),
-                             "maximisers": [m.state_dict() for m in objective.maximisers]}, checkpoint_path)
 
-    if group is not None:
-        torch.distributed.barrier()
-    if rank != 0:
-        return run
-    images = syn.detach().cpu()
-    atomic_save({"images": images, "labels": syn_y.cpu(), "config": config.to_dict(),
-                 "mean": dataset.mean, "std": dataset.std}, run / "synthetic.pt")
-    save_grid(images, dataset, config.ipc, run / "grid.png")
+def _restore_checkpoint(path: Path, run: _Run) -> int:
+    """Load checkpoint.pt into the run's images, optimiser and maximisers, after checking that
+    it is one of this run's checkpoints; returns the iteration to continue from."""
+    state = load_torch_file(path, "checkpoint")
+    keys = {"iteration", "images", "optimizer", "maximisers"}
+    expect(isinstance(state, dict) and keys <= set(state), path, f"not a checkpoint (expected a dict with {sorted(keys)})")
+    iteration = state["iteration"]
+    expect(isinstance(iteration, int) and not isinstance(iteration, bool) and 0 <= iteration <= run.iterations, path,
+           f"iteration {iteration!r} is outside [0, {run.iterations}] (--iterations)")
+    images = expect_tensor(path, "images", state["images"], shape=run.syn.shape, floating=True)
+    params = [p for group in run.optimizer.param_groups for p in group["params"]]
+    _check_optimizer_state(path, state["optimizer"], params)
+    maximisers = state["maximisers"]
+    expect(isinstance(maximisers, list) and len(maximisers) == len(run.objective.maximisers), path,
+           f"maximisers must be a list of {len(run.objective.maximisers)} state dicts")
+    expect_finite_state(path, "maximisers", maximisers)
+    try:
+        run.optimizer.load_state_dict(state["optimizer"])
+        for module, module_state in zip(run.objective.maximisers, maximisers):
+            module.load_state_dict(module_state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise RunFileError(f"{path}: does not fit this run ({str(error).splitlines()[0][:200]})") from None
+    with torch.no_grad():
+        run.syn.copy_(images)
+    return iteration
+
+
+def _check_optimizer_state(path: Path, state, params: list[torch.Tensor]) -> None:
+    """Adam's load_state_dict checks the parameter groups but not the shapes of the moments it
+    restores; a damaged checkpoint would fail later, inside a step. Check them here."""
+    expect(isinstance(state, dict) and isinstance(state.get("state"), dict) and isinstance(state.get("param_groups"), list),
+           path, "optimizer must be an optimizer state dict")
+    expect_finite_state(path, "optimizer", state)
+    for index, moments in state["state"].items():
+        expect(isinstance(index, int) and 0 <= index < len(params) and isinstance(moments, dict), path,
+               f"optimizer state for parameter {index!r} does not fit this run")
+        for name, value in moments.items():
+            if name != "step" and isinstance(value, torch.Tensor):
+                expect_tensor(path, f"optimizer state {index}[{name!r}]", value, shape=params[index].shape)
+
+
+def _step(run: _Run, it: int, began: float) -> None:
+    config, dataset, device = run.config, run.dataset, run.device
+    seed = iteration_seed(config.seed, it)
+    gen = torch.Generator().manual_seed(seed)
+    channels, size = dataset.image_shape[0], dataset.image_shape[1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = ConvNet(channels, dataset.num_classes, size, width=config.width)
+        if run.pool is not None:
+            net.load_state_dict(run.pool[int(torch.randint(len(run.pool), (1,), generator=gen))])
+        net = net.to(device)
+    net.requires_grad_(False)
+    real, real_y = _real_batch(dataset, run.members, config.batch_real, gen)
+    real, real_y = real[run.rank :: run.world].to(device), real_y[run.rank :: run.world].to(device)  # this process's shard
+    aug_seed = int(torch.randint(2**62, (1,), generator=gen))
+    with torch.no_grad():
+        real_f = net.embed(siamese_augment(real, aug_seed))
+    syn_f = net.embed(siamese_augment(run.syn, aug_seed))
+    if not bool(torch.isfinite(syn_f.detach()).all()):  # e.g. images grown so large the network overflows
+        raise DivergedError(_diverged(it, "the synthetic images' features are non-finite", config.checkpoint_every))
+    loss = run.objective.loss(real_f, real_y, syn_f, run.syn_y, gen)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise DivergedError(_diverged(it, f"the loss is {value}", config.checkpoint_every))
+    run.optimizer.zero_grad()
+    loss.backward()
+    for module in run.objective.maximisers:  # ascent for the sampler, descent for the images
+        for p in module.parameters():
+            p.grad.neg_()
+            if run.group is not None:  # each process holds its shard's part: average, as DDP does
+                torch.distributed.all_reduce(p.grad, group=run.group)
+                p.grad /= run.world
+    run.optimizer.step()
+    if not bool(torch.isfinite(run.syn).all()):  # cheap: a few images; caught here, not as a NaN loss later
+        raise DivergedError(_diverged(it, "the synthetic images became non-finite", config.checkpoint_every))
+    if run.rank != 0:
+        return
+    run.metrics.write(json.dumps({"iteration": it, "loss": value, "seconds": round(time.perf_counter() - began, 3)}) + "\n")
+    if (it + 1) % config.checkpoint_every == 0 or it + 1 == run.iterations:
+        run.metrics.flush()  # the rows up to a checkpoint are durable with it
+        os.fsync(run.metrics.fileno())
+        atomic_save({"iteration": it + 1, "images": run.syn.detach().cpu(), "optimizer": run.optimizer.state_dict(),
+                     "maximisers": [m.state_dict() for m in run.objective.maximisers]}, run.path / "checkpoint.pt")
+
+
+def _diverged(it: int, what: str, every: int) -> str:
+    last = (it // every) * every
+    kept = f"keeps its checkpoint of iteration {last}" if last > 0 else "had written no checkpoint yet"
+    return f"iteration {it}: {what}; the run stopped (a smaller --lr may help) and {kept}"
+
+
+def _finish(run: _Run) -> None:
+    config, dataset = run.config, run.dataset
+    images = run.syn.detach().cpu()
+    atomic_save({"images": images, "labels": run.syn_y.cpu(), "config": config.to_dict(),
+                 "mean": dataset.mean, "std": dataset.std}, run.path / "synthetic.pt")
+    save_grid(images, dataset, config.ipc, run.path / "grid.png")
     if config.num_eval > 0:
         from .evaluate import evaluate_run
 
-        evaluate_run(run, num_eval=config.num_eval, epochs=config.eval_epochs, dataset=dataset)
-    return run
+        evaluate_run(run.path, num_eval=config.num_eval, epochs=config.eval_epochs, dataset=dataset, locked=True)
 
 
 def network_pool(config: DistillConfig, dataset: ImageDataset, run: Path, rank: int, group) -> list[dict]:
     """K ConvNets trained for a few epochs on the real data, cached in run/net_pool.pt so a
-    resumed run reuses them; rank 0 trains, the other processes wait and load."""
+    resumed run reuses them (after checking the cache fits this run); rank 0 trains, the other
+    processes wait and load."""
     from .evaluate import train_convnet
 
     path = run / "net_pool.pt"
@@ -298,16 +295,23 @@ def network_pool(config: DistillConfig, dataset: ImageDataset, run: Path, rank: 
         atomic_save(pool, path)
     if group is not None:
         torch.distributed.barrier()
-    return torch.load(path)
+    pool = load_torch_file(path, "network pool")
+    expect(isinstance(pool, list) and len(pool) == config.net_pool, path, f"expected a list of {config.net_pool} network states")
+    net = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
+    for k, state in enumerate(pool):
+        expect_finite_state(path, f"network {k}", state)
+        try:
+            net.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as error:
+            raise RunFileError(f"{path}: network {k} does not fit this run ({str(error).splitlines()[0][:200]})") from None
+    return pool
 
 
 def save_grid(images: torch.Tensor, dataset: ImageDataset, ipc: int, path: Path) -> None:
     from torchvision.utils import save_image
 
     shown = (images * dataset.std[None, :, None, None] + dataset.mean[None, :, None, None]).clamp(0, 1)
-    tmp = path.with_name(path.name + ".tmp.png")
-    save_image(shown, tmp, nrow=ipc, padding=1, pad_value=1.0)
-    os.replace(tmp, path)
+    durable_write(path, lambda f: save_image(shown, f, format="png", nrow=ipc, padding=1, pad_value=1.0))
 
 
 def _progress(iterable, config: DistillConfig, desc: str):

@@ -1,0 +1,161 @@
+"""The options of a distillation run, checked in full before anything touches the disk.
+
+Values may come from the command line (already typed by argparse), from a JSON/YAML config
+file (typed by whoever wrote it) or from Python; `DistillConfig.validate` checks each against
+its declared type first (a bool is a bool: the string "false" is refused, not read as true),
+then its range. Integer options have upper limits so that a typo such as --ipc 1000000000
+is an error message, not an attempt to allocate terabytes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass
+
+import torch
+
+from ..kernels import SPECTRAL_KERNELS
+from .data import DATASETS
+from .methods import HEAD_RULES, METHODS
+
+
+class ConfigError(ValueError):
+    """A bad option value or an unusable run directory or file; the CLI prints it on one line
+    and exits with status 2."""
+
+
+# (lowest, highest) accepted value of each integer option.
+INT_LIMITS = {
+    "ipc": (1, 10_000),
+    "iterations": (0, 10**9),
+    "seed": (0, 2**32 - 1),
+    "num_eval": (0, 1_000),
+    "num_freqs": (1, 2**20),
+    "width": (1, 4096),
+    "net_pool": (0, 1_000),
+    "pool_epochs": (0, 100_000),
+    "batch_real": (1, 2**20),
+    "eval_epochs": (0, 1_000_000),
+    "checkpoint_every": (1, 10**9),
+}
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@dataclass
+class DistillConfig:
+    dataset: str = "digits"
+    method: str = "dm"
+    ipc: int = 10
+    iterations: int = 200
+    seed: int = 0
+    out: str = "runs/run"
+    device: str = "cpu"
+    num_eval: int = 3
+    imbalance: float | None = None
+    data_root: str | None = None
+    kernel: str = "gaussian"
+    bandwidth: float | None = None  # None: median distance of the real features at each step
+    num_freqs: int = 1024
+    alpha_head: float = 0.8
+    head_rule: str = "binary"
+    learned_sampler: bool = False
+    width: int = 128
+    net_pool: int = 0  # 0: a freshly random ConvNet each step; K: draw from K briefly trained ones
+    pool_epochs: int = 2  # training epochs of each pooled network on the real training set
+    batch_real: int = 64  # real images per class per step
+    lr: float = 0.01  # Adam on the synthetic images (and the NCFM sampler)
+    eval_epochs: int = 300
+    checkpoint_every: int = 50
+    quiet: bool = False
+
+    # Options that may change between an interrupted run and its resumption (`out`: the run
+    # directory may have been moved or be named by another path).
+    RESUMABLE_CHANGES = ("num_eval", "eval_epochs", "quiet", "device", "checkpoint_every", "out")
+
+    def validate(self, *, check_device: bool = True) -> "DistillConfig":
+        """Check every option's type, then its range; returns self. Raises ConfigError.
+        check_device=False accepts a CUDA device this machine lacks (a stored config read
+        back on another machine, for evaluation on the CPU)."""
+        for field, hint in typing.get_type_hints(type(self)).items():
+            if field in {f.name for f in dataclasses.fields(self)}:
+                setattr(self, field, _typed(field, getattr(self, field), hint))
+
+        def check(ok: bool, message: str):
+            if not ok:
+                raise ConfigError(message)
+
+        check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        check(self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        check(self.kernel in SPECTRAL_KERNELS, f"unknown kernel {self.kernel!r}; choose one of {', '.join(SPECTRAL_KERNELS)}")
+        check(self.head_rule in HEAD_RULES, f"unknown head rule {self.head_rule!r}; choose one of {', '.join(HEAD_RULES)}")
+        for name, (low, high) in INT_LIMITS.items():
+            value = getattr(self, name)
+            check(low <= value <= high, f"{flag(name)} must be an integer in [{low}, {high}], got {value}")
+        check(self.imbalance is None or (math.isfinite(self.imbalance) and self.imbalance >= 1),
+              f"--imbalance must be a finite number >= 1 (n_max / n_min), got {self.imbalance}")
+        check(self.bandwidth is None or (math.isfinite(self.bandwidth) and self.bandwidth > 0),
+              f"--bandwidth must be a finite number > 0, got {self.bandwidth}")
+        check(0.0 <= self.alpha_head <= 1.0, f"--alpha-head must lie in [0, 1], got {self.alpha_head}")
+        check(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a finite number > 0, got {self.lr}")
+        check(self.out != "" and "\0" not in self.out, f"--out must name a directory, got {self.out!r}")
+        check(self.data_root is None or (self.data_root != "" and "\0" not in self.data_root),
+              f"--data-root must name a folder, got {self.data_root!r}")
+        check(_DEVICE.fullmatch(self.device) is not None, f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if self.device.startswith("cuda") and check_device:
+            check(torch.cuda.is_available(), f"--device {self.device}: no CUDA device is available")
+            index = int(self.device.partition(":")[2] or 0)
+            count = torch.cuda.device_count()
+            check(index < count, f"--device {self.device}: there are {count} CUDA device(s), numbered from 0")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DistillConfig":
+        """A config from option names to values (dashes or underscores); types and ranges are
+        checked by validate()."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"options must be a mapping of names to values, got {type(values).__name__}")
+        values = {str(k).replace("-", "_"): v for k, v in values.items()}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)}")
+        return cls(**values)
+
+
+def _typed(name: str, value, hint):
+    """value if it has the declared type (ints accepted for floats, as floats), else ConfigError."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    optional = type(None) in args
+    base = next(a for a in args if a is not type(None))
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{flag(name)} must be {_KIND[base]}, got null/None")
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[base]
+    if not ok:
+        raise ConfigError(f"{flag(name)} must be {_KIND[base]}{' or null' if optional else ''}, "
+                          f"got {value!r} (a {type(value).__name__})")
+    if base is float:
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{flag(name)} is too large for a float: {value}") from None
+    return value
+
+
+_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
