@@ -24,12 +24,14 @@ made it; workers run with a fixed glibc mmap threshold so freed buffers leave th
     python benchmarks/bench_ops.py --quick             # a tiny sweep to check the script
     python benchmarks/bench_ops.py --device cuda       # GPU providers, writes ops_cuda_<gpu>.*
 
-On CUDA the providers are triton (the fused Triton kernels), reference, mmd_gaussian and
-gemm_floor (cuBLAS in the same precision), each in tf32 and in ieee float32, plus
-triton_libdevice at the largest N (the same kernels with libdevice's sin/cos, an A/B of the
-epilogue); time is the median of triton.testing.do_bench, memory is
-torch.cuda.max_memory_allocated above the inputs. The run ends with the issue-5 figure point
-as ratios (triton / floor, reference / triton in time and memory).
+On CUDA the providers are triton (the fused Triton kernels), cuda (the C++/CUDA kernels of
+csrc/cuda, when the library was built with CUDA), reference, mmd_gaussian and gemm_floor
+(cuBLAS in the same precision), each in tf32 and in ieee float32, plus triton_libdevice at the
+largest N (the same kernels with libdevice's sin/cos, an A/B of the epilogue); time is the
+median of triton.testing.do_bench, memory is torch.cuda.max_memory_allocated above the inputs,
+and first_s is the wall time of each case's first call (Triton: compile and autotuning
+included). The run ends with the figure point as ratios (triton and cuda / floor, reference /
+triton in time and memory, cuda's first call / steady).
 """
 from __future__ import annotations
 
@@ -237,7 +239,7 @@ def _merged(csv_path: Path, new_rows: list[dict]) -> list[dict]:
     return rows + list(fresh.values())
 
 
-CUDA_PROVIDERS = ["triton", "reference", "mmd_gaussian", "gemm_floor", "triton_libdevice"]
+CUDA_PROVIDERS = ["triton", "cuda", "reference", "mmd_gaussian", "gemm_floor", "triton_libdevice"]
 # The issue-5 figure point: N real rows (+ NUM_SYN synthetic), M frequencies, d features.
 CUDA_FIGURE_POINT = (65536, 4096, 2048)
 ALL_PROVIDERS = list(dict.fromkeys(PROVIDERS + CUDA_PROVIDERS))  # table and plot order
@@ -268,12 +270,17 @@ def cuda_sweep(args) -> None:
     plan = [(precision, case) for precision in args.precisions for case in figure]
     plan += [(precision, case) for precision in args.precisions for case in shapes if case not in figure]
     largest = max(case[0] for _, case in plan)
-    device = f"{name}, torch {torch.__version__}, triton {triton.__version__}"
+    from spectral_kernels.ops.cuda import built_cuda_version
+
+    device = f"{name}, torch {torch.__version__}, triton {triton.__version__}, _C built for CUDA {built_cuda_version()}"
     rows = []
     for precision, (n, m, d, mode) in plan:
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
         for provider in CUDA_PROVIDERS:
             if provider == "mmd_gaussian" and mode == "learned-t":
+                continue
+            if provider == "cuda" and "cuda" not in sk.available_backends():
+                print(f"cuda provider skipped: {sk.ops.get_backend('cuda').unavailable_reason()}", flush=True)
                 continue
             # The libdevice sin/cos A/B (ops/triton_ecf.py) only at the largest N of each shape.
             if provider == "triton_libdevice" and n != largest:
@@ -291,7 +298,8 @@ def cuda_sweep(args) -> None:
 def figure_summary(rows: list[dict]) -> str:
     """The issue-5 targets at the figure point, as ratios measured in this run."""
     lines = [f"Figure point N={CUDA_FIGURE_POINT[0]}+{NUM_SYN}, M={CUDA_FIGURE_POINT[1]}, d={CUDA_FIGURE_POINT[2]}, C={NUM_CLASSES} "
-             "(targets: triton <= 1.3x floor; reference >= 3x triton's time and >= 50x its extra memory):"]
+             "(targets: triton <= 1.3x floor; reference >= 3x triton's time and >= 50x its extra memory; "
+             "cuda <= 1.5x floor, <= 64 MiB extra, first call <= 2x a steady one):"]
     point = [r for r in rows if (r["N"], r["M"], r["d"]) == CUDA_FIGURE_POINT and not r.get("skipped")]
     for mode in sorted({r["mode"] for r in point}):
         got = {r["provider"]: r for r in point if r["mode"] == mode}
@@ -306,6 +314,12 @@ def figure_summary(rows: list[dict]) -> str:
             parts.append(f"reference {ref['median_s'] / tri['median_s']:.2f}x the time and {ref['extra_mib'] / max(tri['extra_mib'], 1e-9):.0f}x the extra memory")
         if "triton_libdevice" in got:
             parts.append(f"libdevice sin/cos {got['triton_libdevice']['median_s'] / tri['median_s']:.2f}x the time")
+        if "cuda" in got:
+            cu = got["cuda"]
+            parts.append(f"cuda {cu['median_s'] * 1e3:.2f} ms ({cu['median_s'] / tri['median_s']:.2f}x triton), "
+                         f"+{cu['extra_mib']:.1f} MiB, first call {cu['first_s'] / cu['median_s']:.2f}x steady")
+            if "gemm_floor" in got:
+                parts.append(f"cuda {cu['median_s'] / got['gemm_floor']['median_s']:.2f}x floor")
         lines.append(f"  {mode:16} " + "; ".join(parts))
     return "\n".join(lines)
 
@@ -333,7 +347,7 @@ def _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision) -> dict:
         else:
             backend = "triton" if provider.startswith("triton") else provider
             loss = sk.sdd(real, syn, real_labels, syn_labels, t=t, num_classes=NUM_CLASSES, backend=backend,
-                          check_finite=False, **({"precision": precision} if backend == "triton" else {}))
+                          check_finite=False, **({"precision": precision} if backend in ("triton", "cuda") else {}))
         loss.backward()
 
     # The A/B provider switches the epilogue's sin/cos (read by the op at each call).
@@ -351,8 +365,11 @@ def _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision) -> dict:
 
 def _measure_cuda(torch, triton, run) -> dict:
     try:
-        run()  # compile / autotune outside the measurement
         torch.cuda.synchronize()
+        began = time.perf_counter()
+        run()  # compile / autotune outside the measurement, but timed: the first call
+        torch.cuda.synchronize()
+        first = time.perf_counter() - began
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         run()
@@ -362,12 +379,12 @@ def _measure_cuda(torch, triton, run) -> dict:
         ms20, ms80 = triton.testing.do_bench(run, warmup=10, rep=200, quantiles=[0.2, 0.8])
     except torch.cuda.OutOfMemoryError as error:
         return {"skipped": f"out of GPU memory ({str(error).splitlines()[0][:80]})"}
-    return {"median_s": ms / 1e3, "p20_s": ms20 / 1e3, "p80_s": ms80 / 1e3, "extra_mib": extra}
+    return {"median_s": ms / 1e3, "p20_s": ms20 / 1e3, "p80_s": ms80 / 1e3, "extra_mib": extra, "first_s": first}
 
 
 def write_results(rows: list[dict], out: Path, with_plot: bool = True) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["provider", "mode", "N", "S", "M", "d", "C", "median_s", "p20_s", "p80_s", "extra_mib", "skipped", "device"]
+    fields = ["provider", "mode", "N", "S", "M", "d", "C", "median_s", "p20_s", "p80_s", "extra_mib", "first_s", "skipped", "device"]
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

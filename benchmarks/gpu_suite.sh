@@ -34,14 +34,15 @@ else
 fi
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_suite.sh: torch sees no CUDA GPU')"
 
-# Build the C++ extension in place against this torch (the Triton kernels need no build).
-MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" setup.py -q build_ext --inplace >/dev/null
+# Build the C++ extension in place against this torch (the Triton kernels need no build); with
+# nvcc there it includes the CUDA kernels (FORCE_CUDA=1: fail loudly rather than build without).
+FORCE_CUDA=${FORCE_CUDA:-1} MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" setup.py -q build_ext --inplace >/dev/null
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 RESULTS=${RESULTS_DIR:-benchmarks/results}
 mkdir -p "$RESULTS"
 GPU=$("$PY" -c "import torch; print(''.join(c if c.isalnum() else '_' for c in torch.cuda.get_device_name()).strip('_').lower())")
-VERSIONS=$("$PY" -c "import torch, triton; print(f'{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, CUDA {torch.version.cuda}')")
+VERSIONS=$("$PY" -c "import torch, triton; from spectral_kernels.ops.cuda import built_cuda_version as v; print(f'{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, CUDA {torch.version.cuda}, _C built for CUDA {v()}')")
 echo "gpu_suite.sh: $VERSIONS"
 
 STATUS=0
@@ -52,6 +53,7 @@ if [[ "$STAGE" == all || "$STAGE" == tests ]]; then
   # SPECTRAL_KERNELS_TRITON_AUTOTUNE=0 runs the first tile shape untimed, which keeps Triton's
   # compiles within the call; test_backends checks every autotune shape on its own.
   TESTS="tests/test_gpu.py tests/test_backends.py tests/test_triton_sincos.py tests/test_triton_compile.py"
+  TESTS="$TESTS tests/test_ecf_math.py tests/test_chunk_walk.py tests/test_cuda_compile.py"
   { echo "# $VERSIONS"; echo "# SPECTRAL_KERNELS_TRITON_AUTOTUNE=0 $PY -m pytest -q $TESTS"
     SPECTRAL_KERNELS_TRITON_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider $TESTS 2>&1
   } | tee "$RESULTS/gpu_tests_${GPU}.txt" || STATUS=1

@@ -19,11 +19,37 @@ import spectral_kernels as sk  # noqa: E402
 
 # Backends that run on CPU tensors in this process (triton only through the interpreter).
 FUSED_BACKENDS = [name for name in sk.available_backends() if name != "reference" and sk.ops.runs_on(name, torch.empty(1))]
-# Every fused backend with the device its tests run on: with a GPU, triton's kernel tests
-# (test_backends.py) run the compiled kernels on CUDA tensors instead of the interpreter.
-BACKEND_DEVICES = {name: "cpu" for name in FUSED_BACKENDS}
-if HAS_CUDA and "triton" in sk.available_backends():
-    BACKEND_DEVICES["triton"] = "cuda"
+
+
+def _fused_backends():
+    """Every registered backend that computes the sums itself: {name: (device its kernel tests
+    use, None)} when it can run here, {name: (None, why not)} when it cannot. With a GPU,
+    triton's kernel tests run the compiled kernels on CUDA tensors instead of the interpreter."""
+    found = {}
+    for name in sk.ops.backend_names():
+        if name in ("auto", "reference"):
+            continue
+        device = "cuda" if name == "cuda" or (name == "triton" and HAS_CUDA) else "cpu"
+        reason = sk.ops.get_backend(name).unavailable_reason()
+        if reason is None and not sk.ops.runs_on(name, torch.empty(1, device=device)):
+            reason = sk.ops.get_backend(name).unsupported_reason(torch.empty(1, device=device))
+        found[name] = (None, reason) if reason else (device, None)
+    return found
+
+
+_FUSED = _fused_backends()
+# Runnable fused backends and the device of their kernel tests.
+BACKEND_DEVICES = {name: device for name, (device, _) in _FUSED.items() if device is not None}
+
+
+def backend_params(*names):
+    """pytest parameters for the fused backends (all, or those named): one that cannot run in
+    this process is reported as skipped with its reason, never silently left out."""
+    return [
+        pytest.param(name, marks=pytest.mark.skip(reason=f"backend {name!r} cannot run here: {reason}") if reason else ())
+        for name, (_, reason) in sorted(_FUSED.items())
+        if not names or name in names
+    ]
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ from spectral_kernels import ops
 from spectral_kernels.classes import class_index
 from spectral_kernels.ops.reference import ecf_sums_reference
 
-from .conftest import BACKEND_DEVICES, max_error, sums_and_grads
+from .conftest import BACKEND_DEVICES, backend_params, max_error, sums_and_grads
 
-FUSED = sorted(BACKEND_DEVICES)
-
-pytestmark = pytest.mark.skipif(not FUSED, reason="no fused backend is built")
+RUNNABLE = sorted(BACKEND_DEVICES)  # the fused backends that can run in this process
+FUSED = backend_params()  # all of them, the others reported as skipped with their reason
 
 # (id, N, M, d, class sizes or None for unlabelled): sizes off the 256 tiles, single rows,
 # single frequencies, d = 1 and 2048, one and many classes, empty classes, long tails.
@@ -109,7 +108,7 @@ def _computed_gradients(names_and_args) -> list[set]:
             calls.append({"x"})
         elif "ecf_sums_grad_t" in name:
             calls.append({"t"})
-        elif "ecf_sums_triton_backward" in name:
+        elif "ecf_sums_triton_backward" in name or "ecf_sums_backward" in name:
             calls.append({g for g, needed in zip(("x", "t"), args[6:8]) if needed})
     return calls
 
@@ -130,10 +129,7 @@ def test_backward_computes_only_the_gradients_that_are_needed(rng, backend):
         # The real features never need dx; with dt needed they contribute dt only.
         expected_syn = {g for g, needed in (("x", needs_x), ("t", needs_t)) if needed}
         merged_per_input = sorted(map(sorted, computed))
-        if backend == "cpu":  # one op call per gradient
-            want = sorted(map(sorted, [{"t"}] * needs_t + [{g} for g in sorted(expected_syn)]))
-        else:  # one op call per input side, computing what that side needs
-            want = sorted(map(sorted, [{"t"}] * needs_t + [expected_syn]))
+        want = sorted(map(sorted, [{"t"}] * needs_t + [expected_syn]))  # one backward op call per input side
         assert merged_per_input == want, (needs_x, needs_t, recorder.calls)
 
 
@@ -144,10 +140,13 @@ def test_opcheck_of_the_fused_ops(rng, backend):
     grad = torch.randn(3, 2, 19, generator=rng, dtype=torch.float64).to(device)
     ops_ = torch.ops.spectral_kernels
     layout = (index.perm, index.offsets)
-    if backend == "cpu":
-        torch.library.opcheck(ops_.ecf_sums.default, (x.requires_grad_(True), t.requires_grad_(True), *layout))
-        torch.library.opcheck(ops_.ecf_sums_grad_x.default, (grad, x.detach(), t.detach(), *layout))
-        torch.library.opcheck(ops_.ecf_sums_grad_t.default, (grad, x.detach(), t.detach(), *layout))
+    if backend in ("cpu", "cuda"):  # the C++ ops, on either device
+        torch.library.opcheck(ops_.ecf_sums.default, (x.requires_grad_(True), t.requires_grad_(True), *layout, "ieee"))
+        torch.library.opcheck(ops_.ecf_sums_grad_x.default, (grad, x.detach(), t.detach(), *layout, "ieee"))
+        torch.library.opcheck(ops_.ecf_sums_grad_t.default, (grad, x.detach(), t.detach(), *layout, "ieee"))
+        for need_x, need_t in [(True, True), (False, True), (True, False)]:
+            args = (grad, x.detach(), t.detach(), *layout, "ieee", need_x, need_t)
+            torch.library.opcheck(ops_.ecf_sums_backward.default, args)
     else:
         torch.library.opcheck(ops_.ecf_sums_triton.default, (x.requires_grad_(True), t.requires_grad_(True), *layout, "ieee"))
         for need_x, need_t in [(True, True), (False, True), (True, False)]:
@@ -203,7 +202,7 @@ def test_repeated_runs_are_bitwise_identical(rng, backend):
         assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
-@pytest.mark.skipif("triton" not in FUSED, reason="triton is not available")
+@pytest.mark.skipif("triton" not in RUNNABLE, reason="triton is not available")
 def test_deterministic_mode_runs_one_fixed_tile_shape_without_the_autotuner(rng, monkeypatch):
     """Autotuning picks tile shapes by timing, so another process may pick another shape and
     sum in another order; under torch.use_deterministic_algorithms(True) it must not run."""
@@ -250,7 +249,7 @@ def test_one_and_two_threads_agree(rng):
         torch.testing.assert_close(one, two, rtol=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", [b for b in FUSED if b == "triton"])
+@pytest.mark.parametrize("backend", backend_params("triton", "cuda"))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_error_is_at_most_twice_the_reference_in_the_same_precision(rng, backend, dtype):
     device = BACKEND_DEVICES[backend]
@@ -274,18 +273,20 @@ def test_cpu_op_rejects_bad_layouts_with_clear_errors(rng):
     x, t, index = _inputs(rng, 10, 4, 3, [5, 5], torch.float32)
     op = torch.ops.spectral_kernels.ecf_sums
     with pytest.raises(ValueError, match="offsets must start at 0 and end at N=10"):
-        op(x, t, index.perm, torch.tensor([0, 5, 9]))
+        op(x, t, index.perm, torch.tensor([0, 5, 9]), "ieee")
     with pytest.raises(ValueError, match="non-decreasing"):
-        op(x, t, index.perm, torch.tensor([0, 6, 5, 10]))
+        op(x, t, index.perm, torch.tensor([0, 6, 5, 10]), "ieee")
     with pytest.raises(TypeError, match="float32 or float64"):
-        op(x.half(), t.half(), index.perm, index.offsets)
+        op(x.half(), t.half(), index.perm, index.offsets, "ieee")
     with pytest.raises(ValueError, match="x has d=3 but t has d=2"):
-        op(x, t[:, :2], index.perm, index.offsets)
+        op(x, t[:, :2], index.perm, index.offsets, "ieee")
     with pytest.raises(ValueError, match=r"perm must hold row numbers in \[0, N=10\), got perm\[\d\]=-1"):
-        op(x, t, torch.where(index.perm == 3, -1, index.perm), index.offsets)
+        op(x, t, torch.where(index.perm == 3, -1, index.perm), index.offsets, "ieee")
+    with pytest.raises(ValueError, match="precision must be 'ieee' or 'tf32', got 'fp8'"):
+        op(x, t, index.perm, index.offsets, "fp8")
 
 
-@pytest.mark.skipif("triton" not in FUSED, reason="triton is not available")
+@pytest.mark.skipif("triton" not in RUNNABLE, reason="triton is not available")
 def test_triton_ops_reject_bad_layouts_before_any_kernel_reads_memory(rng):
     device = BACKEND_DEVICES["triton"]
     x, t, index = _inputs(rng, 10, 4, 3, [5, 5], torch.float32, device)
@@ -318,7 +319,7 @@ def test_triton_ops_reject_bad_layouts_before_any_kernel_reads_memory(rng):
 
 
 @pytest.mark.parametrize("config_index", range(6))
-@pytest.mark.skipif("triton" not in FUSED, reason="triton is not available")
+@pytest.mark.skipif("triton" not in RUNNABLE, reason="triton is not available")
 def test_every_autotune_tile_shape_computes_the_same_sums_and_gradients(rng, monkeypatch, config_index):
     """Autotuning may pick any of the GPU tile shapes, so each must be right on sizes that are
     not multiples of any tile (the interpreter runs them too: it ignores warps and stages)."""

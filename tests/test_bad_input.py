@@ -64,8 +64,8 @@ def _with(tensor, index, value):
     return tensor
 
 
-def _op(name, *args):
-    return lambda: getattr(torch.ops.spectral_kernels, name)(*args)
+def _op(name, *args, precision="ieee"):
+    return lambda: getattr(torch.ops.spectral_kernels, name)(*args, precision)
 
 
 def _sampler_with(log_scale):
@@ -200,6 +200,7 @@ LIB_CASES = [
     Lib("cpu op t dtype differs", _op("ecf_sums", X, T.double(), PERM, OFFS), TypeError, ["t has dtype", "Double"]),
     Lib("cpu op float16", _op("ecf_sums", X.half(), T.half(), PERM, OFFS), TypeError, ["float32 or float64", "Half"]),
     Lib("cpu op grad wrong shape", _op("ecf_sums_grad_x", torch.ones(2, 2, 4), X, T, PERM, OFFS), ValueError, ["grad must have shape (2, 2, 5)"]),
+    Lib("cpu op precision unknown", _op("ecf_sums", X, T, PERM, OFFS, precision="fp8"), ValueError, ["precision", "'fp8'"]),
     Lib("cpu op grad_t perm repeats", _op("ecf_sums_grad_t", G, X, T, torch.tensor([1, 1, 2, 3, 4, 5]), OFFS), ValueError, ["perm[0] = perm[1] = 1"]),
     # the Triton op called directly (CPU tensors: the interpreter checks values)
     Lib("triton op perm repeats a row", _triton_op(X, T, [0, 1, 2, 2, 4, 5], [0, 3, 6]), ValueError, ["perm", "permutation", "perm[2] = perm[3] = 2"]),

@@ -135,8 +135,8 @@ def test_the_cpu_op_refuses_a_perm_that_is_not_a_permutation():
     """Was: a duplicated row was accepted and gave wrong gradients (two threads wrote one row)."""
     x, t = torch.randn(6, 3), torch.randn(4, 3)
     perm, offsets = torch.tensor([0, 1, 2, 3, 4, 4]), torch.tensor([0, 3, 6])
-    for call in (lambda: torch.ops.spectral_kernels.ecf_sums(x, t, perm, offsets),
-                 lambda: torch.ops.spectral_kernels.ecf_sums_grad_x(torch.ones(2, 2, 4), x, t, perm, offsets)):
+    for call in (lambda: torch.ops.spectral_kernels.ecf_sums(x, t, perm, offsets, "ieee"),
+                 lambda: torch.ops.spectral_kernels.ecf_sums_grad_x(torch.ones(2, 2, 4), x, t, perm, offsets, "ieee")):
         with pytest.raises(ValueError, match=r"perm must be a permutation.*perm\[4\] = perm\[5\] = 4"):
             call()
 
@@ -146,7 +146,7 @@ def test_the_cpu_op_checks_offsets_before_allocating_by_them():
     x, t = torch.randn(6, 3), torch.randn(4, 3)
     began = time.perf_counter()
     with pytest.raises(ValueError, match="offsets must be non-decreasing"):
-        torch.ops.spectral_kernels.ecf_sums(x, t, torch.arange(6), torch.tensor([0, 10**12, 6]))
+        torch.ops.spectral_kernels.ecf_sums(x, t, torch.arange(6), torch.tensor([0, 10**12, 6]), "ieee")
     assert time.perf_counter() - began < 1.0
 
 

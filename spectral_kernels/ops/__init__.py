@@ -5,11 +5,15 @@ to x and t; everything after the sums is shared (spectral_kernels.terms). Backen
 
     reference  plain PyTorch on the full N x M matrix: the oracle and the baseline
     cpu        fused C++ kernels (spectral_kernels._C) for CPU tensors
+    cuda       C++/CUDA kernels (spectral_kernels._C built with CUDA) for CUDA tensors
     triton     fused Triton kernels for CUDA tensors (and CPU tensors under TRITON_INTERPRET=1)
 
 Choice, most specific first: the `backend=` argument of a call, then the environment variable
 SPECTRAL_KERNELS_BACKEND, then "auto" (CPU tensors: cpu if built, else reference; CUDA tensors:
-triton, then cuda, then reference, whichever is available).
+triton, then cuda, then reference, whichever is available). Triton comes first on CUDA because
+its forward is fully fused (no phase matrix in memory at all) and it is autotuned per shape;
+the cuda backend needs no JIT or autotuning and is the fallback where Triton is missing.
+Which is faster is for the GPU benchmark to say (benchmarks/bench_ops.py --device cuda).
 """
 from __future__ import annotations
 
@@ -46,6 +50,11 @@ _AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("triton", "cuda", "referenc
 
 def register_backend(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
+
+
+def get_backend(name: str) -> Backend:
+    """The registered backend called `name` (KeyError if there is none)."""
+    return _REGISTRY[name]
 
 
 def backend_names() -> tuple[str, ...]:
@@ -102,10 +111,11 @@ def resolve(name: str, x: torch.Tensor) -> Backend:
 
 
 def _register_builtin() -> None:
-    from . import cpp, reference, triton_ecf
+    from . import cpp, cuda, reference, triton_ecf
 
     register_backend(reference.ReferenceBackend())
     register_backend(cpp.CppBackend())
+    register_backend(cuda.CudaBackend())
     register_backend(triton_ecf.TritonBackend())
 
 

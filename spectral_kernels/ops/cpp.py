@@ -1,8 +1,10 @@
-"""The fused C++ backend: fake (meta) kernels and autograd for the ops of spectral_kernels._C.
+"""The C++ backends: fake (meta) kernels and autograd for the ops of spectral_kernels._C.
 
-The schemas and CPU kernels are C++ (csrc/); this module tells PyTorch the output shapes (so
-torch.compile and opcheck can trace the ops without running them) and how to differentiate
-ecf_sums: the backward calls the fused gradient ops, and only for inputs that need a gradient.
+The schemas and kernels are C++ (csrc/: cpu/ for CPU tensors, cuda/ for CUDA tensors when the
+library was built with CUDA); this module tells PyTorch the output shapes (so torch.compile and
+opcheck can trace the ops without running them) and how to differentiate ecf_sums: the
+backward calls the fused gradient ops, and only for inputs that need a gradient. Two backends
+use these ops: "cpu" (below) and "cuda" (ops/cuda.py).
 """
 from __future__ import annotations
 
@@ -14,16 +16,23 @@ from .reference import ecf_sums_backward_unfused
 try:
     from .. import _C  # noqa: F401  (loading the library registers the ops)
 
-    _LOAD_ERROR: str | None = None
+    LOAD_ERROR: str | None = None
 except ImportError as error:  # a source checkout that was never built
-    _LOAD_ERROR = f"the C++ extension spectral_kernels._C is not built ({error}); run `pip install -e . --no-build-isolation`"
+    LOAD_ERROR = f"the C++ extension spectral_kernels._C is not built ({error}); run `pip install -e . --no-build-isolation`"
+
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def sums_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half-precision inputs get float32 sums: they are accumulated in float32."""
+    return torch.float32 if dtype in HALF_DTYPES else dtype
 
 
 class CppBackend:
     name = "cpu"
 
     def unavailable_reason(self) -> str | None:
-        return _LOAD_ERROR
+        return LOAD_ERROR
 
     def unsupported_reason(self, x: torch.Tensor) -> str | None:
         if x.device.type != "cpu":
@@ -33,27 +42,32 @@ class CppBackend:
         return None
 
     def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
-        return torch.ops.spectral_kernels.ecf_sums(x, t, index.perm, index.offsets)
+        return torch.ops.spectral_kernels.ecf_sums(x, t, index.perm, index.offsets, "ieee")  # CPU products: IEEE
 
 
 def _register() -> None:
     ops = torch.ops.spectral_kernels
 
     @torch.library.register_fake("spectral_kernels::ecf_sums")
-    def _ecf_sums_fake(x, t, perm, offsets):
-        return x.new_empty(offsets.shape[0] - 1, 2, t.shape[0])
+    def _ecf_sums_fake(x, t, perm, offsets, precision):
+        return x.new_empty(offsets.shape[0] - 1, 2, t.shape[0], dtype=sums_dtype(x.dtype))
 
     @torch.library.register_fake("spectral_kernels::ecf_sums_grad_x")
-    def _grad_x_fake(grad, x, t, perm, offsets):
+    def _grad_x_fake(grad, x, t, perm, offsets, precision):
         return torch.empty_like(x)
 
     @torch.library.register_fake("spectral_kernels::ecf_sums_grad_t")
-    def _grad_t_fake(grad, x, t, perm, offsets):
+    def _grad_t_fake(grad, x, t, perm, offsets, precision):
         return torch.empty_like(t)
 
+    @torch.library.register_fake("spectral_kernels::ecf_sums_backward")
+    def _backward_fake(grad, x, t, perm, offsets, precision, need_x, need_t):
+        return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(t) if need_t else t.new_empty(0))
+
     def setup_context(ctx, inputs, output):
-        x, t, perm, offsets = inputs
+        x, t, perm, offsets, precision = inputs
         ctx.save_for_backward(x, t, perm, offsets)
+        ctx.precision = precision
 
     def backward(ctx, grad):
         x, t, perm, offsets = ctx.saved_tensors
@@ -61,13 +75,14 @@ def _register() -> None:
         if torch.is_grad_enabled():
             # create_graph=True: the gradient will itself be differentiated, and the fused
             # gradient ops have no derivative of their own, so take the differentiable path.
-            return (*ecf_sums_backward_unfused(grad, x, t, perm, offsets, need_x, need_t), None, None)
-        grad_x = ops.ecf_sums_grad_x(grad, x, t, perm, offsets) if need_x else None
-        grad_t = ops.ecf_sums_grad_t(grad, x, t, perm, offsets) if need_t else None
-        return grad_x, grad_t, None, None
+            return (*ecf_sums_backward_unfused(grad, x, t, perm, offsets, need_x, need_t), None, None, None)
+        if not (need_x or need_t):
+            return None, None, None, None, None
+        grad_x, grad_t = ops.ecf_sums_backward(grad, x, t, perm, offsets, ctx.precision, need_x, need_t)
+        return (grad_x if need_x else None), (grad_t if need_t else None), None, None, None
 
     torch.library.register_autograd("spectral_kernels::ecf_sums", backward, setup_context=setup_context)
 
 
-if _LOAD_ERROR is None:
+if LOAD_ERROR is None:
     _register()

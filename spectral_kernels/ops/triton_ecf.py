@@ -21,10 +21,11 @@ registers, and tiling d instead would recompute x t^T d / BLOCK_D times.
 Only the gradients that are needed are computed.
 
 sin/cos: one shared Cody-Waite reduction to [-pi/4, pi/4] and the Cephes minimax polynomials
-(the CPU kernel's scheme; max abs error 7e-8 against float64 for |p| <= 8192), about 22
+(the scheme of csrc/ecf_math.h, whose kMaxFastPhase = MAX_FAST_PHASE below and whose stated
+bound, 1e-7 against float64 for |p| <= MAX_FAST_PHASE, this variant also meets), about 22
 straight-line instructions per element for both values in the sm_90 build, where libdevice's
 sinf and cosf each do their own reduction and carry a Payne-Hanek slow path with a
-local-memory array. A tile holding any |p| > 8192 takes libdevice instead, so every argument
+local-memory array. A tile holding any |p| > MAX_FAST_PHASE takes libdevice instead, so every argument
 stays accurate; float64 always uses libdevice. SPECTRAL_KERNELS_TRITON_SINCOS=libdevice
 switches the fast path off, for the A/B timing in benchmarks/bench_ops.py --device cuda.
 
@@ -62,6 +63,9 @@ SINCOS_MODES = ("reduced", "libdevice")
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 # Rows per chunk of W in the backward are chosen so W takes at most this many bytes.
 W_CHUNK_BYTES = 32 * 2**20
+# The largest |phase| the fast sin/cos reduction takes (csrc/ecf_math.h: kMaxFastPhase, the same
+# limit for every backend; tests/test_ecf_math.py checks they agree).
+MAX_FAST_PHASE = 8192.0
 
 
 def gpu_configs():
@@ -98,6 +102,7 @@ def _prune_configs(configs, named_args, **kwargs):
 
 
 if _IMPORT_ERROR is None:
+    FAST_PHASE_LIMIT = tl.constexpr(MAX_FAST_PHASE)  # globals read by @triton.jit code must be constexpr
     FP64_CONFIG = triton.Config({"BLOCK_N": 32, "BLOCK_M": 64, "BLOCK_K": 16}, num_warps=4, num_stages=2)
     # The autotuning cache is keyed by these and by the pointer dtypes: the best tiles differ
     # between tf32 (tensor cores) and ieee (FFMA) products, and between the sin/cos modes.
@@ -121,7 +126,7 @@ if _IMPORT_ERROR is None:
         """(sin p, cos p) in float32 via one reduction around the nearest multiple of pi/2."""
         q = tl.floor(p * 0.6366197723675814 + 0.5)
         # pi/2 = C1 + C2 + C3 with 8, 11 and 24 significant bits (Cephes' split): q C1 and q C2
-        # are exact for |p| <= 8192 even without FMA (the interpreter's tl.fma is unfused).
+        # are exact for |p| <= MAX_FAST_PHASE even without FMA (the interpreter's tl.fma is unfused).
         r = tl.fma(q, -1.5703125, p)
         r = tl.fma(q, -4.837512969970703e-4, r)
         r = tl.fma(q, -7.549790126404332e-08, r)
@@ -142,7 +147,7 @@ if _IMPORT_ERROR is None:
         """(sin p, cos p) of a tile; the fast reduction unless the tile holds a large phase."""
         if ACC == tl.float64 or SINCOS == "libdevice":
             sin_p, cos_p = tl.sin(p), tl.cos(p)
-        elif tl.max(tl.max(tl.abs(p), axis=1), axis=0) > 8192.0:
+        elif tl.max(tl.max(tl.abs(p), axis=1), axis=0) > FAST_PHASE_LIMIT:
             sin_p, cos_p = tl.sin(p), tl.cos(p)
         else:
             sin_p, cos_p = _sincos_reduced(p)
