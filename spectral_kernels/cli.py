@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .distill.config import INT_LIMITS, ConfigError, DistillConfig
+from .distill.config import EVAL_OPTIMIZERS, EVAL_SCHEDULES, INT_LIMITS, LR_SCHEDULES, OPTIMIZERS, RECIPES, ConfigError, DistillConfig
 from .distill.data import DATASETS, DataError
 from .distill.files import read_metrics
 from .distill.loop import distill
@@ -56,11 +56,23 @@ def _parser() -> argparse.ArgumentParser:
         ("width", int, "ConvNet width"), ("net-pool", int, "draw each step's network from this many briefly trained ones (0: fresh random)"),
         ("pool-epochs", int, "training epochs of each pooled network"), ("batch-real", int, "real images per class per step"), ("lr", float, "Adam learning rate"),
         ("eval-epochs", int, "training epochs per evaluation"), ("checkpoint-every", int, "iterations between checkpoints"),
+        ("factor", int, "multi-formation: each stored image holds factor x factor images"),
+        ("calib-weight", float, "weight of the calibration term (cross-entropy of the pool's trained network)"),
+        ("weight-decay", float, "weight decay of the synthetic images' optimiser"),
+        ("eval-cutmix", float, "CutMix probability when training evaluation (and pool) networks"),
     ]:
         default = getattr(defaults, name.replace("-", "_"))
         limits = INT_LIMITS.get(name.replace("-", "_"))
         bounds = f", {limits[0]}..{limits[1]}" if limits else ""
         d.add_argument(f"--{name}", type=kind, help=f"{text} (default {default}{bounds})")
+    d.add_argument("--recipe", help=f"preset of the options below, one of {', '.join(RECIPES)} (default {defaults.recipe}); "
+                   "options given explicitly win over it")
+    for name, allowed in (("optimizer", OPTIMIZERS), ("lr-schedule", LR_SCHEDULES), ("eval-optimizer", EVAL_OPTIMIZERS),
+                          ("eval-schedule", tuple(EVAL_SCHEDULES))):
+        d.add_argument(f"--{name}", help=f"one of {', '.join(allowed)} (default {getattr(defaults, name.replace('-', '_'))})")
+    d.add_argument("--pool-interpolate", action=argparse.BooleanOptionalAction,
+                   help="match features of lambda * init + (1 - lambda) * trained pool weights, lambda ~ U(0, 1) per step")
+    d.add_argument("--clamp-pixels", action=argparse.BooleanOptionalAction, help="keep the synthetic pixels in the valid range")
     d.add_argument("--kernel", help=f"one of {', '.join(SPECTRAL_KERNELS)} (default {defaults.kernel})")
     d.add_argument("--head-rule", help=f"CSDM head/tail rule, one of {', '.join(HEAD_RULES)} (default {defaults.head_rule})")
     d.add_argument("--learned-sampler", action="store_true", help="ncfm: train the frequency sampler as a true min-max")

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import torch
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# The network-pool cache (distill/pool.py) goes to a fresh folder per test session, not ~/.cache.
+os.environ.setdefault("SPECTRAL_KERNELS_CACHE", tempfile.mkdtemp(prefix="spectral-kernels-cache-"))
 # Tests that switch on torch.use_deterministic_algorithms call cuBLAS, which torch then
 # refuses unless cuBLAS is given a fixed workspace (read before the first cuBLAS handle).
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

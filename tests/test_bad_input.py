@@ -406,6 +406,18 @@ def _image_folder(kind: str):
     return setup
 
 
+def _damaged_pool_cache(d: Path):
+    """A garbage file where the pool of DISTILL --net-pool 1 --pool-epochs 1 would be cached."""
+    from spectral_kernels.cli import _parser
+    from spectral_kernels.distill.pool import pool_key
+
+    args = vars(_parser().parse_args([*DISTILL, "--net-pool", "1", "--pool-epochs", "1"]))
+    values = {k: v for k, v in args.items() if k not in ("command", "config", "resume", "overwrite")}
+    path = d / "cache" / "pools" / f"{pool_key(DistillConfig.from_dict(values))}.pt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a pool")
+
+
 RUN = ["--out", "{d}/run"]
 DISTILL = ["distill", *FAST_CLI, *RUN]
 RESUME = ["distill", *TEMPLATE_ARGV, *RUN, "--resume"]
@@ -448,6 +460,21 @@ CLI_CASES = [
     Cli("out is a file", ["distill", *FAST_CLI, "--out", "{d}/file"], ["--out", "not a directory"], setup=lambda d: (d / "file").write_text("x")),
     Cli("out under a file", ["distill", *FAST_CLI, "--out", "{d}/file/run"], ["cannot write to --out"], setup=lambda d: (d / "file").write_text("x")),
     Cli("resume and overwrite together", [*DISTILL, "--resume", "--overwrite"], ["--resume and --overwrite"]),
+    # recipe options
+    Cli("unknown recipe", [*DISTILL, "--recipe", "dc"], ["--recipe", "thin, ncfm", "'dc'"]),
+    Cli("factor that does not divide the image", [*DISTILL, "--factor", "3"], ["--factor 3", "image size 8"]),
+    Cli("factor zero", [*DISTILL, "--factor", "0"], ["--factor", "[1, 8]"]),
+    Cli("unknown optimizer", [*DISTILL, "--optimizer", "sgd"], ["--optimizer", "adam, adamw", "'sgd'"]),
+    Cli("unknown lr schedule", [*DISTILL, "--lr-schedule", "cosine"], ["--lr-schedule", "'cosine'"]),
+    Cli("unknown eval optimizer", [*DISTILL, "--eval-optimizer", "adam"], ["--eval-optimizer", "sgd, adamw"]),
+    Cli("unknown eval schedule", [*DISTILL, "--eval-schedule", "cosine"], ["--eval-schedule", "half, steps"]),
+    Cli("eval cutmix above one", [*DISTILL, "--eval-cutmix", "1.5"], ["--eval-cutmix", "probability", "1.5"]),
+    Cli("calibration weight negative", [*DISTILL, "--calib-weight", "-1"], ["--calib-weight", "-1.0"]),
+    Cli("calibration without a pool", [*DISTILL, "--calib-weight", "1"], ["--calib-weight", "--net-pool >= 1"]),
+    Cli("interpolation without a pool", [*DISTILL, "--pool-interpolate"], ["--pool-interpolate", "--net-pool >= 1"]),
+    Cli("weight decay nan", [*DISTILL, "--weight-decay", "nan"], ["--weight-decay", "nan"]),
+    Cli("cached pool damaged", [*DISTILL, "--net-pool", "1", "--pool-epochs", "1"], ["cache", "damaged"], setup=lambda d: _damaged_pool_cache(d),
+        env={"SPECTRAL_KERNELS_CACHE": "{d}/cache"}),
     # config files
     Cli("config bool as a string", [*DISTILL, "--config", "{d}/c.json"], ["--learned-sampler", "true or false", "'false'"], setup=_config_file("c.json", '{"learned_sampler": "false"}')),
     Cli("config int as a string", [*DISTILL, "--config", "{d}/c.json"], ["--num-freqs", "an integer", "'3'"], setup=_config_file("c.json", '{"num_freqs": "3"}')),
@@ -494,8 +521,9 @@ CLI_CASES = [
     Cli("metrics line damaged", RESUME, ["metrics.jsonl line 2", "not JSON"], setup=_then(_copy("cut"), _write("metrics.jsonl", '{"iteration": 0, "loss": 1.0, "seconds": 0.1}\n{"iteration": 1, "lo\n'))),
     Cli("metrics iteration a string", RESUME, ["metrics.jsonl line 1", "'iteration'", "integer"], setup=_then(_copy("cut"), _write("metrics.jsonl", '{"iteration": "0", "loss": 1.0, "seconds": 0.1}\n'))),
     Cli("network pool crafted to run code", RESUME, ["net_pool.pt", "damaged"], setup=_then(_copy("cut"), _crafted("net_pool.pt")), after=_no_code_ran, env=UNSAFE),
-    Cli("network pool of the wrong size", RESUME, ["net_pool.pt", "list of 1"], setup=_then(_copy("cut"), _write("net_pool.pt", lambda p: p * 2))),
-    Cli("network pool of another width", RESUME, ["net_pool.pt", "network 0 does not fit"], setup=_then(_copy("cut"), _write("net_pool.pt", lambda p: [{k: v[..., :2] if v.dim() else v for k, v in p[0].items()}]))),
+    Cli("network pool of the wrong size", RESUME, ["net_pool.pt", "list of 1 networks"], setup=_then(_copy("cut"), _write("net_pool.pt", lambda p: p * 2))),
+    Cli("network pool without init weights", RESUME, ["net_pool.pt", "network 0 must hold 'init' and 'trained'"], setup=_then(_copy("cut"), _write("net_pool.pt", lambda p: [p[0]["trained"]]))),
+    Cli("network pool of another width", RESUME, ["net_pool.pt", "network 0 does not fit"], setup=_then(_copy("cut"), _write("net_pool.pt", lambda p: [{"init": p[0]["init"], "trained": {k: v[..., :2] if v.dim() else v for k, v in p[0]["trained"].items()}}]))),
     # evaluate
     Cli("evaluate num-eval zero", ["evaluate", "{d}/run", "--num-eval", "0"], ["--num-eval", "0"], setup=_copy("done")),
     Cli("evaluate num-eval negative", ["evaluate", "{d}/run", "--num-eval", "-3"], ["--num-eval", "-3"], setup=_copy("done")),
@@ -564,7 +592,8 @@ def cli_outcomes(request, tmp_path_factory):
     def run(job):
         case, d, cleanup = job
         try:
-            return run_cli(*[a.replace("{d}", str(d)) for a in case.argv], cwd=d / case.cwd, env=case.env, timeout=300)
+            env = {k: v.replace("{d}", str(d)) for k, v in case.env.items()}
+            return run_cli(*[a.replace("{d}", str(d)) for a in case.argv], cwd=d / case.cwd, env=env, timeout=300)
         finally:
             if callable(cleanup):
                 cleanup()

@@ -233,7 +233,8 @@ def test_network_pool_is_trained_once_cached_and_reused_on_resume(tmp_path):
     config = dict(FAST, method="dm", iterations=4, net_pool=2, pool_epochs=1)
     run = distill(DistillConfig(out=str(tmp_path / "p"), **config))
     pool = torch.load(run / "net_pool.pt")
-    assert len(pool) == 2 and not torch.equal(pool[0]["classifier.weight"], pool[1]["classifier.weight"])
+    assert len(pool) == 2 and not torch.equal(pool[0]["trained"]["classifier.weight"], pool[1]["trained"]["classifier.weight"])
+    assert not torch.equal(pool[0]["init"]["classifier.weight"], pool[0]["trained"]["classifier.weight"])
     fresh = distill(DistillConfig(out=str(tmp_path / "f"), **dict(config, net_pool=0)))
     assert not torch.equal(torch.load(run / "synthetic.pt")["images"], torch.load(fresh / "synthetic.pt")["images"])
 

@@ -72,12 +72,14 @@ def _cli(args, out, torchrun):
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("method", ["csdm", "ncfm"])
+@pytest.mark.parametrize("method", ["csdm", "ncfm", "csdm with the ncfm recipe"])
 def test_torchrun_distill_matches_one_process(tmp_path, method):
-    args = ["--dataset", "digits-lt", "--method", method, "--ipc", "2", "--iterations", "3", "--width", "16",
+    args = ["--dataset", "digits-lt", "--method", method.split()[0], "--ipc", "2", "--iterations", "3", "--width", "16",
             "--batch-real", "16", "--num-freqs", "128", "--num-eval", "0", "--quiet"]
     if method == "ncfm":
         args.append("--learned-sampler")
+    if method.endswith("recipe"):  # pool trained by rank 0 (once: cached), interpolated nets, calibration, AdamW
+        args += ["--recipe", "ncfm", "--net-pool", "2", "--pool-epochs", "1", "--lr", "0.01"]
     one = _cli(args, tmp_path / "one", torchrun=False)
     two = _cli(args, tmp_path / "two", torchrun=True)
     assert len(one) == len(two) == 3

@@ -1,4 +1,5 @@
-"""The options of a distillation run, checked in full before anything touches the disk.
+"""The options of a distillation run, checked in full before anything touches the disk, and
+the named recipes (--recipe) that set several of them at once.
 
 Values may come from the command line (already typed by argparse), from a JSON/YAML config
 file (typed by whoever wrote it) or from Python; `DistillConfig.validate` checks each against
@@ -40,6 +41,25 @@ INT_LIMITS = {
     "batch_real": (1, 2**20),
     "eval_epochs": (0, 1_000_000),
     "checkpoint_every": (1, 10**9),
+    "factor": (1, 8),
+}
+OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("none", "plateau")
+EVAL_OPTIMIZERS = ("sgd", "adamw")
+# Evaluation learning-rate steps: (fractions of the epochs, factor at each).
+EVAL_SCHEDULES = {"half": ((0.5,), 0.1), "steps": ((0.2, 0.4, 0.6, 0.8), 0.5)}
+
+# Named recipes: option values a preset sets unless the user gives them (flags and config files
+# win). "thin" is the plain loop (the defaults); "ncfm" the ingredients of the published NCFM
+# code (github.com/gszfwsb/NCFM), scaled to a CPU: a pool of trained networks interpolated
+# towards their initialisation, multi-formation, a calibration term, AdamW at 1e-3 with weight
+# decay and reduce-on-plateau, pixels clamped to the valid range, and an evaluation with AdamW,
+# a step schedule and CutMix. Which of them help here is measured (benchmarks/bench_recipe.py).
+RECIPES = {
+    "thin": {},
+    "ncfm": dict(net_pool=5, pool_epochs=20, pool_interpolate=True, factor=2, calib_weight=1.0, optimizer="adamw", lr=1e-3,
+                 weight_decay=5e-4, lr_schedule="plateau", clamp_pixels=True, eval_optimizer="adamw", eval_schedule="steps",
+                 eval_cutmix=0.5),
 }
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
@@ -70,10 +90,21 @@ class DistillConfig:
     net_pool: int = 0  # 0: a freshly random ConvNet each step; K: draw from K briefly trained ones
     pool_epochs: int = 2  # training epochs of each pooled network on the real training set
     batch_real: int = 64  # real images per class per step
-    lr: float = 0.01  # Adam on the synthetic images (and the NCFM sampler)
+    lr: float = 0.01  # the optimiser of the synthetic images (and the NCFM sampler)
     eval_epochs: int = 300
     checkpoint_every: int = 50
     quiet: bool = False
+    recipe: str = "thin"  # the preset the values below came from (RECIPES)
+    pool_interpolate: bool = False  # match lambda * init + (1 - lambda) * trained weights, lambda ~ U(0, 1) per step
+    factor: int = 1  # multi-formation: each stored image holds factor x factor images
+    calib_weight: float = 0.0  # weight of the calibration term (cross-entropy of the trained network)
+    optimizer: str = "adam"  # adam | adamw, on the synthetic images
+    weight_decay: float = 0.0
+    lr_schedule: str = "none"  # none | plateau (x0.5 after iterations / 40 steps without improvement)
+    clamp_pixels: bool = False  # keep pixels in the valid range after every step
+    eval_optimizer: str = "sgd"  # sgd | adamw, for the evaluation networks
+    eval_schedule: str = "half"  # EVAL_SCHEDULES
+    eval_cutmix: float = 0.0  # CutMix probability in evaluation (and in training the pool)
 
     # Options that may change between an interrupted run and its resumption (`out`: the run
     # directory may have been moved or be named by another path).
@@ -95,6 +126,9 @@ class DistillConfig:
         check(self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         check(self.kernel in SPECTRAL_KERNELS, f"unknown kernel {self.kernel!r}; choose one of {', '.join(SPECTRAL_KERNELS)}")
         check(self.head_rule in HEAD_RULES, f"unknown head rule {self.head_rule!r}; choose one of {', '.join(HEAD_RULES)}")
+        for name, allowed in (("recipe", tuple(RECIPES)), ("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
+                              ("eval_optimizer", EVAL_OPTIMIZERS), ("eval_schedule", tuple(EVAL_SCHEDULES))):
+            check(getattr(self, name) in allowed, f"{flag(name)} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name, (low, high) in INT_LIMITS.items():
             value = getattr(self, name)
             check(low <= value <= high, f"{flag(name)} must be an integer in [{low}, {high}], got {value}")
@@ -104,6 +138,13 @@ class DistillConfig:
               f"--bandwidth must be a finite number > 0, got {self.bandwidth}")
         check(0.0 <= self.alpha_head <= 1.0, f"--alpha-head must lie in [0, 1], got {self.alpha_head}")
         check(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a finite number > 0, got {self.lr}")
+        for name in ("calib_weight", "weight_decay"):
+            value = getattr(self, name)
+            check(math.isfinite(value) and value >= 0, f"{flag(name)} must be a finite number >= 0, got {value}")
+        check(0.0 <= self.eval_cutmix <= 1.0, f"--eval-cutmix is a probability in [0, 1], got {self.eval_cutmix}")
+        if self.net_pool == 0:
+            check(self.calib_weight == 0, f"--calib-weight {self.calib_weight} needs trained networks: set --net-pool >= 1")
+            check(not self.pool_interpolate, "--pool-interpolate needs trained networks: set --net-pool >= 1")
         check(self.out != "" and "\0" not in self.out, f"--out must name a directory, got {self.out!r}")
         check(self.data_root is None or (self.data_root != "" and "\0" not in self.data_root),
               f"--data-root must name a folder, got {self.data_root!r}")
@@ -120,8 +161,9 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "DistillConfig":
-        """A config from option names to values (dashes or underscores); types and ranges are
-        checked by validate()."""
+        """A config from option names to values (dashes or underscores), on top of the values of
+        its recipe (values["recipe"], default "thin"); types and ranges are checked by
+        validate(). Constructing DistillConfig directly applies no recipe."""
         if not isinstance(values, dict):
             raise ConfigError(f"options must be a mapping of names to values, got {type(values).__name__}")
         values = {str(k).replace("-", "_"): v for k, v in values.items()}
@@ -129,7 +171,8 @@ class DistillConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)}")
-        return cls(**values)
+        preset = RECIPES.get(values.get("recipe", "thin"), {}) if isinstance(values.get("recipe", "thin"), str) else {}
+        return cls(**{**preset, **values})  # the user's values win over the recipe's
 
 
 def _typed(name: str, value, hint):

@@ -1,6 +1,12 @@
-"""Evaluate a synthetic set: train fresh ConvNets on it (with the same Siamese augmentation
-family, drawn per step) and report test accuracy as mean +- std over seeds, final epoch only
-(no picking the best epoch on the test set)."""
+"""Evaluate a synthetic set: train fresh ConvNets on it and report test accuracy as mean +- std
+over seeds, final epoch only (no picking the best epoch on the test set).
+
+Training follows the run's settings: SGD (lr 0.01, momentum 0.9, weight decay 5e-4) or AdamW
+(lr 1e-3, weight decay 0.01, NCFM's evaluation), a step schedule ("half": x0.1 at half the
+epochs; "steps": x0.5 at each fifth, NCFM's), the Siamese augmentation drawn per batch and,
+with probability --eval-cutmix, CutMix (a box of a shuffled batch pasted in, lambda ~ U(0, 1)
+as Beta(1, 1), the loss weighted by area). A multi-formation set is decoded first.
+"""
 from __future__ import annotations
 
 import json
@@ -11,30 +17,56 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import formation
 from .augment import siamese_augment
-from .config import ConfigError, DistillConfig
+from .config import EVAL_SCHEDULES, ConfigError, DistillConfig
 from .data import ImageDataset, load_dataset
 from .files import RunFileError, append_line, atomic_write_text, expect, expect_tensor, load_torch_file
 from .models import ConvNet
 from .rundir import RunLock, saved_config
 
 
-def train_convnet(images, labels, dataset: ImageDataset, *, seed: int, epochs: int, width: int, batch_size: int = 256) -> ConvNet:
-    """A fresh ConvNet trained on (images, labels) with SGD and Siamese augmentation; the
-    learning rate drops tenfold halfway."""
+def cutmix(x: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, prob: float):
+    """(images, labels_a, labels_b, lam): with probability `prob`, a random box of a shuffled copy
+    of the batch pasted into it, lam the area kept (loss = lam CE(a) + (1 - lam) CE(b))."""
+    if prob <= 0 or float(torch.rand((), generator=gen)) >= prob:
+        return x, labels, labels, 1.0
+    lam = float(torch.rand((), generator=gen))  # Beta(1, 1)
+    perm = torch.randperm(x.shape[0], generator=gen)
+    h, w = x.shape[2], x.shape[3]
+    cut_h, cut_w = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
+    cy, cx = int(torch.randint(h, (), generator=gen)), int(torch.randint(w, (), generator=gen))
+    y1, y2 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    x1, x2 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    mixed = x.clone()
+    mixed[:, :, y1:y2, x1:x2] = x[perm, :, y1:y2, x1:x2]
+    return mixed, labels, labels[perm], 1.0 - (y2 - y1) * (x2 - x1) / (h * w)
+
+
+def train_convnet(images, labels, dataset: ImageDataset, *, seed: int, epochs: int, width: int, optimizer: str = "sgd",
+                  milestones=(0.5,), gamma: float = 0.1, cutmix_prob: float = 0.0, batch_size: int = 256) -> ConvNet:
+    """A fresh ConvNet trained on (images, labels): SGD (lr 0.01, momentum 0.9, wd 5e-4) or AdamW
+    (lr 1e-3, wd 0.01), the learning rate times `gamma` at each fraction of the epochs in
+    `milestones`, the Siamese augmentation per batch, then CutMix with probability cutmix_prob."""
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=width)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[max(1, epochs // 2)], gamma=0.1)
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    steps = sorted({max(1, int(round(f * epochs))) for f in milestones})
+    schedule = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=gamma)
     net.train()
     for _ in range(epochs):
         order = torch.randperm(images.shape[0], generator=gen)
         for start in range(0, images.shape[0], batch_size):
             idx = order[start : start + batch_size]
             x = siamese_augment(images[idx], int(torch.randint(2**62, (1,), generator=gen)))
-            loss = F.cross_entropy(net(x), labels[idx])
+            x, y_a, y_b, lam = cutmix(x, labels[idx], gen, cutmix_prob)
+            logits = net(x)
+            loss = F.cross_entropy(logits, y_a) if lam == 1.0 else lam * F.cross_entropy(logits, y_a) + (1 - lam) * F.cross_entropy(logits, y_b)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -42,14 +74,21 @@ def train_convnet(images, labels, dataset: ImageDataset, *, seed: int, epochs: i
     return net.eval()
 
 
-def train_and_test(images, labels, dataset: ImageDataset, *, seed: int, epochs: int, width: int) -> float:
-    net = train_convnet(images, labels, dataset, seed=seed, epochs=epochs, width=width)
+def train_and_test(images, labels, dataset: ImageDataset, *, seed: int, epochs: int, width: int, **training) -> float:
+    """Test accuracy of a ConvNet trained by train_convnet(..., **training)."""
+    net = train_convnet(images, labels, dataset, seed=seed, epochs=epochs, width=width, **training)
     correct = 0
     with torch.no_grad():
         for start in range(0, dataset.test_x.shape[0], 1024):
             logits = net(dataset.test_x[start : start + 1024])
             correct += int((logits.argmax(1) == dataset.test_y[start : start + 1024]).sum())
     return correct / dataset.test_x.shape[0]
+
+
+def evaluation_training(config: DistillConfig) -> dict:
+    """train_convnet's keyword arguments for evaluating a run made with `config`."""
+    milestones, gamma = EVAL_SCHEDULES[config.eval_schedule]
+    return dict(optimizer=config.eval_optimizer, milestones=milestones, gamma=gamma, cutmix_prob=config.eval_cutmix)
 
 
 def load_synthetic(path: Path) -> dict:
@@ -99,9 +138,10 @@ def evaluate_run(run: str | Path, *, num_eval: int = 3, epochs: int | None = Non
         expect(int(labels.min()) >= 0 and int(labels.max()) < dataset.num_classes, run / "synthetic.pt",
                f"labels must lie in [0, {dataset.num_classes}), got {int(labels.min())}..{int(labels.max())}")
         epochs = cfg.eval_epochs if epochs is None else epochs
+        images, labels = formation.decode(images, cfg.factor), formation.decoded_labels(labels, cfg.factor)
         began = time.perf_counter()
-        accs = [train_and_test(images, labels, dataset, seed=cfg.seed * 1000 + k, epochs=epochs, width=cfg.width)
-                for k in range(num_eval)]
+        accs = [train_and_test(images, labels, dataset, seed=cfg.seed * 1000 + k, epochs=epochs, width=cfg.width,
+                               **evaluation_training(cfg)) for k in range(num_eval)]
         result = {
             "event": "eval", "accuracy_mean": statistics.fmean(accs),
             "accuracy_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,

@@ -9,6 +9,13 @@ produces exactly the synthetic set an uninterrupted run would.
 
 distill() = set-up (options, dataset, run directory, state restored from a checkpoint),
 then `_step` per iteration, then `_finish` (synthetic set, grid, evaluation).
+
+A step: draw a feature network (fresh random, or from the pool: trained weights, or with
+pool_interpolate a mix lambda * init + (1 - lambda) * trained), a real batch and one augmentation;
+decode the synthetic images (multi-formation), match features with the method's loss, add the
+calibration term (cross-entropy of the pool network's trained weights on the augmented decoded
+images, times calib_weight), and take an optimiser step; then clamp pixels and step the
+learning-rate schedule where the recipe asks for it.
 """
 from __future__ import annotations
 
@@ -21,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from . import formation
 from .config import ConfigError, DistillConfig  # noqa: F401  (DistillConfig is re-exported)
 from .augment import siamese_augment
 from .data import DataError, ImageDataset, load_dataset
@@ -31,6 +40,7 @@ from .files import (
 )
 from .methods import Objective
 from .models import ConvNet
+from .pool import network_pool, pool_network
 from .rundir import open_run_dir
 
 
@@ -42,18 +52,20 @@ def iteration_seed(seed: int, iteration: int) -> int:
     return (seed * 1_000_003 + iteration * 7_919 + 17) % (2**62)
 
 
-def initial_synthetic(dataset: ImageDataset, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """IPC real images per class (noise where a class has fewer), labels c repeated IPC times."""
+def initial_synthetic(dataset: ImageDataset, ipc: int, seed: int, factor: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """IPC stored images per class, each tiling factor^2 real images of the class (noise where a
+    class has fewer), labels c repeated IPC times (the stored layout: see formation.py)."""
     gen = torch.Generator().manual_seed(seed)
+    per_class = ipc * factor * factor
     images = []
     for c in range(dataset.num_classes):
         idx = (dataset.train_y == c).nonzero().flatten()
-        idx = idx[torch.randperm(idx.numel(), generator=gen)[:ipc]]
+        idx = idx[torch.randperm(idx.numel(), generator=gen)[:per_class]]
         chosen = dataset.train_x[idx]
-        if chosen.shape[0] < ipc:
-            noise = torch.randn((ipc - chosen.shape[0], *dataset.image_shape), generator=gen)
+        if chosen.shape[0] < per_class:
+            noise = torch.randn((per_class - chosen.shape[0], *dataset.image_shape), generator=gen)
             chosen = torch.cat([chosen, noise])
-        images.append(chosen)
+        images.append(formation.encode(chosen, factor))
     labels = torch.arange(dataset.num_classes).repeat_interleave(ipc)
     return torch.cat(images), labels
 
@@ -98,6 +110,8 @@ class _Run:
     iterations: int
     start: int
     members: list
+    scheduler: object = None  # ReduceLROnPlateau with lr_schedule="plateau"
+    pixel_range: tuple | None = None  # (low, high) per channel, (1, ch, 1, 1) each, with clamp_pixels
     pool: list | None = None
     metrics: object = None  # metrics.jsonl opened for appending (rank 0), made durable at checkpoints
 
@@ -119,6 +133,7 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
         raise ConfigError(f"--method {config.method} compares samples pairwise and cannot run data-parallel; use ncfm, sdd or csdm")
     try:
         dataset = load_dataset(config.dataset, data_root=config.data_root, imbalance=config.imbalance, seed=config.seed)
+        formation.check_factor(config.factor, dataset.image_shape[1])
     except DataError:
         raise
     except ValueError as error:
@@ -149,7 +164,7 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
 def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, world: int, *, resume: bool) -> _Run:
     path = Path(config.out)
     device = torch.device(config.device)
-    syn, syn_y = initial_synthetic(dataset, config.ipc, config.seed)
+    syn, syn_y = initial_synthetic(dataset, config.ipc, config.seed, config.factor)
     syn = syn.to(device).requires_grad_(config.method != "random")
     channels, size = dataset.image_shape[0], dataset.image_shape[1]
     feature_dim = ConvNet(channels, dataset.num_classes, size, width=config.width).feature_dim
@@ -157,10 +172,17 @@ def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, worl
     for module in objective.maximisers:
         module.to(device)
     params = [syn] + [p for m in objective.maximisers for p in m.parameters()]
-    optimizer = torch.optim.Adam(params, lr=config.lr) if config.method != "random" else None
+    optimizer = _optimizer(config, params) if config.method != "random" else None
     iterations = 0 if config.method == "random" else config.iterations
     run = _Run(config, dataset, path, device, group, rank, world, syn, syn_y.to(device), objective, optimizer, iterations,
                start=0, members=class_members(dataset))
+    if optimizer is not None and config.lr_schedule == "plateau":
+        # NCFM halves the rate after 500 of its 20000 steps without improvement: the same fraction.
+        run.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
+                                                                   patience=max(1, config.iterations // 40))
+    if config.clamp_pixels:  # pixels in [0, 1], in the normalised space the images live in
+        mean, std = (v.to(device)[None, :, None, None] for v in (dataset.mean, dataset.std))
+        run.pixel_range = ((0.0 - mean) / std, (1.0 - mean) / std)
     checkpoint = path / "checkpoint.pt"
     if resume and checkpoint.is_file() and optimizer is not None:
         run.start = _restore_checkpoint(checkpoint, run)
@@ -171,15 +193,21 @@ def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, worl
         kept = [row for row in read_metrics(metrics) if row.get("iteration", -1) < run.start]
         atomic_write_text("".join(json.dumps(row) + "\n" for row in kept), metrics)
     if config.net_pool and run.iterations > run.start:
-        run.pool = network_pool(config, dataset, path, rank, group)
+        run.pool = network_pool(config, dataset, path, rank, group, seed_of=lambda k: iteration_seed(config.seed, -1 - k))
     return run
+
+
+def _optimizer(config: DistillConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _restore_checkpoint(path: Path, run: _Run) -> int:
     """Load checkpoint.pt into the run's images, optimiser and maximisers, after checking that
     it is one of this run's checkpoints; returns the iteration to continue from."""
     state = load_torch_file(path, "checkpoint")
-    keys = {"iteration", "images", "optimizer", "maximisers"}
+    keys = {"iteration", "images", "optimizer", "maximisers"}  # and "scheduler" (absent before it existed: None)
     expect(isinstance(state, dict) and keys <= set(state), path, f"not a checkpoint (expected a dict with {sorted(keys)})")
     iteration = state["iteration"]
     expect(isinstance(iteration, int) and not isinstance(iteration, bool) and 0 <= iteration <= run.iterations, path,
@@ -191,10 +219,15 @@ def _restore_checkpoint(path: Path, run: _Run) -> int:
     expect(isinstance(maximisers, list) and len(maximisers) == len(run.objective.maximisers), path,
            f"maximisers must be a list of {len(run.objective.maximisers)} state dicts")
     expect_finite_state(path, "maximisers", maximisers)
+    scheduler = state.get("scheduler")
+    expect((scheduler is None) == (run.scheduler is None) and (scheduler is None or isinstance(scheduler, dict)), path,
+           f"scheduler state must be {'a dict' if run.scheduler is not None else 'None'} for --lr-schedule {run.config.lr_schedule}")
     try:
         run.optimizer.load_state_dict(state["optimizer"])
         for module, module_state in zip(run.objective.maximisers, maximisers):
             module.load_state_dict(module_state)
+        if run.scheduler is not None:
+            run.scheduler.load_state_dict(scheduler)
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise RunFileError(f"{path}: does not fit this run ({str(error).splitlines()[0][:200]})") from None
     with torch.no_grad():
@@ -216,32 +249,47 @@ def _check_optimizer_state(path: Path, state, params: list[torch.Tensor]) -> Non
                 expect_tensor(path, f"optimizer state {index}[{name!r}]", value, shape=params[index].shape)
 
 
+def _networks(run: _Run, gen: torch.Generator, seed: int) -> tuple[ConvNet, ConvNet | None]:
+    """This step's feature network and, with a calibration term, the trained network it came from."""
+    config, dataset = run.config, run.dataset
+    make = lambda: ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = make()
+    trained = None
+    if run.pool is not None:
+        entry = run.pool[int(torch.randint(len(run.pool), (1,), generator=gen))]
+        lam = float(torch.rand((), generator=gen)) if config.pool_interpolate else None
+        net = pool_network(entry, lam, net)
+        if config.calib_weight > 0:
+            trained = pool_network(entry, None, make()).to(run.device).requires_grad_(False)
+    return net.to(run.device).requires_grad_(False), trained
+
+
 def _step(run: _Run, it: int, began: float) -> None:
     config, dataset, device = run.config, run.dataset, run.device
     seed = iteration_seed(config.seed, it)
     gen = torch.Generator().manual_seed(seed)
-    channels, size = dataset.image_shape[0], dataset.image_shape[1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = ConvNet(channels, dataset.num_classes, size, width=config.width)
-        if run.pool is not None:
-            net.load_state_dict(run.pool[int(torch.randint(len(run.pool), (1,), generator=gen))])
-        net = net.to(device)
-    net.requires_grad_(False)
+    net, trained = _networks(run, gen, seed)
     real, real_y = _real_batch(dataset, run.members, config.batch_real, gen)
     real, real_y = real[run.rank :: run.world].to(device), real_y[run.rank :: run.world].to(device)  # this process's shard
     aug_seed = int(torch.randint(2**62, (1,), generator=gen))
+    calib_seed = int(torch.randint(2**62, (1,), generator=gen)) if trained is not None else None
+    syn = formation.decode(run.syn, config.factor)
+    syn_y = formation.decoded_labels(run.syn_y, config.factor)
     with torch.no_grad():
         real_f = net.embed(siamese_augment(real, aug_seed))
-    syn_f = net.embed(siamese_augment(run.syn, aug_seed))
+    syn_f = net.embed(siamese_augment(syn, aug_seed))
     if not bool(torch.isfinite(syn_f.detach()).all()):  # e.g. images grown so large the network overflows
         raise DivergedError(_diverged(it, "the synthetic images' features are non-finite", config.checkpoint_every))
-    loss = run.objective.loss(real_f, real_y, syn_f, run.syn_y, gen)
-    value = float(loss.detach())
+    loss = run.objective.loss(real_f, real_y, syn_f, syn_y, gen)
+    calib = F.cross_entropy(trained(siamese_augment(syn, calib_seed)), syn_y) if trained is not None else None
+    total = loss if calib is None else loss + config.calib_weight * calib
+    value = float(total.detach())
     if not math.isfinite(value):
         raise DivergedError(_diverged(it, f"the loss is {value}", config.checkpoint_every))
     run.optimizer.zero_grad()
-    loss.backward()
+    total.backward()
     for module in run.objective.maximisers:  # ascent for the sampler, descent for the images
         for p in module.parameters():
             p.grad.neg_()
@@ -251,14 +299,23 @@ def _step(run: _Run, it: int, began: float) -> None:
     run.optimizer.step()
     if not bool(torch.isfinite(run.syn).all()):  # cheap: a few images; caught here, not as a NaN loss later
         raise DivergedError(_diverged(it, "the synthetic images became non-finite", config.checkpoint_every))
+    if run.pixel_range is not None:
+        with torch.no_grad():
+            run.syn.copy_(torch.maximum(torch.minimum(run.syn, run.pixel_range[1]), run.pixel_range[0]))
+    if run.scheduler is not None:
+        run.scheduler.step(value)
     if run.rank != 0:
         return
-    run.metrics.write(json.dumps({"iteration": it, "loss": value, "seconds": round(time.perf_counter() - began, 3)}) + "\n")
+    row = {"iteration": it, "loss": float(loss.detach()), "seconds": round(time.perf_counter() - began, 3)}
+    if calib is not None:
+        row["calibration"] = float(calib.detach())
+    run.metrics.write(json.dumps(row) + "\n")
     if (it + 1) % config.checkpoint_every == 0 or it + 1 == run.iterations:
         run.metrics.flush()  # the rows up to a checkpoint are durable with it
         os.fsync(run.metrics.fileno())
         atomic_save({"iteration": it + 1, "images": run.syn.detach().cpu(), "optimizer": run.optimizer.state_dict(),
-                     "maximisers": [m.state_dict() for m in run.objective.maximisers]}, run.path / "checkpoint.pt")
+                     "maximisers": [m.state_dict() for m in run.objective.maximisers],
+                     "scheduler": None if run.scheduler is None else run.scheduler.state_dict()}, run.path / "checkpoint.pt")
 
 
 def _diverged(it: int, what: str, every: int) -> str:
@@ -277,34 +334,6 @@ def _finish(run: _Run) -> None:
         from .evaluate import evaluate_run
 
         evaluate_run(run.path, num_eval=config.num_eval, epochs=config.eval_epochs, dataset=dataset, locked=True)
-
-
-def network_pool(config: DistillConfig, dataset: ImageDataset, run: Path, rank: int, group) -> list[dict]:
-    """K ConvNets trained for a few epochs on the real data, cached in run/net_pool.pt so a
-    resumed run reuses them (after checking the cache fits this run); rank 0 trains, the other
-    processes wait and load."""
-    from .evaluate import train_convnet
-
-    path = run / "net_pool.pt"
-    if rank == 0 and not path.is_file():
-        pool = [
-            train_convnet(dataset.train_x, dataset.train_y, dataset, seed=iteration_seed(config.seed, -1 - k),
-                          epochs=config.pool_epochs, width=config.width).state_dict()
-            for k in range(config.net_pool)
-        ]
-        atomic_save(pool, path)
-    if group is not None:
-        torch.distributed.barrier()
-    pool = load_torch_file(path, "network pool")
-    expect(isinstance(pool, list) and len(pool) == config.net_pool, path, f"expected a list of {config.net_pool} network states")
-    net = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
-    for k, state in enumerate(pool):
-        expect_finite_state(path, f"network {k}", state)
-        try:
-            net.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as error:
-            raise RunFileError(f"{path}: network {k} does not fit this run ({str(error).splitlines()[0][:200]})") from None
-    return pool
 
 
 def save_grid(images: torch.Tensor, dataset: ImageDataset, ipc: int, path: Path) -> None:

@@ -1,0 +1,362 @@
+"""The recipe study: what each ingredient of the published recipe is worth, and what each method
+is worth with it, on long-tailed data, with statistics.
+
+    python benchmarks/bench_recipe.py curves      # loss curves of dm, ncfm, csdm with the full recipe
+    python benchmarks/bench_recipe.py ablation    # animals-lt, imbalance 50, IPC 10: the thin loop,
+                                                  # then one ingredient added at a time, for dm, ncfm, csdm
+    python benchmarks/bench_recipe.py grid        # every method x imbalance x IPC with the recipe
+    python benchmarks/bench_recipe.py alpha       # CSDM alpha_head sweep, and head/tail reversed
+    python benchmarks/bench_recipe.py report      # tables (MD) and plots (PNG) from the CSVs
+    ... --quick                                   # tiny settings in a temporary folder: checks the script
+
+Every cell is one `spectral-distill distill` run (in this process, through the CLI's main) whose
+row is appended to the stage's CSV under benchmarks/results/ as soon as it finishes; a rerun
+skips the cells already there, so a stage can be stopped and continued, and its results
+committed as they land. Run directories go to runs/recipe/ (not committed).
+
+Statistics. Every cell is evaluated on the same NUM_EVAL evaluation seeds (the ConvNets that
+are trained on the synthetic set start from the same weights and see the same batches), so two
+cells can be compared seed by seed: an ingredient's gain is the mean of the per-seed differences
+with a 95% t-interval. Where two methods of a grid cell are within 2 points, the grid adds a
+second distillation seed to both.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from spectral_kernels.cli import main as cli
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = Path("runs/recipe")
+NUM_EVAL = 5
+# t quantiles (0.975) by degrees of freedom, for 95% intervals of small samples.
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+# Per dataset: ConvNet width, real images per class per step, iterations, evaluation epochs, the
+# grid's imbalances and IPCs. Widths and epochs are what a 2-core CPU affords; iterations are
+# read off the loss curves (stage `curves`, benchmarks/results/recipe_curves.png).
+SETTINGS = {
+    "animals-lt": dict(width=32, batch_real=32, iterations=300, eval_epochs=100, imbalances=[1, 10, 50, 100, 200],
+                       ipcs=[1, 10]),
+    "digits-lt": dict(width=64, batch_real=64, iterations=300, eval_epochs=100, imbalances=[1, 10, 50], ipcs=[1, 10]),
+}
+QUICK = dict(width=8, batch_real=4, iterations=3, eval_epochs=2, imbalances=[1, 10], ipcs=[1])
+METHODS = ["random", "dm", "mmd", "ncfm", "sdd", "csdm"]
+ABLATION_METHODS = ["dm", "ncfm", "csdm"]
+# The ablation adds one ingredient at a time, cumulatively, starting from the thin loop.
+POOL = ["--net-pool", "5", "--pool-epochs", "20"]
+STEPS = [
+    ("thin loop", []),
+    ("+ trained network pool", POOL),
+    ("+ interpolation to init", ["--pool-interpolate"]),
+    ("+ multi-formation (factor 2)", ["--factor", "2"]),
+    ("+ calibration term", ["--calib-weight", "1"]),
+    ("+ AdamW 1e-3, plateau, clamp", ["--optimizer", "adamw", "--lr", "0.001", "--weight-decay", "0.0005", "--lr-schedule",
+                                      "plateau", "--clamp-pixels"]),
+    ("+ evaluation recipe", ["--eval-optimizer", "adamw", "--eval-schedule", "steps", "--eval-cutmix", "0.5"]),
+]
+ALPHAS = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.2]  # 0.2: tail classes weight amplitude (the reversed control)
+FIELDS = ["stage", "dataset", "imbalance", "ipc", "method", "variant", "seed", "accuracy_mean", "accuracy_std", "accuracies",
+          "distill_seconds", "eval_seconds", "flags", "device"]
+
+
+def device_label() -> str:
+    return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def append_row(path: Path, row: dict) -> None:
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def cell_key(row: dict) -> tuple:
+    return tuple(str(row[k]) for k in ("stage", "dataset", "imbalance", "ipc", "method", "variant", "seed"))
+
+
+def run_cell(stage, dataset, imbalance, ipc, method, variant, flags, settings, csv_path, *, seed=0, num_eval=NUM_EVAL):
+    """One distillation + evaluation, unless its row is already in csv_path; returns the row."""
+    row = dict(stage=stage, dataset=dataset, imbalance=imbalance, ipc=ipc, method=method, variant=variant, seed=seed)
+    done = {cell_key(r): r for r in read_rows(csv_path)}
+    if cell_key(row) in done:
+        return done[cell_key(row)]
+    out = RUNS / stage / f"{dataset}_{imbalance}_{ipc}_{method}_{variant}_{seed}".replace(" ", "").replace("+", "p")
+    argv = ["distill", "--dataset", dataset, "--imbalance", str(imbalance), "--ipc", str(ipc), "--method", method,
+            "--width", str(settings["width"]), "--batch-real", str(settings["batch_real"]),
+            "--iterations", str(settings["iterations"]), "--eval-epochs", str(settings["eval_epochs"]),
+            "--num-eval", str(num_eval), "--num-freqs", "1024", "--seed", str(seed), "--quiet", "--overwrite",
+            "--out", str(out), *flags]
+    print(f"[{time.strftime('%H:%M:%S')}] {stage}: {dataset} imb {imbalance} IPC {ipc} {method} {variant} seed {seed}", flush=True)
+    began = time.perf_counter()
+    if cli(argv) != 0:
+        raise RuntimeError(f"run failed: {' '.join(argv)}")
+    total = time.perf_counter() - began
+    result = json.loads((out / "eval.json").read_text())
+    row.update(accuracy_mean=round(100 * result["accuracy_mean"], 2), accuracy_std=round(100 * result["accuracy_std"], 2),
+               accuracies=" ".join(f"{100 * a:.2f}" for a in result["accuracies"]),
+               distill_seconds=round(total - result["seconds"], 1), eval_seconds=result["seconds"], flags=" ".join(flags),
+               device=device_label())
+    append_row(csv_path, row)
+    return row
+
+
+def accuracies(row: dict) -> list[float]:
+    return [float(a) for a in str(row["accuracies"]).split()]
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% t-interval)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def paired(a: dict, b: dict) -> tuple[float, float]:
+    """b minus a, seed by seed: (mean difference, 95% half-width)."""
+    return interval([y - x for x, y in zip(accuracies(a), accuracies(b))])
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def recipe_flags() -> list[str]:
+    """The grid's recipe: the `ncfm` preset with the pool of the ablation."""
+    return ["--recipe", "ncfm", *POOL]
+
+
+def stage_curves(args, settings):
+    """Long runs without evaluation: the loss against the iteration, to choose iteration counts."""
+    dataset, long = "animals-lt", dict(settings["animals-lt"], iterations=args.curve_iterations)
+    rows = {}
+    for method in ABLATION_METHODS:
+        out = RUNS / "curves" / method
+        metrics = out / "metrics.jsonl"
+        if not (out / "synthetic.pt").exists():
+            argv = ["distill", "--dataset", dataset, "--imbalance", "50", "--ipc", "10", "--method", method,
+                    "--width", str(long["width"]), "--batch-real", str(long["batch_real"]), "--iterations", str(long["iterations"]),
+                    "--num-eval", "0", "--num-freqs", "1024", "--quiet", "--overwrite", "--out", str(out), *recipe_flags()]
+            print(f"[{time.strftime('%H:%M:%S')}] curves: {method}", flush=True)
+            if cli(argv) != 0:
+                raise RuntimeError(f"run failed: {' '.join(argv)}")
+        rows[method] = [json.loads(line) for line in metrics.read_text().splitlines() if '"iteration"' in line]
+    (args.results / "recipe_curves.json").write_text(json.dumps({m: [(r["iteration"], r["loss"]) for r in v] for m, v in rows.items()}))
+    plot_curves(rows, args.results / "recipe_curves.png")
+
+
+def stage_ablation(args, settings):
+    path = args.results / "recipe_ablation.csv"
+    s = settings["animals-lt"] if not args.quick else QUICK
+    for method in ABLATION_METHODS:
+        flags = []
+        for name, extra in STEPS:
+            flags = flags + extra
+            run_cell("ablation", "animals-lt", 50, 10 if not args.quick else 1, method, name, flags, s, path)
+    write_ablation_table(path, args.results / "recipe_ablation.md")
+
+
+def stage_grid(args, settings):
+    path = args.results / "distill_recipe.csv"
+    for dataset, s in settings.items():
+        s = s if not args.quick else QUICK
+        for imbalance in s["imbalances"]:
+            for ipc in s["ipcs"]:
+                rows = {m: run_cell("grid", dataset, imbalance, ipc, m, "recipe", recipe_flags(), s, path) for m in METHODS}
+                # Methods within 2 points of another: a second distillation seed for both.
+                close = {m for m in METHODS if m != "random" for o in METHODS
+                         if o not in ("random", m) and abs(float(rows[m]["accuracy_mean"]) - float(rows[o]["accuracy_mean"])) < 2}
+                for m in sorted(close):
+                    run_cell("grid", dataset, imbalance, ipc, m, "recipe", recipe_flags(), s, path, seed=1)
+        write_grid_table(path, args.results / "distill_recipe.md")
+
+
+def stage_alpha(args, settings):
+    path = args.results / "recipe_alpha.csv"
+    s = settings["animals-lt"] if not args.quick else QUICK
+    for imbalance in ([50, 100] if not args.quick else [10]):
+        for alpha in ALPHAS:
+            run_cell("alpha", "animals-lt", imbalance, 10 if not args.quick else 1, "csdm", f"alpha_head={alpha}",
+                     recipe_flags() + ["--alpha-head", str(alpha)], s, path)
+    write_alpha_table(path, args.results / "recipe_alpha.md")
+
+
+# ----------------------------------------------------------------------------- tables and plots
+
+
+def _fmt(mean, half):
+    return f"{mean:+.2f} ± {half:.2f}" if not math.isnan(half) else f"{mean:+.2f}"
+
+
+def write_ablation_table(csv_path: Path, md_path: Path) -> None:
+    rows = read_rows(csv_path)
+    if not rows:
+        return
+    lines = ["Ablation on animals-lt (imbalance 50, IPC 10): the thin loop, then one ingredient added at a time "
+             f"(cumulative). Accuracy (%) mean ± std over {NUM_EVAL} evaluation seeds; gain = the step's accuracy minus "
+             "the previous step's, seed by seed, mean ± 95% t-interval. "
+             f"Device: {rows[0]['device']}.", "",
+             "| step | " + " | ".join(f"{m} accuracy | {m} gain" for m in ABLATION_METHODS) + " |",
+             "|---|" + "---|---|" * len(ABLATION_METHODS)]
+    by = {(r["method"], r["variant"]): r for r in rows if r["seed"] == "0"}
+    for i, (name, _) in enumerate(STEPS):
+        cells = []
+        for m in ABLATION_METHODS:
+            row = by.get((m, name))
+            if row is None:
+                cells += ["", ""]
+                continue
+            prev = by.get((m, STEPS[i - 1][0])) if i else None
+            cells += [f"{float(row['accuracy_mean']):.2f} ± {float(row['accuracy_std']):.2f}",
+                      _fmt(*paired(prev, row)) if prev else "—"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    md_path.write_text("\n".join(lines) + "\n")
+
+
+def grid_summary(rows: list[dict]) -> dict:
+    """(dataset, imbalance, ipc, method) -> (mean, 95% half-width, n) over every seed's evaluations."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], int(r["imbalance"]), int(r["ipc"]), r["method"]), []).extend(accuracies(r))
+    return {k: (*interval(v), len(v)) for k, v in groups.items()}
+
+
+def write_grid_table(csv_path: Path, md_path: Path) -> None:
+    rows = read_rows(csv_path)
+    if not rows:
+        return
+    summary = grid_summary(rows)
+    lines = [f"Results grid with the recipe ({' '.join(recipe_flags())}). Test accuracy (%), mean ± 95% t-interval over "
+             f"{NUM_EVAL} evaluation seeds (x2 distillation seeds where two methods were within 2 points; n in brackets). "
+             f"Device: {rows[0]['device']}.", ""]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        cols = sorted({(i, p) for (d, i, p, _) in summary if d == dataset})
+        lines += [f"### {dataset}", "", "| method | " + " | ".join(f"imb {i}, IPC {p}" for i, p in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for m in METHODS:
+            cells = []
+            for i, p in cols:
+                got = summary.get((dataset, i, p, m))
+                cells.append(f"{got[0]:.2f} ± {got[1]:.2f} ({got[2]})" if got else "")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    md_path.write_text("\n".join(lines))
+    plot_grid(summary, md_path.with_suffix(".png"))
+
+
+def write_alpha_table(csv_path: Path, md_path: Path) -> None:
+    rows = read_rows(csv_path)
+    if not rows:
+        return
+    lines = ["CSDM alpha_head sweep on animals-lt, IPC 10, with the recipe: head classes weight amplitude by "
+             "alpha_head, tail classes by 1 - alpha_head (alpha_head = 0.2 reverses the direction: tail classes weight "
+             "amplitude). Accuracy (%) mean ± 95% t-interval over evaluation seeds; difference to alpha_head = 0.5 "
+             "(SDD / 2) seed by seed.", "",
+             "| imbalance | alpha_head | accuracy | vs 0.5 |", "|---|---|---|---|"]
+    for r in rows:
+        base = next((b for b in rows if b["imbalance"] == r["imbalance"] and b["variant"] == "alpha_head=0.5"), None)
+        mean, half = interval(accuracies(r))
+        lines.append(f"| {r['imbalance']} | {r['variant'].split('=')[1]} | {mean:.2f} ± {half:.2f} | "
+                     f"{_fmt(*paired(base, r)) if base and base is not r else '—'} |")
+    md_path.write_text("\n".join(lines) + "\n")
+
+
+def plot_grid(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(k[0] for k in summary))
+    ipcs = sorted({k[2] for k in summary})
+    fig, axes = plt.subplots(len(datasets), len(ipcs), figsize=(5 * len(ipcs), 3.6 * len(datasets)), squeeze=False)
+    for row, dataset in enumerate(datasets):
+        for col, ipc in enumerate(ipcs):
+            ax = axes[row][col]
+            for m in METHODS:
+                points = sorted((k[1], v) for k, v in summary.items() if k[0] == dataset and k[2] == ipc and k[3] == m)
+                if points:
+                    xs = [p[0] for p in points]
+                    ax.errorbar(xs, [p[1][0] for p in points], yerr=[0 if math.isnan(p[1][1]) else p[1][1] for p in points],
+                                marker="o", capsize=3, label=m)
+            ax.set_xscale("log")
+            ax.set_title(f"{dataset}, IPC {ipc}")
+            ax.set_xlabel("imbalance (n_max / n_min)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.5 * len(rows), 3.4), squeeze=False)
+    for ax, (method, values) in zip(axes[0], rows.items()):
+        its = [r["iteration"] for r in values]
+        loss = [r["loss"] for r in values]
+        window = max(1, len(loss) // 50)
+        smooth = [statistics.fmean(loss[max(0, i - window) : i + 1]) for i in range(len(loss))]
+        ax.plot(its, loss, alpha=0.25, lw=0.7)
+        ax.plot(its, smooth, lw=1.5)
+        ax.set_title(f"{method} (animals-lt, imb 50, IPC 10)")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("matching loss")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["curves", "ablation", "grid", "alpha", "report"])
+    parser.add_argument("--quick", action="store_true", help="tiny settings into a temporary folder")
+    parser.add_argument("--curve-iterations", type=int, default=1500)
+    args = parser.parse_args()
+    global RUNS, POOL
+    if args.quick:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-recipe-"))
+        RUNS, args.results, args.curve_iterations = tmp / "runs", tmp / "results", 4
+        POOL[:] = ["--net-pool", "2", "--pool-epochs", "1"]
+        settings = {d: dict(QUICK) for d in SETTINGS}
+    else:
+        args.results, settings = RESULTS, SETTINGS
+    args.results.mkdir(parents=True, exist_ok=True)
+    if args.stage == "report":
+        write_ablation_table(args.results / "recipe_ablation.csv", args.results / "recipe_ablation.md")
+        write_grid_table(args.results / "distill_recipe.csv", args.results / "distill_recipe.md")
+        write_alpha_table(args.results / "recipe_alpha.csv", args.results / "recipe_alpha.md")
+    else:
+        {"curves": stage_curves, "ablation": stage_ablation, "grid": stage_grid, "alpha": stage_alpha}[args.stage](args, settings)
+    print(f"results in {args.results}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
