@@ -55,7 +55,7 @@ QUICK = dict(width=8, batch_real=4, iterations=3, eval_epochs=2, imbalances=[1, 
 METHODS = ["random", "dm", "mmd", "ncfm", "sdd", "csdm"]
 ABLATION_METHODS = ["dm", "ncfm", "csdm"]
 # The ablation adds one ingredient at a time, cumulatively, starting from the thin loop.
-POOL = ["--net-pool", "5", "--pool-epochs", "20"]
+POOL = ["--net-pool", "5", "--pool-epochs", "60"]
 STEPS = [
     ("thin loop", []),
     ("+ trained network pool", POOL),

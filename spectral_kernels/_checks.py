@@ -14,6 +14,24 @@ from collections.abc import Sequence
 import torch
 
 REDUCTIONS = ("mean", "sum", "none")
+# Beyond this many classes the per-class outputs (C, 2, M) would take gigabytes: a label that
+# large is a bug (a stray id, an unsigned overflow), not a dataset.
+MAX_CLASSES = 2**24
+
+
+def _float(name: str, value) -> float:
+    """float(value) for a real number, an int too large for a float being a ValueError."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large for a float: {value}") from None
+
+
+def _dense(name: str, x: torch.Tensor) -> None:
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device, which holds no values; pass tensors with data")
 
 
 def tracing() -> bool:
@@ -33,6 +51,7 @@ def features(name: str, x) -> torch.Tensor:
     """A (N, d) floating tensor with N >= 1 and d >= 1."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, d), got {type(x).__name__}")
+    _dense(name, x)
     if not x.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
     if x.dim() != 2:
@@ -48,6 +67,7 @@ def frequencies(name: str, t, like: torch.Tensor, like_name: str) -> torch.Tenso
     """A (M, d) tensor matching `like` in d, dtype and device."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (M, d), got {type(t).__name__}")
+    _dense(name, t)
     if not t.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
     if t.dim() != 2:
@@ -102,13 +122,24 @@ def num_classes(value) -> int | None:
         raise TypeError(f"num_classes must be an int, got {value!r}")
     if value < 1:
         raise ValueError(f"num_classes must be >= 1, got {value}")
+    if value > MAX_CLASSES:
+        raise ValueError(f"num_classes={value} is beyond the {MAX_CLASSES} classes this library accepts")
     return int(value)
+
+
+def inferred_num_classes(largest_label: int, names: str) -> int:
+    """1 + the largest label, refused when absurd (one stray label of 10^9 would mean 10^9 classes)."""
+    if largest_label + 1 > MAX_CLASSES:
+        raise ValueError(f"{names} contain label {largest_label}, which would make {largest_label + 1} classes (more than "
+                         f"{MAX_CLASSES}); check the labels, or pass num_classes")
+    return largest_label + 1
 
 
 def labels(name: str, y, num_rows: int, rows_name: str, device: torch.device) -> torch.Tensor:
     """An integer (N,) tensor on `device`; ranges are checked once C is known (label_range)."""
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{name} must be an integer torch.Tensor of shape ({num_rows},), got {type(y).__name__}")
+    _dense(name, y)
     if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
         raise TypeError(f"{name} must have an integer dtype (int64, int32, ...), got {y.dtype}")
     if y.dim() != 1 or y.shape[0] != num_rows:
@@ -129,6 +160,8 @@ def label_range(name: str, y: torch.Tensor, num_classes: int) -> None:
 def unit_interval(name: str, value, num_classes: int, like: torch.Tensor) -> torch.Tensor:
     """A float in [0, 1] or a (C,) tensor of them, returned as a (C,) tensor like `like`."""
     if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a float or a floating tensor, got dtype {value.dtype}")
         if value.dim() == 0:
             value = value.expand(num_classes)
         if value.shape != (num_classes,):
@@ -141,7 +174,7 @@ def unit_interval(name: str, value, num_classes: int, like: torch.Tensor) -> tor
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1] or a ({num_classes},) tensor, got {value!r}")
-    if not 0.0 <= float(value) <= 1.0:
+    if not 0.0 <= _float(name, value) <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got {value}")
     return torch.full((num_classes,), float(value), device=like.device, dtype=like.dtype)
 
@@ -149,7 +182,7 @@ def unit_interval(name: str, value, num_classes: int, like: torch.Tensor) -> tor
 def positive(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a positive number, got {value!r}")
-    if not (float(value) > 0.0 and math.isfinite(float(value))):
+    if not (_float(name, value) > 0.0 and math.isfinite(float(value))):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return float(value)
 
@@ -174,9 +207,17 @@ def positive_int(name: str, value) -> int:
 def non_negative(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number >= 0, got {value!r}")
-    if not float(value) >= 0.0:
+    if not _float(name, value) >= 0.0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     return float(value)
+
+
+def draw_size(num_freqs: int, dim: int) -> None:
+    """Frequencies are drawn as a float64 (M, d) array: refuse one that could not be allocated."""
+    gib = num_freqs * dim * 8 / 2**30
+    if num_freqs * dim > 2**32:
+        raise ValueError(f"num_freqs={num_freqs} x dim={dim} frequencies would take {gib:.0f} GiB to draw; "
+                         "at most 2**32 values per draw")
 
 
 def boolean(name: str, value) -> bool:

@@ -21,7 +21,7 @@ import torch
 
 from .distill.config import EVAL_OPTIMIZERS, EVAL_SCHEDULES, INT_LIMITS, LR_SCHEDULES, OPTIMIZERS, RECIPES, ConfigError, DistillConfig
 from .distill.data import DATASETS, DataError
-from .distill.files import read_metrics
+from .distill.files import RunFileError, read_metrics, read_text
 from .distill.loop import distill
 from .distill.methods import HEAD_RULES, METHODS
 from .distill.rundir import saved_config
@@ -93,32 +93,47 @@ def _read_config_file(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"--config {path} does not exist or is not a file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"--config {path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        text = read_text(path, "configuration file")  # a regular file of sane size, UTF-8
+    except RunFileError as error:
+        raise ConfigError(f"--config {error}") from None
     if path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise ConfigError("--config: a YAML file needs PyYAML (pip install pyyaml); or use JSON") from None
-        try:
-            values = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            where = getattr(error, "problem_mark", None)
-            at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-            raise ConfigError(f"--config {path}: not valid YAML{at} ({getattr(error, 'problem', None) or error})") from None
-        values = {} if values is None else values
+        values = _parse_yaml(text, path)
     else:
         try:
             values = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"--config {path}: not valid JSON ({error})") from None
+        except (ValueError, RecursionError) as error:  # malformed, a 5000-digit integer, deep nesting
+            raise ConfigError(f"--config {path}: not valid JSON ({str(error)[:160] or type(error).__name__})") from None
+    values = {} if values is None else values
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path} must hold a mapping of option names to values, got {type(values).__name__}")
     reserved = sorted({str(k).replace("-", "_") for k in values} & {"resume", "overwrite", "config"})
     if reserved:
         raise ConfigError(f"--config {path}: {', '.join(reserved)} can only be given on the command line")
     return {str(k).replace("-", "_"): v for k, v in values.items()}
+
+
+def _parse_yaml(text: str, path: Path):
+    """yaml.safe_load without aliases: a configuration file has no use for them, and nested
+    aliases let a few hundred bytes expand to gigabytes."""
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError("--config: a YAML file needs PyYAML (pip install pyyaml); or use JSON") from None
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise ConfigError(f"--config {path}: YAML aliases (*{self.peek_event().anchor}) are not accepted")
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=NoAliases)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ConfigError(f"--config {path}: not valid YAML{at} ({getattr(error, 'problem', None) or error})") from None
+    except (ValueError, RecursionError) as error:
+        raise ConfigError(f"--config {path}: not a usable YAML file ({str(error)[:160] or type(error).__name__})") from None
 
 
 def _show(run: Path) -> None:

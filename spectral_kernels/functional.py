@@ -67,7 +67,7 @@ def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite,
                 raise ValueError("num_classes is required under torch.compile: inferring it from the labels needs a host sync")
             if real_group is not None:
                 raise ValueError("num_classes is required with real_group: a shard may lack the last class")
-            num_classes = max(int(real_y.max()), int(syn_y.max())) + 1
+            num_classes = _checks.inferred_num_classes(max(int(real_y.max()), int(syn_y.max())), "real_labels/syn_labels")
         if not _checks.tracing():
             _checks.label_range("real_labels", real_y, num_classes)
             _checks.label_range("syn_labels", syn_y, num_classes)
@@ -201,7 +201,7 @@ def ecf(x, t, labels=None, num_classes=None, *, backend="auto", precision=None, 
         if num_classes is None:
             if _checks.tracing():
                 raise ValueError("num_classes is required under torch.compile: inferring it from the labels needs a host sync")
-            num_classes = int(y.max()) + 1
+            num_classes = _checks.inferred_num_classes(int(y.max()), "labels")
         if not _checks.tracing():
             _checks.label_range("labels", y, num_classes)
     index = class_index(y, x.shape[0], num_classes, x.device)
@@ -259,6 +259,8 @@ def ncfd(
         _checks.finite("t", t)
     alpha = _checks.unit_interval("alpha", alpha, pair.num_classes, pair.real).unsqueeze(1)
     eps = _checks.non_negative("eps", eps)
+    if eps > 1.0:
+        raise ValueError(f"eps is a small floor for the phase term (default 1e-12), at most 1; got {eps}")
     if not isinstance(sqrt, bool):
         raise TypeError(f"sqrt must be a bool, got {sqrt!r}")
     reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)

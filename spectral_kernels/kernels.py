@@ -98,6 +98,7 @@ def sample_frequencies(
     kernel = check_kernel(kernel, spectral=True)
     num_freqs = _checks.positive_int("num_freqs", num_freqs)
     dim = _checks.positive_int("dim", dim)
+    _checks.draw_size(num_freqs, dim)
     sigmas = _checks.bandwidths(bandwidth)
     nu = _checks.positive("nu", nu)
     generator = _checks.generator("generator", generator)

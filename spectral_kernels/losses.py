@@ -89,7 +89,11 @@ class _SpectralLoss(nn.Module):
                              "without a generator; pass generator=torch.Generator() to restore it")
         if not (isinstance(saved, torch.Tensor) and saved.dtype == torch.uint8):
             raise ValueError(f"{type(self).__name__}: the saved generator state must be a uint8 tensor, got {saved!r:.80}")
-        self.generator.set_state(saved)
+        try:
+            self.generator.set_state(saved)
+        except RuntimeError as error:  # a state of another size or generator type
+            raise ValueError(f"{type(self).__name__}: the saved generator state does not fit this generator "
+                             f"({str(error).splitlines()[0][:120]})") from None
 
     def _config_repr(self) -> str:
         generator = "None" if self.generator is None else f"Generator({self.generator.device})"

@@ -72,6 +72,7 @@ class FrequencySampler(nn.Module):
 
     def forward(self, num_freqs: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         m = self.num_freqs if num_freqs is None else _checks.positive_int("num_freqs", num_freqs)
+        _checks.draw_size(m, self.dim)
         generator = _checks.generator("generator", generator)
         if not _checks.tracing():
             largest = float(self.log_scales.detach().max())

@@ -393,3 +393,27 @@ def test_the_lock_is_an_flock_that_other_tools_can_see(tmp_path):
     finally:
         os.close(fd)
     assert run_cli("distill", *FAST_CLI, "--out", run, "--resume").returncode == 0
+
+
+def test_overwrite_removes_the_runs_own_temporaries_but_nothing_that_only_looks_like_one(tmp_path):
+    """<name>.tmp.<pid> is ours (a crashed write); <name>.tmp.backup is not."""
+    run = tmp_path / "run"
+    assert run_cli("distill", *FAST_CLI, "--out", run).returncode == 0
+    for name in ("metrics.jsonl.tmp.backup", "grid.png.tmp.old", "notes.txt"):
+        (run / name).write_text("mine")
+    (run / "checkpoint.pt.tmp.4242").write_text("a crashed write of ours")
+    assert run_cli("distill", *FAST_CLI, "--out", run, "--overwrite").returncode == 0
+    for name in ("metrics.jsonl.tmp.backup", "grid.png.tmp.old", "notes.txt"):
+        assert (run / name).read_text() == "mine", name
+    assert not (run / "checkpoint.pt.tmp.4242").exists()
+
+
+def test_a_run_directory_is_recognised_by_the_mark_in_its_config_json(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("distill", *FAST_CLI, "--out", run).returncode == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["format"] == "spectral-distill run 1"
+    del saved["format"]
+    (run / "config.json").write_text(json.dumps(saved))  # the same options, without the mark
+    assert_one_line_error(run_cli("distill", *FAST_CLI, "--out", run, "--overwrite"), "not written by spectral-distill")
+    assert (run / "synthetic.pt").exists()

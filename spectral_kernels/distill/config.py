@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..kernels import SPECTRAL_KERNELS
+from ..kernels import SPECTRAL_KERNELS, frequency_scale_limits
 from .data import DATASETS
 from .methods import HEAD_RULES, METHODS
 
@@ -57,7 +57,7 @@ EVAL_SCHEDULES = {"half": ((0.5,), 0.1), "steps": ((0.2, 0.4, 0.6, 0.8), 0.5)}
 # a step schedule and CutMix. Which of them help here is measured (benchmarks/bench_recipe.py).
 RECIPES = {
     "thin": {},
-    "ncfm": dict(net_pool=5, pool_epochs=20, pool_interpolate=True, factor=2, calib_weight=1.0, optimizer="adamw", lr=1e-3,
+    "ncfm": dict(net_pool=5, pool_epochs=60, pool_interpolate=True, factor=2, calib_weight=1.0, optimizer="adamw", lr=1e-3,
                  weight_decay=5e-4, lr_schedule="plateau", clamp_pixels=True, eval_optimizer="adamw", eval_schedule="steps",
                  eval_cutmix=0.5),
 }
@@ -136,6 +136,10 @@ class DistillConfig:
               f"--imbalance must be a finite number >= 1 (n_max / n_min), got {self.imbalance}")
         check(self.bandwidth is None or (math.isfinite(self.bandwidth) and self.bandwidth > 0),
               f"--bandwidth must be a finite number > 0, got {self.bandwidth}")
+        if self.bandwidth is not None:  # frequencies are drawn in float32: refuse what it cannot hold, now
+            low, high = (1.0 / v for v in reversed(frequency_scale_limits(torch.float32)))
+            check(low <= self.bandwidth <= high, f"--bandwidth {self.bandwidth} gives frequencies float32 cannot hold; "
+                                                 f"use a bandwidth in [{low:.3g}, {high:.3g}]")
         check(0.0 <= self.alpha_head <= 1.0, f"--alpha-head must lie in [0, 1], got {self.alpha_head}")
         check(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a finite number > 0, got {self.lr}")
         for name in ("calib_weight", "weight_decay"):

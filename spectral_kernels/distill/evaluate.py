@@ -132,7 +132,11 @@ def evaluate_run(run: str | Path, *, num_eval: int = 3, epochs: int | None = Non
         cfg = saved["config"]
         if dataset is None:
             dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, imbalance=cfg.imbalance, seed=cfg.seed)
-        images, labels = saved["images"].float(), saved["labels"]
+        images, labels = saved["images"], saved["labels"]
+        expect(images.shape[0] == dataset.num_classes * cfg.ipc, run / "synthetic.pt",
+               f"{images.shape[0]} images, but the run's {dataset.num_classes} classes x IPC {cfg.ipc} make "
+               f"{dataset.num_classes * cfg.ipc}")
+        images = images.float()
         expect(tuple(images.shape[1:]) == dataset.image_shape, run / "synthetic.pt",
                f"images of shape {tuple(images.shape[1:])} do not match the dataset's {dataset.image_shape}")
         expect(int(labels.min()) >= 0 and int(labels.max()) < dataset.num_classes, run / "synthetic.pt",

@@ -5,17 +5,24 @@ Writes are atomic and durable: the bytes go to a temporary file in the same dire
 is flushed and fsync'ed, renamed over the target, and then the directory itself is fsync'ed,
 so after a power cut a reader finds the old file or the new one, never half of one.
 
-Reads never run code and never trust structure: every torch.load passes weights_only=True
-(which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot override when it is explicit), and every loaded
-object is checked (keys, types, shapes, finiteness) before use. Any problem is a RunFileError
-naming the file and what is wrong, which the CLI prints on one line.
+Appends never follow a symbolic link (O_NOFOLLOW): a run cannot be made to write outside itself.
+
+Reads never run code and never trust structure: only regular files of a sane size are read (a
+FIFO or /dev/zero in place of metrics.jsonl must not hang or eat memory), every torch.load passes
+weights_only=True (which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot override when it is explicit),
+and every loaded object is checked (keys, types, shapes, dense CPU tensors, finiteness) before
+use. Any problem is a RunFileError naming the file and what is wrong, which the CLI prints on
+one line.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
+import re
+import stat
 import warnings
 from pathlib import Path
 
@@ -24,6 +31,14 @@ import torch
 from .config import ConfigError
 
 TEMP_MARK = ".tmp."  # temporary files are <name>.tmp.<pid>
+# Largest text file read back (config.json, --config files, one metrics.jsonl): far above any
+# real one, far below what would hurt.
+MAX_TEXT_BYTES = 64 * 2**20
+
+
+def is_temporary_of(name: str, base: str) -> bool:
+    """Whether `name` is one of our temporary files for `base` (<base>.tmp.<pid>, nothing else)."""
+    return re.fullmatch(re.escape(base) + re.escape(TEMP_MARK) + r"\d+", name) is not None
 
 
 class RunFileError(ConfigError):
@@ -69,19 +84,62 @@ def atomic_write_text(text: str, path: Path) -> None:
     durable_write(path, lambda f: f.write(text.encode()))
 
 
+def open_append(path: Path):
+    """`path` opened for appending text, never through a symbolic link."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise RunFileError(f"{path}: a symbolic link; a run's files must be plain files") from None
+        raise
+    return os.fdopen(fd, "a")
+
+
 def append_line(path: Path, line: str) -> None:
     """Append one line and make it durable (for a log that is only ever appended to)."""
-    with open(path, "a") as f:
+    with open_append(path) as f:
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
+def regular_file(path: Path, what: str, max_bytes: int | None = None) -> Path:
+    """`path` if it is a regular file (after links) of at most max_bytes, else RunFileError."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise RunFileError(f"{path}: missing ({what})") from None
+    except OSError as error:
+        raise RunFileError(f"{path}: cannot be read ({error.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise RunFileError(f"{path}: not a regular file ({what})")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise RunFileError(f"{path}: {info.st_size} bytes, more than the {max_bytes} a {what} can hold")
+    return path
+
+
+def read_text(path: Path, what: str) -> str:
+    path = regular_file(path, what, MAX_TEXT_BYTES)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise RunFileError(f"{path}: damaged, not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def parse_json(text: str, where: str):
+    """json.loads, with every way it can fail (malformed, an integer of thousands of digits,
+    nesting deep enough to exhaust the recursion limit) as one RunFileError."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:
+        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise RunFileError(f"{where}: damaged, not JSON ({reason})") from None
+
+
 def load_torch_file(path: Path, what: str):
     """torch.load(path, weights_only=True) on the CPU; RunFileError if it cannot be read."""
-    path = Path(path)
-    if not path.is_file():
-        raise RunFileError(f"{path}: missing ({what})")
+    path = regular_file(path, what)
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error says it all
             warnings.simplefilter("ignore")
@@ -92,48 +150,38 @@ def load_torch_file(path: Path, what: str):
 
 
 def read_json(path: Path, what: str):
-    path = Path(path)
-    if not path.is_file():
-        raise RunFileError(f"{path}: missing ({what})")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunFileError(f"{path}: damaged, not JSON ({error})") from None
+    return parse_json(read_text(path, what), str(path))
 
 
 def read_metrics(path: Path) -> list[dict]:
     """The rows of metrics.jsonl (none if it does not exist), each checked for its fields."""
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise RunFileError(f"{path}: damaged, not UTF-8 text ({error.reason})") from None
     rows = []
-    for number, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise RunFileError(f"{path} line {number}: damaged, not JSON: {line[:60]!r}") from None
+    for number, line in enumerate(read_text(path, "metrics log").splitlines(), 1):
+        row = parse_json(line, f"{path} line {number}")
         if not isinstance(row, dict):
             raise RunFileError(f"{path} line {number}: expected a JSON object, got {line[:60]!r}")
         if "iteration" in row:
-            _expect_number(path, number, row, "iteration", integer=True)
+            _expect_number(path, number, row, "iteration", integer=True, low=0)
             _expect_number(path, number, row, "loss")
-            _expect_number(path, number, row, "seconds")
-        elif row.get("event") == "eval":
-            for key in ("accuracy_mean", "accuracy_std", "num_eval", "epochs"):
-                _expect_number(path, number, row, key, integer=key in ("num_eval", "epochs"))
+            _expect_number(path, number, row, "seconds", low=0)
+        if row.get("event") == "eval":
+            for key in ("accuracy_mean", "accuracy_std"):
+                _expect_number(path, number, row, key, low=0)
+            _expect_number(path, number, row, "num_eval", integer=True, low=1)
+            _expect_number(path, number, row, "epochs", integer=True, low=0)
         rows.append(row)
     return rows
 
 
-def _expect_number(path, number, row, key, integer=False):
+def _expect_number(path, number, row, key, integer=False, low=None):
     value = row.get(key)
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok:
-        raise RunFileError(f"{path} line {number}: {key!r} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(value, bool) or not ok or (low is not None and value < low):
+        kind = "an integer" if integer else "a finite number"
+        raise RunFileError(f"{path} line {number}: {key!r} must be {kind}{f' >= {low}' if low is not None else ''}, got {value!r}")
 
 
 def expect(ok: bool, path: Path, message: str) -> None:
@@ -142,8 +190,13 @@ def expect(ok: bool, path: Path, message: str) -> None:
 
 
 def expect_tensor(path: Path, name: str, value, *, shape=None, floating=None, finite=True) -> torch.Tensor:
-    """`value` is a tensor of the given shape (None: any) and kind, with finite values."""
+    """`value` is a dense, contiguous CPU tensor of the given shape (None: any) and kind, with
+    finite values (an expanded tensor could claim 2^40 rows in a file of a kilobyte)."""
     expect(isinstance(value, torch.Tensor), path, f"{name} must be a tensor, got {type(value).__name__}")
+    expect(value.layout == torch.strided, path, f"{name} must be a dense tensor, got layout {value.layout}")
+    expect(value.device.type == "cpu", path, f"{name} must be a CPU tensor, got one on {value.device}")
+    expect(value.is_contiguous(), path, f"{name} must be a dense contiguous tensor (as torch.save writes one), "
+                                        f"got a view with strides {value.stride()}")
     if shape is not None:
         expect(tuple(value.shape) == tuple(shape), path, f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)}")
     if floating is True:

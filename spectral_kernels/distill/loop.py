@@ -36,12 +36,12 @@ from .augment import siamese_augment
 from .data import DataError, ImageDataset, load_dataset
 from .files import (
     RunFileError, atomic_save, atomic_write_text, durable_write, expect, expect_finite_state, expect_tensor,
-    load_torch_file, read_metrics,
+    load_torch_file, open_append, read_metrics,
 )
 from .methods import Objective
 from .models import ConvNet
 from .pool import network_pool, pool_network
-from .rundir import open_run_dir
+from .rundir import open_run_dir, write_config
 
 
 class DivergedError(ConfigError):
@@ -146,7 +146,7 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
         began = time.perf_counter()
         progress = _progress(range(run.start, run.iterations), config if rank == 0 else dataclasses.replace(config, quiet=True),
                              desc=f"{config.method} on {config.dataset}")
-        with open(run.path / "metrics.jsonl" if rank == 0 else os.devnull, "a") as run.metrics:
+        with (open_append(run.path / "metrics.jsonl") if rank == 0 else open(os.devnull, "a")) as run.metrics:
             for it in progress:
                 if on_iteration is not None:
                     on_iteration(it)
@@ -187,7 +187,7 @@ def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, worl
     if resume and checkpoint.is_file() and optimizer is not None:
         run.start = _restore_checkpoint(checkpoint, run)
     if rank == 0:
-        atomic_write_text(json.dumps(config.to_dict(), indent=2) + "\n", path / "config.json")
+        write_config(path, config)
         # Metrics written after the last checkpoint belong to iterations that will run again.
         metrics = path / "metrics.jsonl"
         kept = [row for row in read_metrics(metrics) if row.get("iteration", -1) < run.start]
@@ -213,8 +213,7 @@ def _restore_checkpoint(path: Path, run: _Run) -> int:
     expect(isinstance(iteration, int) and not isinstance(iteration, bool) and 0 <= iteration <= run.iterations, path,
            f"iteration {iteration!r} is outside [0, {run.iterations}] (--iterations)")
     images = expect_tensor(path, "images", state["images"], shape=run.syn.shape, floating=True)
-    params = [p for group in run.optimizer.param_groups for p in group["params"]]
-    _check_optimizer_state(path, state["optimizer"], params)
+    _check_optimizer_state(path, state["optimizer"], run.optimizer)
     maximisers = state["maximisers"]
     expect(isinstance(maximisers, list) and len(maximisers) == len(run.objective.maximisers), path,
            f"maximisers must be a list of {len(run.objective.maximisers)} state dicts")
@@ -235,18 +234,40 @@ def _restore_checkpoint(path: Path, run: _Run) -> int:
     return iteration
 
 
-def _check_optimizer_state(path: Path, state, params: list[torch.Tensor]) -> None:
-    """Adam's load_state_dict checks the parameter groups but not the shapes of the moments it
-    restores; a damaged checkpoint would fail later, inside a step. Check them here."""
+def _check_optimizer_state(path: Path, state, optimizer: torch.optim.Optimizer) -> None:
+    """A saved optimiser state fits this run: the same parameter groups and settings as a fresh
+    optimiser of this config (only the learning rate may have been lowered by the schedule), and
+    moments that are dense float tensors of their parameters' shapes. load_state_dict checks
+    little of this, and a damaged value would otherwise fail later, inside a step."""
     expect(isinstance(state, dict) and isinstance(state.get("state"), dict) and isinstance(state.get("param_groups"), list),
            path, "optimizer must be an optimizer state dict")
-    expect_finite_state(path, "optimizer", state)
+    fresh = optimizer.state_dict()["param_groups"]
+    expect(len(state["param_groups"]) == len(fresh), path, f"optimizer has {len(state['param_groups'])} parameter groups, "
+           f"this run {len(fresh)}")
+    for saved, group in zip(state["param_groups"], fresh):
+        expect(isinstance(saved, dict) and set(saved) == set(group), path, "optimizer parameter group settings do not fit this run")
+        for key, value in group.items():
+            if key == "lr":
+                lr = saved[key]
+                expect(isinstance(lr, float) and math.isfinite(lr) and 0 < lr <= value * (1 + 1e-9), path,
+                       f"optimizer learning rate {lr!r} outside (0, {value}]")
+            else:
+                expect(saved[key] == value, path, f"optimizer setting {key!r} is {saved[key]!r}, this run uses {value!r}")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, moments in state["state"].items():
         expect(isinstance(index, int) and 0 <= index < len(params) and isinstance(moments, dict), path,
                f"optimizer state for parameter {index!r} does not fit this run")
         for name, value in moments.items():
-            if name != "step" and isinstance(value, torch.Tensor):
-                expect_tensor(path, f"optimizer state {index}[{name!r}]", value, shape=params[index].shape)
+            if name == "step":
+                step = value if isinstance(value, (int, float)) else None
+                if isinstance(value, torch.Tensor):
+                    expect_tensor(path, f"optimizer state {index}['step']", value, shape=(), floating=True)
+                    step = float(value)
+                expect(step is not None and step >= 0, path, f"optimizer state {index}['step'] must be a count >= 0, got {value!r}")
+            else:
+                expect(name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), path, f"optimizer state {index} has an unknown entry {name!r}")
+                expect_tensor(path, f"optimizer state {index}[{name!r}]", value, shape=params[index].shape, floating=True)
+                expect(name == "exp_avg" or bool((value >= 0).all()), path, f"optimizer state {index}[{name!r}] must be >= 0")
 
 
 def _networks(run: _Run, gen: torch.Generator, seed: int) -> tuple[ConvNet, ConvNet | None]:
@@ -282,7 +303,10 @@ def _step(run: _Run, it: int, began: float) -> None:
     syn_f = net.embed(siamese_augment(syn, aug_seed))
     if not bool(torch.isfinite(syn_f.detach()).all()):  # e.g. images grown so large the network overflows
         raise DivergedError(_diverged(it, "the synthetic images' features are non-finite", config.checkpoint_every))
-    loss = run.objective.loss(real_f, real_y, syn_f, syn_y, gen)
+    try:
+        loss = run.objective.loss(real_f, real_y, syn_f, syn_y, gen)
+    except ValueError as error:  # a value the options led to (frequencies out of range, a sampler that overflowed)
+        raise DivergedError(_diverged(it, str(error), config.checkpoint_every)) from None
     calib = F.cross_entropy(trained(siamese_augment(syn, calib_seed)), syn_y) if trained is not None else None
     total = loss if calib is None else loss + config.calib_weight * calib
     value = float(total.detach())

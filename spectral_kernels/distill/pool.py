@@ -1,8 +1,9 @@
 """The pool of feature networks the distillation draws from (NCFM's pretrained model pool).
 
 K ConvNets are trained on the real training set (SGD, lr 0.01, momentum 0.9, weight decay
-5e-4, the learning rate x0.2 at 2/3 and 5/6 of the epochs, the Siamese augmentation and
-CutMix with probability --eval-cutmix), and each one's initial and trained weights are kept.
+5e-4, batches of 128, the learning rate x0.2 at 2/3 and 5/6 of the epochs, the Siamese
+augmentation and CutMix with probability --eval-cutmix: NCFM's pretraining), and each one's
+initial and trained weights are kept.
 Each step draws one network k and, with --pool-interpolate, a lambda ~ U(0, 1), and matches
 features of the network whose every parameter is lambda * init_k + (1 - lambda) * trained_k:
 a continuum from random to trained features. Without it the trained weights are used.
@@ -30,7 +31,7 @@ from .models import ConvNet
 
 CACHE_ENV = "SPECTRAL_KERNELS_CACHE"
 # Step schedule of the pool's training: x0.2 at 2/3 and 5/6 of the epochs (NCFM's pretraining).
-POOL_MILESTONES, POOL_GAMMA = (2 / 3, 5 / 6), 0.2
+POOL_MILESTONES, POOL_GAMMA, POOL_BATCH = (2 / 3, 5 / 6), 0.2, 128
 
 
 def cache_dir() -> Path:
@@ -42,7 +43,7 @@ def pool_key(config: DistillConfig) -> str:
     root = str(Path(config.data_root).resolve()) if config.data_root else None
     parts = dict(dataset=config.dataset, imbalance=config.imbalance, data_root=root, seed=config.seed, width=config.width,
                  net_pool=config.net_pool, pool_epochs=config.pool_epochs, cutmix=config.eval_cutmix,
-                 milestones=POOL_MILESTONES, gamma=POOL_GAMMA, torch=torch.__version__, library=__version__)
+                 milestones=POOL_MILESTONES, gamma=POOL_GAMMA, batch=POOL_BATCH, torch=torch.__version__, library=__version__)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -56,7 +57,8 @@ def _train_pool(config: DistillConfig, dataset: ImageDataset, seed_of) -> list[d
             torch.manual_seed(seed)
             init = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width).state_dict()
         net = train_convnet(dataset.train_x, dataset.train_y, dataset, seed=seed, epochs=config.pool_epochs, width=config.width,
-                            optimizer="sgd", milestones=POOL_MILESTONES, gamma=POOL_GAMMA, cutmix_prob=config.eval_cutmix)
+                            optimizer="sgd", milestones=POOL_MILESTONES, gamma=POOL_GAMMA, cutmix_prob=config.eval_cutmix,
+                            batch_size=POOL_BATCH)
         pool.append({"init": {k_: v.clone() for k_, v in init.items()}, "trained": net.state_dict()})
     return pool
 

@@ -1,9 +1,9 @@
 """The run directory: what makes a folder a run, who may use it, and what may be removed.
 
 Rules (each a promise the README makes):
-- A folder is a run when it holds a config.json that this project wrote (it parses into a
-  DistillConfig). Only a run can be resumed or replaced; a folder holding anything else is
-  never written into, whatever the flags say.
+- A folder is a run when it holds a config.json that this project wrote: it carries RUN_FORMAT
+  and parses into a DistillConfig. Only a run can be resumed or replaced; a folder holding
+  anything else (a config.json of someone else's included) is never written into.
 - Replacing a run (--overwrite) removes only the files a run consists of (RUN_FILES and their
   temporary files); anything else the user put there stays.
 - One process at a time: a run holds an exclusive flock on <run>/.lock for as long as it
@@ -15,14 +15,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
+import re
 import time
 from pathlib import Path
 
 from .config import ConfigError, DistillConfig
-from .files import TEMP_MARK, RunFileError, read_json
+from .files import TEMP_MARK, RunFileError, atomic_write_text, is_temporary_of, read_json
 
 LOCK_NAME = ".lock"
+# The mark config.json carries, so that a JSON file of someone else's is never taken for a run.
+FORMAT_KEY, RUN_FORMAT = "format", "spectral-distill run 1"
 # Every file a run writes; --overwrite removes these and nothing else.
 RUN_FILES = ("config.json", "checkpoint.pt", "metrics.jsonl", "synthetic.pt", "grid.png", "eval.json", "net_pool.pt")
 
@@ -47,6 +51,10 @@ class RunLock:
             if error.errno == errno.ELOOP:
                 raise ConfigError(f"{self.path} is a symbolic link; a run's lock file must be a plain file") from None
             raise ConfigError(f"cannot create the lock file {self.path}: {error.strerror}") from None
+        existing = os.pread(fd, 64, 0).decode(errors="replace")
+        if existing and re.fullmatch(r"\d+\n?", existing) is None:  # not a pid we wrote: someone's file
+            os.close(fd)
+            raise ConfigError(f"{self.path} exists and is not a spectral-distill lock file; nothing was changed")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -83,10 +91,17 @@ class RunLock:
         self.release()
 
 
+def write_config(run: Path, config: DistillConfig) -> None:
+    atomic_write_text(json.dumps({FORMAT_KEY: RUN_FORMAT, **config.to_dict()}, indent=2) + "\n", Path(run) / "config.json")
+
+
 def saved_config(run: Path) -> DistillConfig:
     """The validated config.json of a run; RunFileError if it is missing or not this project's."""
     path = Path(run) / "config.json"
     values = read_json(path, "run configuration")
+    if not isinstance(values, dict) or values.get(FORMAT_KEY) != RUN_FORMAT:
+        raise RunFileError(f"{path}: not written by spectral-distill (no \"{FORMAT_KEY}\": \"{RUN_FORMAT}\")")
+    values = {k: v for k, v in values.items() if k != FORMAT_KEY}
     try:
         return DistillConfig.from_dict(values).validate(check_device=False)
     except RunFileError:
@@ -168,8 +183,7 @@ def remove_run_files(run: Path) -> list[str]:
     Anything else in the folder is left alone, and so is a run file that is not a plain file."""
     removed = []
     for name in sorted(os.listdir(run)):
-        base = name.split(TEMP_MARK)[0]
-        if base in RUN_FILES or base == ".write-test":
+        if name in RUN_FILES or any(is_temporary_of(name, base) for base in (*RUN_FILES, ".write-test")):
             path = run / name
             if path.is_file() and not path.is_symlink():
                 with contextlib.suppress(FileNotFoundError):

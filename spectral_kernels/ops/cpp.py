@@ -45,23 +45,35 @@ class CppBackend:
         return torch.ops.spectral_kernels.ecf_sums(x, t, index.perm, index.offsets, "ieee")  # CPU products: IEEE
 
 
+def _one_device(*tensors) -> None:
+    """The fake kernels also run when one real input sits on the meta device (the dispatcher picks
+    them then): refuse mixed devices there rather than hand back uninitialised memory."""
+    devices = {tensor.device for tensor in tensors}
+    if len(devices) > 1:
+        raise ValueError(f"spectral_kernels: every input must be on one device, got {sorted(map(str, devices))}")
+
+
 def _register() -> None:
     ops = torch.ops.spectral_kernels
 
     @torch.library.register_fake("spectral_kernels::ecf_sums")
     def _ecf_sums_fake(x, t, perm, offsets, precision):
+        _one_device(x, t, perm, offsets)
         return x.new_empty(offsets.shape[0] - 1, 2, t.shape[0], dtype=sums_dtype(x.dtype))
 
     @torch.library.register_fake("spectral_kernels::ecf_sums_grad_x")
     def _grad_x_fake(grad, x, t, perm, offsets, precision):
+        _one_device(grad, x, t, perm, offsets)
         return torch.empty_like(x)
 
     @torch.library.register_fake("spectral_kernels::ecf_sums_grad_t")
     def _grad_t_fake(grad, x, t, perm, offsets, precision):
+        _one_device(grad, x, t, perm, offsets)
         return torch.empty_like(t)
 
     @torch.library.register_fake("spectral_kernels::ecf_sums_backward")
     def _backward_fake(grad, x, t, perm, offsets, precision, need_x, need_t):
+        _one_device(grad, x, t, perm, offsets)
         return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(t) if need_t else t.new_empty(0))
 
     def setup_context(ctx, inputs, output):

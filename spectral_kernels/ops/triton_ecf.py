@@ -362,7 +362,7 @@ def _forward(x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torc
     m, num_classes = t.shape[0], offsets.shape[0] - 1
     acc_type, precision = _kernel_types(x.dtype, precision)
     out = torch.zeros(num_classes, 2, m, device=x.device, dtype=_sums_dtype(x.dtype))
-    if n == 0:
+    if n == 0 or m == 0:
         return out
     perm, offsets = _safe_layout(perm, offsets, n)
     # Enough items that items x frequency blocks fill the device (with the largest BLOCK_M).
@@ -387,6 +387,9 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
     work = _sums_dtype(x.dtype)
     sincos = _sincos_mode()
     grad = grad.to(work).contiguous()
+    if n == 0 or m == 0:  # nothing to sum over: zero gradients
+        empty = x.new_empty(0)
+        return (torch.zeros_like(x) if need_x else empty), (torch.zeros_like(t) if need_t else empty)
     # Every chunk writes its own rows of dx, so dx needs no zero fill.
     dx = torch.empty(n, d, device=x.device, dtype=work) if need_x else None
     dt = torch.zeros(m, d, device=x.device, dtype=work) if need_t else None
