@@ -31,6 +31,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from spectral_kernels.ops import triton_ecf as te  # noqa: E402
+from spectral_kernels.ops import triton_hadamard as th  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -106,6 +107,25 @@ def reduce_kernel() -> dict:
             "wgmma_ptx": [], **_machine_code_stats(compiled.asm["cubin"])}
 
 
+def hadamard_variant(kernel: str, width: int, precision: str) -> dict:
+    """A SORF kernel (ops/triton_hadamard.py) at block width D = width."""
+    a, b = th._factors(width)
+    consts = {"BLOCK_N": th._block_rows(width), "A": a, "B": b, "PRECISION": th._dot_precision(precision), "SINCOS": "reduced"}
+    common = {"x_ptr": "*fp32", "signs_ptr": "*fp32", "radii_ptr": "*fp32", "ha_ptr": "*fp32", "hb_ptr": "*fp32"}
+    if kernel == "sorf_forward":
+        fn, signature = th._hadamard_forward_kernel, {**common, "perm_ptr": "*i64", "item_start_ptr": "*i64", "item_end_ptr": "*i64",
+                                                      "partial_ptr": "*fp32", "M": "i32", "D_IN": "i32", "NUM_BLOCKS": "i32"}
+    else:
+        fn, signature = th._hadamard_backward_kernel, {**common, "row_class_ptr": "*i64", "grad_ptr": "*fp32", "dx_ptr": "*fp32",
+                                                       "N": "i32", "M": "i32", "D_IN": "i32", "NUM_BLOCKS": "i32"}
+    signature.update({"stride_x": "i32", "scale": "fp32", **{k: "constexpr" for k in consts}})
+    compiled = triton.compile(ASTSource(fn, signature, consts), target=TARGET, options={"num_warps": th._num_warps(width), "num_stages": 2})
+    return {"kernel": kernel, "x": "fp32", "precision": precision, "sincos": "reduced",
+            "config": f"D={width} ({a}x{b}) rows {consts['BLOCK_N']} w{th._num_warps(width)}",
+            "shared_bytes": compiled.metadata.shared, "wgmma_ptx": sorted(set(re.findall(r"wgmma\.mma_async\S*", compiled.asm["ptx"]))),
+            **_machine_code_stats(compiled.asm["cubin"])}
+
+
 def rows(quick: bool):
     configs = te._configs()[:1] if quick else te._configs()
     # Every autotune config in the main float32 variants and both sin/cos modes; the other
@@ -121,6 +141,10 @@ def rows(quick: bool):
                 for sincos in te.SINCOS_MODES:
                     yield compile_variant(kernel, x_type, acc_ptr, acc, precision, config, sincos)
     yield reduce_kernel()
+    for kernel in ("sorf_forward", "sorf_backward"):
+        for width in ((64, 2048) if quick else (16, 64, 128, 512, 2048)):
+            for precision in ("tf32", "ieee"):
+                yield hadamard_variant(kernel, width, precision)
 
 
 def markdown(results: list[dict]) -> str:

@@ -44,6 +44,13 @@ TORCH_LIBRARY(spectral_kernels, m) {
   // per chunk for both); a gradient not asked for comes back as an empty tensor.
   m.def("ecf_sums_backward(Tensor grad, Tensor x, Tensor t, Tensor perm, Tensor offsets, str precision, bool need_x, "
         "bool need_t) -> (Tensor, Tensor)");
+  // The per-class sums at structured orthogonal frequencies (SORF), t never materialised:
+  // frequency j of block b is radii[b, j] / D^1.5 (H D1 H D2 H D3)[j, :d], H the D x D
+  // Walsh-Hadamard matrix, D_k = diag(signs[b, k - 1]); blocks of D, the last cut at num_freqs.
+  m.def("hadamard_sums(Tensor x, Tensor signs, Tensor radii, Tensor perm, Tensor offsets, int num_freqs) -> Tensor");
+  // dL/dx (N, d) of hadamard_sums (the signs and radii are samples: no gradient).
+  m.def("hadamard_sums_grad_x(Tensor grad, Tensor x, Tensor signs, Tensor radii, Tensor perm, Tensor offsets, "
+        "int num_freqs) -> Tensor");
   // The shared per-element math (ecf_math.h) on CPU tensors, for its tests.
   m.def("_sincos(Tensor p) -> (Tensor, Tensor)");
   m.def("_grad_weight(Tensor g_re, Tensor g_im, Tensor p) -> Tensor");

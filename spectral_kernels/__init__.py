@@ -7,12 +7,14 @@ from .kernels import sample_frequencies
 from .losses import CSDMLoss, MMDLoss, NCFDLoss, SDDLoss
 from .ops import available_backends
 from .sampler import FrequencySampler
+from .structured import HadamardFrequencies, hadamard_frequencies
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CSDMLoss",
     "FrequencySampler",
+    "HadamardFrequencies",
     "MMDLoss",
     "NCFDLoss",
     "SDDLoss",
@@ -20,6 +22,7 @@ __all__ = [
     "csdm",
     "csdm_class_alpha",
     "ecf",
+    "hadamard_frequencies",
     "mmd",
     "ncfd",
     "sample_frequencies",

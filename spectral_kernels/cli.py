@@ -25,7 +25,7 @@ from .distill.files import RunFileError, read_metrics, read_text
 from .distill.loop import distill
 from .distill.methods import HEAD_RULES, METHODS
 from .distill.rundir import saved_config
-from .kernels import SPECTRAL_KERNELS
+from .kernels import SPECTRAL_KERNELS, STRUCTURES
 
 PROG = "spectral-distill"
 
@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="match features of lambda * init + (1 - lambda) * trained pool weights, lambda ~ U(0, 1) per step")
     d.add_argument("--clamp-pixels", action=argparse.BooleanOptionalAction, help="keep the synthetic pixels in the valid range")
     d.add_argument("--kernel", help=f"one of {', '.join(SPECTRAL_KERNELS)} (default {defaults.kernel})")
+    d.add_argument("--frequencies", help=f"how ncfm/sdd/csdm draw frequencies: {', '.join(STRUCTURES)} "
+                   f"(orthogonal and hadamard: radial kernels only; default {defaults.frequencies})")
     d.add_argument("--head-rule", help=f"CSDM head/tail rule, one of {', '.join(HEAD_RULES)} (default {defaults.head_rule})")
     d.add_argument("--learned-sampler", action="store_true", help="ncfm: train the frequency sampler as a true min-max")
     d.add_argument("--quiet", action="store_true", help="no progress bars")

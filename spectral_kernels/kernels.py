@@ -11,6 +11,7 @@ torch's own gamma sampler takes no generator).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -62,6 +63,10 @@ def check_kernel(kernel, *, spectral: bool) -> str:
     return _checks.choice("kernel", kernel, SPECTRAL_KERNELS if spectral else KERNELS)
 
 
+STRUCTURES = ("iid", "orthogonal", "hadamard")
+RADIAL_KERNELS = ("gaussian", "matern")
+
+
 def sample_frequencies(
     kernel: str,
     num_freqs: int,
@@ -72,6 +77,7 @@ def sample_frequencies(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    structure: str = "iid",
 ) -> torch.Tensor:
     """Draw `num_freqs` frequencies (M, d) from the spectral measure of `kernel` (SPEC §4).
 
@@ -85,6 +91,12 @@ def sample_frequencies(
     come from the spectral measure of the *average* of those kernels (sdd/csdm multiply by the
     number of bandwidths so that they match the *summed* kernel of `mmd`).
 
+    structure: "iid" (independent rows), or, for the radial kernels (gaussian, matern), the
+    lower-variance constructions of SPEC §4 (spectral_kernels.structured): "orthogonal" (ORF:
+    blocks of d orthogonal directions, each row's length drawn from the kernel's radius law)
+    and "hadamard" (SORF: blocks of H D1 H D2 H D3, materialised here; sdd/csdm/ncfd evaluate
+    them without materialising). Each row still has the kernel's spectral measure as its law.
+
     The draw happens on the generator's device (CPU without one) in float64, then moves to
     `device` and `dtype` (default: the generator's device, torch's default dtype), so the same
     seed gives the same frequencies on every device.
@@ -92,25 +104,20 @@ def sample_frequencies(
     Raises ValueError for an unknown or linear kernel, num_freqs or dim < 1, bandwidth <= 0 or
     nu <= 0, a bandwidth whose frequencies `dtype` cannot hold (1 / bandwidth below its
     smallest normal number, or 16 / bandwidth above its largest finite value: the message gives
-    the limit), and a draw that overflows `dtype` anyway (the laplacian and Matérn laws have
-    heavy tails; checked outside torch.compile); TypeError for arguments of the wrong type.
+    the limit), a draw that overflows `dtype` anyway (the laplacian and Matérn laws have heavy
+    tails; checked outside torch.compile), an unknown structure or a structured draw of a
+    kernel whose measure is not radial; TypeError for arguments of the wrong type.
     """
-    kernel = check_kernel(kernel, spectral=True)
-    num_freqs = _checks.positive_int("num_freqs", num_freqs)
-    dim = _checks.positive_int("dim", dim)
-    _checks.draw_size(num_freqs, dim)
-    sigmas = _checks.bandwidths(bandwidth)
-    nu = _checks.positive("nu", nu)
-    generator = _checks.generator("generator", generator)
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
-    out_dtype = dtype or torch.get_default_dtype()
-    for i, sigma in enumerate(sigmas):
-        name = f"bandwidth={sigma}" if len(sigmas) == 1 else f"bandwidth[{i}]={sigma}"
-        low, high = frequency_scale_limits(out_dtype)
-        check_frequency_scale(name, 1.0 / sigma, out_dtype, f"use a bandwidth in [{1 / high:.3g}, {1 / low:.3g}]")
-    draw_device = generator.device if generator is not None else torch.device("cpu")
-    opts = dict(device=draw_device, dtype=torch.float64)
+    structure = check_structure(structure, kernel)
+    if structure != "iid":
+        from . import structured
+
+        draw = structured.orthogonal_frequencies if structure == "orthogonal" else structured.hadamard_frequencies
+        result = draw(kernel, num_freqs, dim, bandwidth=bandwidth, nu=nu, generator=generator, device=device, dtype=dtype)
+        return result if structure == "orthogonal" else result.dense()
+    draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth, nu, generator, dtype)
+    kernel, num_freqs, dim, nu, generator = draw.kernel, draw.num_freqs, draw.dim, draw.nu, draw.generator
+    opts = dict(device=draw.device, dtype=torch.float64)
 
     if kernel == "gaussian":
         w = torch.randn(num_freqs, dim, generator=generator, **opts)
@@ -122,26 +129,70 @@ def sample_frequencies(
         w -= torch.empty(num_freqs, dim, **opts).exponential_(generator=generator)
     else:  # matern: z / sqrt(g / (2 nu)) with g ~ chi^2(2 nu) = 2 Gamma(nu), one g per row
         z = torch.randn(num_freqs, dim, generator=generator, **opts)
-        g = 2.0 * standard_gamma(nu, num_freqs, generator=generator, device=draw_device)
+        g = 2.0 * standard_gamma(nu, num_freqs, generator=generator, device=draw.device)
         w = z * torch.sqrt(2.0 * nu / g).unsqueeze(1)
+    return draw.finish(w * draw.inverse_bandwidths(num_freqs).unsqueeze(1), device)
 
-    inv_sigma = torch.tensor([1.0 / s for s in sigmas], **opts)
-    if len(sigmas) == 1:
-        w = w * inv_sigma[0]
-    else:
-        component = torch.randint(len(sigmas), (num_freqs,), generator=generator, device=draw_device)
-        w = w * inv_sigma[component].unsqueeze(1)
-    # Cast and check on the draw device (the CPU unless the generator is on a GPU), then move:
-    # no host sync with the target device, and meta targets work.
-    w = w.to(dtype=out_dtype)
-    if not _checks.tracing() and not bool(torch.isfinite(w).all()):
-        raise ValueError(
-            f"sample_frequencies: a {kernel} frequency (bandwidth={bandwidth}, nu={nu}) does not fit in {out_dtype} "
-            f"(largest finite value {torch.finfo(out_dtype).max:.3g}): this law's tails are heavy "
-            f"({'Cauchy' if kernel == 'laplacian' else 'Student t with 2 nu degrees of freedom'}); "
-            "use a larger bandwidth" + (", a larger nu" if kernel == "matern" else "") + " or dtype=torch.float64"
-        )
-    return w.to(device=device if device is not None else draw_device)
+
+def check_structure(structure, kernel) -> str:
+    structure = _checks.choice("structure", structure, STRUCTURES)
+    if structure != "iid" and kernel not in RADIAL_KERNELS:
+        raise ValueError(f"structure={structure!r} needs a radial spectral measure (gaussian, matern); the {kernel} kernel's "
+                         "is not radial (its coordinates are independent), so use structure='iid'")
+    return structure
+
+
+@dataclass(frozen=True)
+class DrawArguments:
+    """The checked arguments of a frequency draw, shared by every structure."""
+
+    kernel: str
+    num_freqs: int
+    dim: int
+    sigmas: tuple
+    nu: float
+    generator: torch.Generator | None
+    dtype: torch.dtype
+    device: torch.device  # where the float64 draw happens: the generator's device
+
+    @classmethod
+    def check(cls, kernel, num_freqs, dim, bandwidth, nu, generator, dtype) -> "DrawArguments":
+        kernel = check_kernel(kernel, spectral=True)
+        num_freqs = _checks.positive_int("num_freqs", num_freqs)
+        dim = _checks.positive_int("dim", dim)
+        _checks.draw_size(num_freqs, dim)
+        sigmas = _checks.bandwidths(bandwidth)
+        nu = _checks.positive("nu", nu)
+        generator = _checks.generator("generator", generator)
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
+        out_dtype = dtype or torch.get_default_dtype()
+        for i, sigma in enumerate(sigmas):
+            name = f"bandwidth={sigma}" if len(sigmas) == 1 else f"bandwidth[{i}]={sigma}"
+            low, high = frequency_scale_limits(out_dtype)
+            check_frequency_scale(name, 1.0 / sigma, out_dtype, f"use a bandwidth in [{1 / high:.3g}, {1 / low:.3g}]")
+        draw_device = generator.device if generator is not None else torch.device("cpu")
+        return cls(kernel, num_freqs, dim, sigmas, nu, generator, out_dtype, draw_device)
+
+    def inverse_bandwidths(self, rows: int) -> torch.Tensor:
+        """1 / sigma per row (float64, on the draw device): one sigma, or one drawn per row."""
+        inv_sigma = torch.tensor([1.0 / s for s in self.sigmas], device=self.device, dtype=torch.float64)
+        if len(self.sigmas) == 1:
+            return inv_sigma.expand(rows)
+        return inv_sigma[torch.randint(len(self.sigmas), (rows,), generator=self.generator, device=self.device)]
+
+    def finish(self, w: torch.Tensor, device) -> torch.Tensor:
+        """Cast to the dtype and check there (on the draw device: no sync with the target, meta
+        targets work), then move to `device`."""
+        w = w.to(dtype=self.dtype)
+        if not _checks.tracing() and not bool(torch.isfinite(w).all()):
+            raise ValueError(
+                f"sample_frequencies: a {self.kernel} frequency (bandwidth={list(self.sigmas) if len(self.sigmas) > 1 else self.sigmas[0]}, "
+                f"nu={self.nu}) does not fit in {self.dtype} (largest finite value {torch.finfo(self.dtype).max:.3g}): this law's "
+                f"tails are heavy ({'Cauchy' if self.kernel == 'laplacian' else 'Student t with 2 nu degrees of freedom'}); "
+                "use a larger bandwidth" + (", a larger nu" if self.kernel == "matern" else "") + " or dtype=torch.float64"
+            )
+        return w.to(device=device if device is not None else self.device)
 
 
 def standard_gamma(

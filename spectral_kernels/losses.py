@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from . import _checks, functional, ops
-from .kernels import check_kernel
+from .kernels import check_kernel, check_structure
 
 
 class NCFDLoss(nn.Module):
@@ -56,9 +56,10 @@ class NCFDLoss(nn.Module):
 class _SpectralLoss(nn.Module):
     """Shared configuration of SDDLoss and CSDMLoss (frequencies drawn from a kernel's measure)."""
 
-    def __init__(self, *, kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator, precision):
+    def __init__(self, *, kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator, precision, structure):
         super().__init__()
         self.kernel = check_kernel(kernel, spectral=True)
+        self.structure = check_structure(structure, self.kernel)
         sigmas = _checks.bandwidths(bandwidth)
         self.bandwidth = sigmas[0] if isinstance(bandwidth, (int, float)) else list(sigmas)
         self.nu = _checks.positive("nu", nu)
@@ -73,7 +74,7 @@ class _SpectralLoss(nn.Module):
         return dict(
             t=t, kernel=self.kernel, bandwidth=self.bandwidth, nu=self.nu, num_freqs=self.num_freqs,
             generator=self.generator, reduction=self.reduction, backend=self.backend, precision=self.precision,
-            check_finite=None, real_group=None,
+            check_finite=None, real_group=None, structure=self.structure,
         )
 
     # The generator's state is what decides the next frequencies: save and restore it.
@@ -97,7 +98,7 @@ class _SpectralLoss(nn.Module):
 
     def _config_repr(self) -> str:
         generator = "None" if self.generator is None else f"Generator({self.generator.device})"
-        return (f"kernel={self.kernel!r}, bandwidth={self.bandwidth}, nu={self.nu}, num_freqs={self.num_freqs}, "
+        return (f"kernel={self.kernel!r}, structure={self.structure!r}, bandwidth={self.bandwidth}, nu={self.nu}, num_freqs={self.num_freqs}, "
                 f"num_classes={self.num_classes}, reduction={self.reduction!r}, backend={self.backend!r}, "
                 f"precision={self.precision!r}, generator={generator}")
 
@@ -110,9 +111,9 @@ class SDDLoss(_SpectralLoss):
     """
 
     def __init__(self, *, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, num_classes=None, reduction="mean",
-                 backend="auto", generator=None, precision=None):
+                 backend="auto", generator=None, precision=None, structure="iid"):
         super().__init__(kernel=kernel, bandwidth=bandwidth, nu=nu, num_freqs=num_freqs, num_classes=num_classes,
-                         reduction=reduction, backend=backend, generator=generator, precision=precision)
+                         reduction=reduction, backend=backend, generator=generator, precision=precision, structure=structure)
 
     def forward(self, real, syn, real_labels=None, syn_labels=None, t=None):
         return functional.sdd(real, syn, real_labels, syn_labels, num_classes=self.num_classes, **self._spectral_kwargs(t))
@@ -131,9 +132,9 @@ class CSDMLoss(_SpectralLoss):
 
     def __init__(self, class_counts, *, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, alpha_head=0.8,
                  head_classes=None, alpha_rule="binary", num_classes=None, reduction="mean", backend="auto", generator=None,
-                 precision=None):
+                 precision=None, structure="iid"):
         super().__init__(kernel=kernel, bandwidth=bandwidth, nu=nu, num_freqs=num_freqs, num_classes=num_classes,
-                         reduction=reduction, backend=backend, generator=generator, precision=precision)
+                         reduction=reduction, backend=backend, generator=generator, precision=precision, structure=structure)
         class_alpha = functional.csdm_class_alpha(class_counts, alpha_head=alpha_head, head_classes=head_classes,
                                                   alpha_rule=alpha_rule)
         if self.num_classes is not None and self.num_classes != class_alpha.shape[0]:

@@ -86,6 +86,12 @@ def _set_extra_state_without_generator():
     sk.SDDLoss().load_state_dict(with_gen.state_dict())
 
 
+def _nan_radii():
+    t = sk.hadamard_frequencies("gaussian", 8, 3)
+    t.radii[0, 1] = float("nan")
+    return t
+
+
 def _generator_state_of_size(size):
     loss = sk.SDDLoss(generator=torch.Generator())
     loss.load_state_dict({"_extra_state": {"generator_state": torch.zeros(size, dtype=torch.uint8)}})
@@ -270,6 +276,18 @@ LIB_CASES = [
     Lib("sampler draw too large", lambda: sk.FrequencySampler(2**30, num_freqs=64)(), ValueError, ["num_freqs=64", "GiB"]),
     Lib("cpu op with offsets on meta", _op("ecf_sums", X, T, PERM, OFFS.to("meta")), ValueError, ["one device", "meta"]),
     Lib("cpu op with grad on meta", _op("ecf_sums_grad_x", G.to("meta"), X, T, PERM, OFFS), ValueError, ["one device", "meta"]),
+    # structured frequencies
+    Lib("structure unknown", lambda: sk.sdd(X, Y, structure="sobol"), ValueError, ["structure", "sobol"]),
+    Lib("orthogonal laplacian", lambda: sk.sdd(X, Y, kernel="laplacian", structure="orthogonal"), ValueError, ["not radial", "laplacian"]),
+    Lib("hadamard cauchy draw", lambda: sk.hadamard_frequencies("cauchy", 8, 3), ValueError, ["not radial"]),
+    Lib("structure with t given", lambda: sk.sdd(X, Y, t=T, structure="hadamard"), ValueError, ["t was given"]),
+    Lib("hadamard frequencies of another d", lambda: sk.ncfd(X, Y, sk.hadamard_frequencies("gaussian", 8, 4)), ValueError, ["d=4", "d=3"]),
+    Lib("hadamard frequencies of another dtype", lambda: sk.ncfd(X, Y, sk.hadamard_frequencies("gaussian", 8, 3, dtype=torch.float64)), TypeError, ["float64", "float32"]),
+    Lib("hadamard NaN radii", lambda: sk.ncfd(X, Y, _nan_radii()), ValueError, ["t.radii", "nan"]),
+    Lib("hadamard op width not a power of two", _op("hadamard_sums", X, torch.ones(1, 3, 6), torch.ones(1, 6), PERM, OFFS, precision=6), ValueError, ["power of two", "6"]),
+    Lib("hadamard op width below d", _op("hadamard_sums", X, torch.ones(1, 3, 2), torch.ones(1, 2), PERM, OFFS, precision=2), ValueError, ["D=2", "d=3"]),
+    Lib("hadamard op num_freqs outside its blocks", _op("hadamard_sums", X, torch.ones(2, 3, 4), torch.ones(2, 4), PERM, OFFS, precision=3), ValueError, ["num_freqs=3", "(4, 8]"]),
+    Lib("hadamard op radii of another shape", _op("hadamard_sums", X, torch.ones(1, 3, 4), torch.ones(2, 4), PERM, OFFS, precision=4), ValueError, ["radii", "(1, 4)"]),
     Lib("loss restoring a generator state of another size", lambda: _generator_state_of_size(7), ValueError, ["does not fit this generator"]),
 ]
 
@@ -483,6 +501,9 @@ CLI_CASES = [
     Cli("out under a file", ["distill", *FAST_CLI, "--out", "{d}/file/run"], ["cannot write to --out"], setup=lambda d: (d / "file").write_text("x")),
     Cli("resume and overwrite together", [*DISTILL, "--resume", "--overwrite"], ["--resume and --overwrite"]),
     # recipe options
+    Cli("unknown frequency structure", [*DISTILL, "--frequencies", "sobol"], ["--frequencies", "iid, orthogonal, hadamard"]),
+    Cli("structured frequencies of a kernel not radial", [*DISTILL, "--method", "sdd", "--kernel", "laplacian", "--frequencies", "hadamard"], ["--frequencies hadamard", "radial"]),
+    Cli("structured frequencies with a learned sampler", [*DISTILL, "--method", "ncfm", "--learned-sampler", "--frequencies", "orthogonal"], ["--frequencies", "learned sampler"]),
     Cli("unknown recipe", [*DISTILL, "--recipe", "dc"], ["--recipe", "thin, ncfm", "'dc'"]),
     Cli("factor that does not divide the image", [*DISTILL, "--factor", "3"], ["--factor 3", "image size 8"]),
     Cli("factor zero", [*DISTILL, "--factor", "0"], ["--factor", "[1, 8]"]),

@@ -24,11 +24,21 @@ def test_triton_kernels_compile_for_hopper_use_tensor_cores_and_keep_the_k_loop_
     out = subprocess.run([sys.executable, str(SCRIPT), "--json", "--quick"], capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    # forward and weight kernels: 4 float32-accumulating variants x 2 sin/cos modes + float64; the class reduction.
-    assert len(rows) == 2 * (4 * 2 + 1) + 1
+    # forward and weight kernels: 4 float32-accumulating variants x 2 sin/cos modes + float64; the class
+    # reduction; the SORF forward and backward at D = 64 and 2048 in both precisions.
+    assert len(rows) == 2 * (4 * 2 + 1) + 1 + 2 * 2 * 2
     for row in rows:
         assert row["instructions"] > 0 and row["shared_bytes"] <= 227 * 1024, row
         if row["kernel"] == "class_reduce":
+            continue
+        if row["kernel"].startswith("sorf"):
+            # The two-product transform (D = 2048 = 32 x 64) runs on tensor cores in both precisions
+            # (ieee as tf32x3). The transforms' reshapes and permutes leave some local-memory traffic
+            # in the block loop (sm_90, triton 3.x: 2.7-4.1% of its instructions, against ~40% for an
+            # FFMA product at D = 2048): a guard against it growing, not a claim that it is zero.
+            if row["config"].startswith("D=2048"):
+                assert row["hgmma"] > 0 and any(".tf32.tf32" in op for op in row["wgmma_ptx"]), row
+            assert row["k_loop_spills"] <= 0.06 * row["k_loop_instructions"], row
             continue
         # tf32 on float32/bf16 inputs must reach Hopper's tensor cores; ieee float32 cannot.
         if row["precision"] == "tf32":

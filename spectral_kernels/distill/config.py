@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..kernels import SPECTRAL_KERNELS, frequency_scale_limits
+from ..kernels import RADIAL_KERNELS, SPECTRAL_KERNELS, STRUCTURES, frequency_scale_limits
 from .data import DATASETS
 from .methods import HEAD_RULES, METHODS
 
@@ -105,6 +105,7 @@ class DistillConfig:
     eval_optimizer: str = "sgd"  # sgd | adamw, for the evaluation networks
     eval_schedule: str = "half"  # EVAL_SCHEDULES
     eval_cutmix: float = 0.0  # CutMix probability in evaluation (and in training the pool)
+    frequencies: str = "iid"  # iid | orthogonal | hadamard: how ncfm/sdd/csdm draw frequencies (SPEC §4)
 
     # Options that may change between an interrupted run and its resumption (`out`: the run
     # directory may have been moved or be named by another path).
@@ -127,6 +128,7 @@ class DistillConfig:
         check(self.kernel in SPECTRAL_KERNELS, f"unknown kernel {self.kernel!r}; choose one of {', '.join(SPECTRAL_KERNELS)}")
         check(self.head_rule in HEAD_RULES, f"unknown head rule {self.head_rule!r}; choose one of {', '.join(HEAD_RULES)}")
         for name, allowed in (("recipe", tuple(RECIPES)), ("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
+                              ("frequencies", STRUCTURES),
                               ("eval_optimizer", EVAL_OPTIMIZERS), ("eval_schedule", tuple(EVAL_SCHEDULES))):
             check(getattr(self, name) in allowed, f"{flag(name)} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name, (low, high) in INT_LIMITS.items():
@@ -146,6 +148,10 @@ class DistillConfig:
             value = getattr(self, name)
             check(math.isfinite(value) and value >= 0, f"{flag(name)} must be a finite number >= 0, got {value}")
         check(0.0 <= self.eval_cutmix <= 1.0, f"--eval-cutmix is a probability in [0, 1], got {self.eval_cutmix}")
+        check(self.frequencies == "iid" or self.method == "ncfm" or self.kernel in RADIAL_KERNELS,
+              f"--frequencies {self.frequencies} needs a radial kernel (gaussian, matern), got --kernel {self.kernel}")
+        check(self.frequencies == "iid" or not (self.method == "ncfm" and self.learned_sampler),
+              "--frequencies applies to drawn frequencies; the learned sampler makes its own")
         if self.net_pool == 0:
             check(self.calib_weight == 0, f"--calib-weight {self.calib_weight} needs trained networks: set --net-pool >= 1")
             check(not self.pool_interpolate, "--pool-interpolate needs trained networks: set --net-pool >= 1")

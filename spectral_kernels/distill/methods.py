@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 import spectral_kernels as sk
+from spectral_kernels.structured import hadamard_frequencies
 
 METHODS = ("random", "dm", "mmd", "ncfm", "sdd", "csdm")
 HEAD_RULES = ("binary", "log-linear")
@@ -70,10 +71,15 @@ class Objective:
             if cfg.learned_sampler:
                 t = self.sampler(generator=generator).to(real_f.device)
             else:
-                t = sk.sample_frequencies("gaussian", cfg.num_freqs, real_f.shape[1], bandwidth=self._bandwidth(real_f, generator),
-                                          generator=generator, device=real_f.device, dtype=real_f.dtype)
+                draw = dict(bandwidth=self._bandwidth(real_f, generator), generator=generator, device=real_f.device,
+                            dtype=real_f.dtype)
+                if cfg.frequencies == "hadamard":  # structured, never materialised on the cpu backend
+                    t = hadamard_frequencies("gaussian", cfg.num_freqs, real_f.shape[1], **draw)
+                else:
+                    t = sk.sample_frequencies("gaussian", cfg.num_freqs, real_f.shape[1], structure=cfg.frequencies, **draw)
             return sk.ncfd(real_f, syn_f, t, real_y, syn_y, real_group=self.real_group, **common)
-        spectral = dict(real_group=self.real_group, kernel=cfg.kernel, bandwidth=self._bandwidth(real_f, generator), num_freqs=cfg.num_freqs, generator=generator, **common)
+        spectral = dict(real_group=self.real_group, kernel=cfg.kernel, bandwidth=self._bandwidth(real_f, generator),
+                        num_freqs=cfg.num_freqs, generator=generator, structure=cfg.frequencies, **common)
         if cfg.method == "sdd":
             return sk.sdd(real_f, syn_f, real_y, syn_y, **spectral)
         return sk.csdm(real_f, syn_f, real_y, syn_y, class_counts=self.class_counts, alpha_head=cfg.alpha_head,

@@ -111,7 +111,7 @@ def resolve(name: str, x: torch.Tensor) -> Backend:
 
 
 def _register_builtin() -> None:
-    from . import cpp, cuda, reference, triton_ecf
+    from . import cpp, cuda, hadamard, reference, triton_ecf  # noqa: F401  (hadamard registers its op)
 
     register_backend(reference.ReferenceBackend())
     register_backend(cpp.CppBackend())

@@ -1,0 +1,139 @@
+"""Orthogonal and structured spectral frequencies (SPEC §4): the same expectation as i.i.d.
+draws, with less variance, for kernels whose spectral measure is radial (gaussian, matern).
+
+A radial measure is the law of r u with u uniform on the unit sphere and r an independent
+radius: for the gaussian kernel r = |z| / sigma with z ~ N(0, I_d) (a chi law with d degrees of
+freedom), for Matérn(nu) r = |z| sqrt(2 nu / g) / sigma with g ~ chi^2(2 nu). Instead of d
+independent directions, a block of d frequencies can take d orthogonal ones:
+
+- orthogonal (ORF; Yu et al., "Orthogonal Random Features", NeurIPS 2016): each block is a
+  Haar-random orthogonal matrix Q (QR of a Gaussian matrix, signs fixed by R's diagonal), row i
+  scaled by an independent radius r_i. Every row still has the kernel's law, so the estimator is
+  unbiased; the rows of a block are negatively correlated, which lowers its variance.
+- hadamard (SORF; same paper, after Le et al., "Fastfood", ICML 2013): Q replaced by
+  H D1 H D2 H D3 / D^{3/2} (H the D x D Walsh-Hadamard matrix, Di random +-1 diagonals, D the
+  next power of two >= d, x zero-padded to D), r_i drawn for D dimensions (a radius of the
+  D-dimensional law: the first d coordinates of such a vector have the d-dimensional one). Near
+  orthogonal and near uniform, and never materialised: x t^T for a block is three fast
+  Walsh-Hadamard transforms of x, O(N M log D) instead of O(N M d). The price of padding: a
+  block holds D >= d frequencies, and the transforms run at width D.
+
+M need not be a multiple of the block size: the last block is cut.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import _checks
+from .kernels import DrawArguments, check_structure, standard_gamma
+
+
+def _radii(draw: DrawArguments, rows: int, dims: int) -> torch.Tensor:
+    """`rows` radii (float64) of the kernel's radial law in `dims` dimensions, over the bandwidth."""
+    # |z| for z ~ N(0, I_dims) is chi(dims) = sqrt(2 Gamma(dims / 2)): one gamma draw per radius
+    # instead of `dims` normals (at D = 2048 that was most of a SORF estimate's drawing time).
+    radius = torch.sqrt(2.0 * standard_gamma(dims / 2.0, rows, generator=draw.generator, device=draw.device))
+    if draw.kernel == "matern":
+        g = 2.0 * standard_gamma(draw.nu, rows, generator=draw.generator, device=draw.device)
+        radius = radius * torch.sqrt(2.0 * draw.nu / g)
+    return radius * draw.inverse_bandwidths(rows)
+
+
+def orthogonal_frequencies(kernel, num_freqs, dim, *, bandwidth=1.0, nu=1.5, generator=None, device=None,
+                           dtype=None) -> torch.Tensor:
+    """ORF: (M, d) frequencies in blocks of d orthogonal rows, each scaled by a radius of the
+    kernel's law (arguments as sk.sample_frequencies)."""
+    check_structure("orthogonal", kernel)
+    draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth, nu, generator, dtype)
+    blocks = []
+    for _ in range(math.ceil(draw.num_freqs / draw.dim)):
+        g = torch.randn(draw.dim, draw.dim, generator=draw.generator, device=draw.device, dtype=torch.float64)
+        q, r = torch.linalg.qr(g)
+        blocks.append(q * torch.sign(torch.diagonal(r)).unsqueeze(0))  # Haar: fix the signs QR leaves arbitrary
+    directions = torch.cat(blocks)[: draw.num_freqs]
+    return draw.finish(directions * _radii(draw, draw.num_freqs, draw.dim).unsqueeze(1), device)
+
+
+def block_width(dim: int) -> int:
+    """D: the power of two >= dim the Hadamard blocks run at."""
+    return 1 << max(0, (dim - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class HadamardFrequencies:
+    """SORF frequencies, as their parameters: frequency j of block b is
+    radii[b, j] / D^{3/2} (H D1 H D2 H D3)[j, :dim] with D_k = diag(signs[b, k - 1]).
+
+    signs: (B, 3, D) +-1; radii: (B, D) (already over the bandwidth); num_freqs: M, with the
+    last block cut; dim: d <= D. Pass it as `t` to ncfd/sdd/csdm/ecf."""
+
+    signs: torch.Tensor
+    radii: torch.Tensor
+    num_freqs: int
+    dim: int
+
+    @property
+    def width(self) -> int:
+        return self.signs.shape[2]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.radii.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.radii.device
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.num_freqs, self.dim)
+
+    def to(self, device=None, dtype=None) -> "HadamardFrequencies":
+        return HadamardFrequencies(self.signs.to(device=device, dtype=dtype), self.radii.to(device=device, dtype=dtype),
+                                   self.num_freqs, self.dim)
+
+    def dense(self) -> torch.Tensor:
+        """The (M, d) frequencies themselves (what the fused op never builds)."""
+        width = self.width
+        h = hadamard_matrix(width, dtype=self.dtype, device=self.device)
+        rows = []
+        for b in range(self.signs.shape[0]):
+            d1, d2, d3 = self.signs[b]
+            structured = h @ (d1[:, None] * (h @ (d2[:, None] * (h @ torch.diag(d3))))) / width**1.5
+            rows.append(self.radii[b][:, None] * structured[:, : self.dim])
+        return torch.cat(rows)[: self.num_freqs]
+
+
+def hadamard_matrix(n: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """The n x n Walsh-Hadamard matrix (Sylvester's construction, entries +-1), n a power of two."""
+    h = torch.ones(1, 1, dtype=dtype, device=device)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
+    return h
+
+
+def hadamard_frequencies(kernel, num_freqs, dim, *, bandwidth=1.0, nu=1.5, generator=None, device=None,
+                         dtype=None) -> HadamardFrequencies:
+    """SORF: M frequencies in blocks of D = block_width(dim), as HadamardFrequencies (arguments
+    as sk.sample_frequencies)."""
+    check_structure("hadamard", kernel)
+    draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth, nu, generator, dtype)
+    width = block_width(draw.dim)
+    blocks = math.ceil(draw.num_freqs / width)
+    signs = torch.randint(0, 2, (blocks, 3, width), generator=draw.generator, device=draw.device).double() * 2 - 1
+    radii = draw.finish(_radii(draw, blocks * width, width), device).reshape(blocks, width)
+    return HadamardFrequencies(signs.to(device=radii.device, dtype=radii.dtype), radii, draw.num_freqs, draw.dim)
+
+
+def check_hadamard(name: str, t: HadamardFrequencies, like: torch.Tensor, like_name: str, check_finite: bool) -> None:
+    if t.dim != like.shape[1]:
+        raise ValueError(f"{name} has d={t.dim} but {like_name} has d={like.shape[1]}")
+    if t.dtype != like.dtype or t.signs.dtype != like.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but {like_name} has dtype {like.dtype}; use {name}.to(dtype=...)")
+    if t.device != like.device or t.signs.device != like.device:
+        raise ValueError(f"{name} is on {t.device} but {like_name} is on {like.device}; use {name}.to(device=...)")
+    if check_finite:
+        _checks.finite(f"{name}.radii", t.radii)
