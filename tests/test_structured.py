@@ -125,6 +125,28 @@ def test_the_fused_op_equals_the_dense_product_with_the_same_signs_and_radii(cas
 
 
 @needs_cpu
+def test_phases_beyond_the_fast_range_take_the_full_range_sin_and_cos():
+    """A float32 panel holding a phase past math::kMaxFastPhase (8192) is redone with the
+    full-range routine, forward and backward: no silent garbage from the reduced polynomials."""
+    gen = torch.Generator().manual_seed(11)
+    n, m, d = 200, 70, 24
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64) * 2000
+    t = hadamard_frequencies("gaussian", m, d, bandwidth=1.0, generator=gen, dtype=torch.float64)
+    assert (x @ t.dense().T).abs().max() > 2 * 8192  # some panels hold large phases, others need not
+    index = _layout(n, [120, 80], gen)
+    grad = torch.randn(2, 2, m, generator=gen, dtype=torch.float64)
+    truth = sums_and_grads(lambda a, _: ecf_sums_reference(a, t.dense(), index.labels, 2), x, t.radii, grad)[:2]
+    t32 = t.to(dtype=torch.float32)
+    got = sums_and_grads(lambda a, _: ops.hadamard_sums(a, t32.signs, t32.radii, index.perm, index.offsets, m),
+                         x.float(), t32.radii, grad.float())[:2]
+    base = sums_and_grads(lambda a, _: ecf_sums_reference(a, t32.dense(), index.labels, 2), x.float(), t32.radii,
+                          grad.float())[:2]
+    for ours, theirs, want in zip(got, base, truth):
+        assert torch.isfinite(ours).all()
+        assert max_error(ours, want) <= 2 * max_error(theirs, want) + 1e-6 * max(1.0, want.abs().max().item())
+
+
+@needs_cpu
 def test_the_fused_op_gives_the_same_bits_whatever_the_thread_count():
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(1500, 40, generator=gen)  # 6+ row tiles in 2 classes, 3 blocks of 64
