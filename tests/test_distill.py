@@ -248,3 +248,29 @@ def test_network_pool_is_trained_once_cached_and_reused_on_resume(tmp_path):
     resumed = distill(DistillConfig(out=str(tmp_path / "c"), **config), resume=True)
     assert (tmp_path / "c" / "net_pool.pt").stat().st_mtime_ns == cached  # not retrained
     assert torch.equal(torch.load(resumed / "synthetic.pt")["images"], torch.load(run / "synthetic.pt")["images"])
+
+
+def test_the_grid_is_a_row_per_class_enlarged_with_each_class_name():
+    """grid.png (distill/pictures.py): each stored pixel becomes a block of scale x scale equal
+    pixels (nearest neighbour), a row per class holding that class's images, its name on the left."""
+    import numpy as np
+    from PIL import Image
+
+    from spectral_kernels.distill.pictures import MIN_CELL, PAD, labelled_grid
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 1, 8, 8, generator=gen)
+    labels = torch.tensor([0, 0, 2, 2, 2, 0])  # class 1 has no image: no row
+    grid = np.asarray(labelled_grid(images, labels, ("zero", "one", "two"), per_row=3))
+    scale = MIN_CELL // 8
+    assert grid.shape[0] == 2 * (8 * scale + PAD) + PAD  # two rows
+    label_w = grid.shape[1] - 3 * (8 * scale + PAD) - PAD
+    for row, members in enumerate([[0, 1, 5], [2, 3, 4]]):
+        top = PAD + row * (8 * scale + PAD)
+        assert (grid[top : top + 8 * scale, : label_w] < 128).any(), "no class name drawn"
+        for col, i in enumerate(members):
+            left = label_w + PAD + col * (8 * scale + PAD)
+            cell = grid[top : top + 8 * scale, left : left + 8 * scale, 0].astype(int)
+            want = (images[i, 0] * 255).round().int().repeat_interleave(scale, 0).repeat_interleave(scale, 1).numpy()
+            assert np.array_equal(cell, want)
+    assert Image.fromarray(grid).size == (grid.shape[1], grid.shape[0])

@@ -40,6 +40,7 @@ class ImageDataset:
     num_classes: int
     mean: torch.Tensor  # (channels,) to undo the normalisation for display
     std: torch.Tensor
+    class_names: tuple[str, ...] = ()  # one per class, for pictures; the class numbers where unknown
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -97,6 +98,16 @@ def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
         rng.shuffle(idx)
         test[idx[: int(round(test_fraction * len(idx)))]] = True
     return x[~test], y[~test], x[test], y[test]
+
+
+# Class names by label, for pictures. animals: animal-mnist's labels 0-9 are its ten animals in
+# alphabetical order (checked by eye on a grid of each label's training images); cifar10: the
+# dataset's own label order; cifar100: the class numbers (its names live in a file we do not read).
+CLASS_NAMES = {
+    "digits": tuple(str(c) for c in range(10)),
+    "animals": ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
 
 
 def _digits():
@@ -195,9 +206,9 @@ def _imagefolder(root: Path | None, image_size: int):
         if train_classes != test_classes:
             raise DataError(f"imagefolder: {root}/train and {root}/test must hold the same class folders, "
                             f"got {train_classes[:5]}... and {test_classes[:5]}...")
-        return train_x, train_y, test_x, test_y
-    x, y, _ = read(root)
-    return _stratified_split(x, y, 0.2, seed=0)
+        return train_x, train_y, test_x, test_y, tuple(train_classes)
+    x, y, classes = read(root)
+    return (*_stratified_split(x, y, 0.2, seed=0), tuple(classes))
 
 
 def long_tail_counts(counts: np.ndarray, imbalance: float) -> np.ndarray:
@@ -221,6 +232,7 @@ def load_dataset(name: str, *, data_root: str | Path | None = None, imbalance: f
     root = Path(data_root) if data_root is not None else None
     if root is not None and not root.exists():
         raise DataError(f"--data-root {root} does not exist")
+    class_names = CLASS_NAMES.get(base, ())
     if base == "digits":
         train_x, train_y, test_x, test_y = _digits()
     elif base == "animals":
@@ -228,7 +240,7 @@ def load_dataset(name: str, *, data_root: str | Path | None = None, imbalance: f
     elif base in ("cifar10", "cifar100"):
         train_x, train_y, test_x, test_y = _cifar(root, base)
     else:
-        train_x, train_y, test_x, test_y = _imagefolder(root, image_size)
+        train_x, train_y, test_x, test_y, class_names = _imagefolder(root, image_size)
 
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     if imbalance > 1.0:
@@ -249,4 +261,6 @@ def load_dataset(name: str, *, data_root: str | Path | None = None, imbalance: f
     mean = train_x.mean(dim=(0, 2, 3))
     std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
     norm = lambda x: (x - mean[None, :, None, None]) / std[None, :, None, None]
-    return ImageDataset(name, norm(train_x), torch.from_numpy(train_y), norm(test_x), torch.from_numpy(test_y), num_classes, mean, std)
+    names = tuple(class_names[:num_classes]) + tuple(str(c) for c in range(len(class_names), num_classes))
+    return ImageDataset(name, norm(train_x), torch.from_numpy(train_y), norm(test_x), torch.from_numpy(test_y), num_classes, mean, std,
+                        names)

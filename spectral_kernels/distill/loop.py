@@ -353,18 +353,21 @@ def _finish(run: _Run) -> None:
     images = run.syn.detach().cpu()
     atomic_save({"images": images, "labels": run.syn_y.cpu(), "config": config.to_dict(),
                  "mean": dataset.mean, "std": dataset.std}, run.path / "synthetic.pt")
-    save_grid(images, dataset, config.ipc, run.path / "grid.png")
+    save_grid(images, run.syn_y.cpu(), dataset, config.ipc, run.path / "grid.png")
     if config.num_eval > 0:
         from .evaluate import evaluate_run
 
         evaluate_run(run.path, num_eval=config.num_eval, epochs=config.eval_epochs, dataset=dataset, locked=True)
 
 
-def save_grid(images: torch.Tensor, dataset: ImageDataset, ipc: int, path: Path) -> None:
-    from torchvision.utils import save_image
+def save_grid(images: torch.Tensor, labels: torch.Tensor, dataset: ImageDataset, ipc: int, path: Path) -> None:
+    """grid.png: a row per class with its name, the stored images enlarged (distill/pictures.py)."""
+    from .pictures import labelled_grid
 
     shown = (images * dataset.std[None, :, None, None] + dataset.mean[None, :, None, None]).clamp(0, 1)
-    durable_write(path, lambda f: save_image(shown, f, format="png", nrow=ipc, padding=1, pad_value=1.0))
+    names = dataset.class_names or tuple(str(c) for c in range(dataset.num_classes))
+    grid = labelled_grid(shown, labels, names, per_row=ipc)
+    durable_write(path, lambda f: grid.save(f, format="png"))
 
 
 def _progress(iterable, config: DistillConfig, desc: str):
