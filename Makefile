@@ -1,6 +1,6 @@
 # Every target does the whole set-up from nothing into .venv (idempotent), then its job.
-# torch, torchvision and triton come from this machine's pip sources; uv and poetry would
-# bypass them and download gigabytes, so plain pip it is.
+# torch, torchvision and triton come from the pip sources configured for this environment; uv and
+# poetry would bypass them and download gigabytes, so plain pip it is.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 BUILD_STAMP := $(VENV)/.extension-built
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*.h csrc/*/*.h)
 
-.PHONY: demo test bench install clean
+.PHONY: demo test lint bench install clean
 
 install: $(BUILD_STAMP)
 
@@ -29,8 +29,13 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
 demo: $(BUILD_STAMP)
 	$(PY) examples/distill_demo.py
 
-test: $(BUILD_STAMP)
+# ruff first: a lint or format failure fails the target before the (longer) build and suite.
+test: lint $(BUILD_STAMP)
 	$(PY) -m pytest -q tests
+
+lint: $(DEPS_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 bench: $(BUILD_STAMP)
 	$(PY) benchmarks/bench_ops.py

@@ -10,6 +10,7 @@ schemas are registered with TORCH_LIBRARY and called through torch.ops, so no py
 is needed and each unit compiles in seconds; the .cu unit includes only the CUDA runtime and
 csrc/ecf_math.h.
 """
+
 import glob
 import os
 import re
@@ -37,8 +38,12 @@ def _toolkit_of(nvcc: str) -> str | None:
         source = os.path.join(tmp, "probe.cu")
         open(source, "w").close()
         try:
-            out = subprocess.run([nvcc, "--dryrun", "-c", source, "-o", os.path.join(tmp, "probe.o")],
-                                 capture_output=True, text=True, timeout=60)
+            out = subprocess.run(
+                [nvcc, "--dryrun", "-c", source, "-o", os.path.join(tmp, "probe.o")],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
     match = re.search(r"_HERE_=(\S+)", out.stdout + out.stderr)
@@ -92,7 +97,9 @@ def _cublas_link_args() -> list[str]:
         versioned = sorted(glob.glob(os.path.join(folder, "libcublas.so.*")))
         if versioned:
             return [f"-L{folder}", f"-l:{os.path.basename(versioned[0])}"]
-    sys.exit("setup.py: cuBLAS (libcublas.so) not found in the CUDA toolkit or the nvidia wheels; FORCE_CPU=1 skips CUDA")
+    sys.exit(
+        "setup.py: cuBLAS (libcublas.so) not found in the CUDA toolkit or the nvidia wheels; FORCE_CPU=1 skips CUDA"
+    )
 
 
 def extension():
@@ -105,7 +112,9 @@ def extension():
     common = dict(name="spectral_kernels._C", extra_link_args=["-fopenmp"], py_limited_api=False)
     if not WITH_CUDA:
         return CppExtension(sources=sources, extra_compile_args={"cxx": cxx}, **common)
-    sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")) + glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    sources += sorted(
+        glob.glob(os.path.join("csrc", "cuda", "*.cpp")) + glob.glob(os.path.join("csrc", "cuda", "*.cu"))
+    )
     common["extra_link_args"] = common["extra_link_args"] + _cublas_link_args()
     return CUDAExtension(
         sources=sources,
@@ -116,7 +125,4 @@ def extension():
     )
 
 
-setup(
-    ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-)
+setup(ext_modules=[extension()], cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})

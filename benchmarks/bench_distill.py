@@ -8,6 +8,7 @@ Rows are appended to the CSV as each run finishes (an interrupted grid keeps wha
 rerun skips the cells already in the CSV), and the Markdown table is rewritten after each.
 The settings of every cell are recorded in the CSV next to its result.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,50 +23,108 @@ from pathlib import Path
 import torch
 
 from spectral_kernels.cli import main as cli
+from spectral_kernels.distill.methods import METHODS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ["random", "dm", "mmd", "ncfm", "sdd", "csdm"]
 # Chosen so the whole grid fits in about an hour on a 2-core CPU.
 SETTINGS = {
     "digits-lt": dict(imbalances=[1, 10, 50], ipcs=[1, 10], width=128, batch_real=64, iterations=200, eval_epochs=200),
-    "animals-lt": dict(imbalances=[1, 10, 50, 100], ipcs=[1, 10], width=64, batch_real=32, iterations=150, eval_epochs=150),
+    "animals-lt": dict(
+        imbalances=[1, 10, 50, 100], ipcs=[1, 10], width=64, batch_real=32, iterations=150, eval_epochs=150
+    ),
 }
 NUM_EVAL = 3
-FIELDS = ["dataset", "imbalance", "ipc", "method", "accuracy_mean", "accuracy_std", "accuracies", "distill_seconds",
-          "eval_seconds", "width", "batch_real", "iterations", "eval_epochs", "num_eval", "num_freqs", "device"]
+FIELDS = [
+    "dataset",
+    "imbalance",
+    "ipc",
+    "method",
+    "accuracy_mean",
+    "accuracy_std",
+    "accuracies",
+    "distill_seconds",
+    "eval_seconds",
+    "width",
+    "batch_real",
+    "iterations",
+    "eval_epochs",
+    "num_eval",
+    "num_freqs",
+    "device",
+]
 
 
 def run_cell(dataset, imbalance, ipc, method, settings, workdir: Path, device: str) -> dict:
     out = workdir / f"{dataset}_{imbalance}_{ipc}_{method}"
-    argv = ["distill", "--dataset", dataset, "--imbalance", str(imbalance), "--ipc", str(ipc), "--method", method,
-            "--width", str(settings["width"]), "--batch-real", str(settings["batch_real"]),
-            "--iterations", str(settings["iterations"]), "--eval-epochs", str(settings["eval_epochs"]),
-            "--num-eval", str(NUM_EVAL), "--num-freqs", "1024", "--seed", "0", "--quiet", "--overwrite", "--out", str(out)]
+    argv = [
+        "distill",
+        "--dataset",
+        dataset,
+        "--imbalance",
+        str(imbalance),
+        "--ipc",
+        str(ipc),
+        "--method",
+        method,
+        "--width",
+        str(settings["width"]),
+        "--batch-real",
+        str(settings["batch_real"]),
+        "--iterations",
+        str(settings["iterations"]),
+        "--eval-epochs",
+        str(settings["eval_epochs"]),
+        "--num-eval",
+        str(NUM_EVAL),
+        "--num-freqs",
+        "1024",
+        "--seed",
+        "0",
+        "--quiet",
+        "--overwrite",
+        "--out",
+        str(out),
+    ]
     began = time.perf_counter()
     if cli(argv) != 0:
         raise RuntimeError(f"run failed: {' '.join(argv)}")
     total = time.perf_counter() - began
     result = json.loads((out / "eval.json").read_text())
     return {
-        "dataset": dataset, "imbalance": imbalance, "ipc": ipc, "method": method,
-        "accuracy_mean": round(100 * result["accuracy_mean"], 2), "accuracy_std": round(100 * result["accuracy_std"], 2),
+        "dataset": dataset,
+        "imbalance": imbalance,
+        "ipc": ipc,
+        "method": method,
+        "accuracy_mean": round(100 * result["accuracy_mean"], 2),
+        "accuracy_std": round(100 * result["accuracy_std"], 2),
         "accuracies": " ".join(f"{100 * a:.2f}" for a in result["accuracies"]),
-        "distill_seconds": round(total - result["seconds"], 1), "eval_seconds": result["seconds"],
-        "width": settings["width"], "batch_real": settings["batch_real"], "iterations": settings["iterations"],
-        "eval_epochs": settings["eval_epochs"], "num_eval": NUM_EVAL, "num_freqs": 1024, "device": device,
+        "distill_seconds": round(total - result["seconds"], 1),
+        "eval_seconds": result["seconds"],
+        "width": settings["width"],
+        "batch_real": settings["batch_real"],
+        "iterations": settings["iterations"],
+        "eval_epochs": settings["eval_epochs"],
+        "num_eval": NUM_EVAL,
+        "num_freqs": 1024,
+        "device": device,
     }
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = [f"Device: {rows[0]['device']}. Test accuracy (%) mean ± std over {NUM_EVAL} evaluation seeds (final epoch); "
-             "distillation wall time in seconds. Settings per dataset in the CSV.", ""]
+    lines = [
+        f"Device: {rows[0]['device']}. Test accuracy (%) mean ± std over {NUM_EVAL} evaluation seeds (final epoch); "
+        "distillation wall time in seconds. Settings per dataset in the CSV.",
+        "",
+    ]
     for dataset in SETTINGS:
         cells = [r for r in rows if r["dataset"] == dataset]
         if not cells:
             continue
         s = SETTINGS[dataset]
-        lines.append(f"### {dataset} (width {s['width']}, {s['batch_real']} real images per class per step, "
-                     f"{s['iterations']} iterations, {s['eval_epochs']} evaluation epochs)")
+        lines.append(
+            f"### {dataset} (width {s['width']}, {s['batch_real']} real images per class per step, "
+            f"{s['iterations']} iterations, {s['eval_epochs']} evaluation epochs)"
+        )
         lines.append("")
         columns = sorted({(int(r["imbalance"]), int(r["ipc"])) for r in cells})
         lines.append("| method | " + " | ".join(f"imb {i}, IPC {p}" for i, p in columns) + " | mean distill s |")
@@ -95,7 +154,9 @@ def main() -> None:
     csv_path = out.with_suffix(".csv")
     rows = list(csv.DictReader(open(csv_path))) if csv_path.exists() else []
     done = {(r["dataset"], int(r["imbalance"]), int(r["ipc"]), r["method"]) for r in rows}
-    device = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    device = (
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     with tempfile.TemporaryDirectory() as workdir:
         for dataset in args.datasets:
             s = SETTINGS[dataset]
@@ -113,8 +174,12 @@ def main() -> None:
                                 writer.writeheader()
                             writer.writerow(row)
                         out.with_suffix(".md").write_text(markdown(rows))
-                        print(f"{dataset} imb {imbalance} ipc {ipc} {method:7} {row['accuracy_mean']:6.2f} ± {row['accuracy_std']:.2f} "
-                              f"({row['distill_seconds']} s distill, {row['eval_seconds']} s eval)", flush=True)
+                        print(
+                            f"{dataset} imb {imbalance} ipc {ipc} {method:7} {row['accuracy_mean']:6.2f} ± "
+                            f"{row['accuracy_std']:.2f} "
+                            f"({row['distill_seconds']} s distill, {row['eval_seconds']} s eval)",
+                            flush=True,
+                        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Accuracy per second of the spectral estimators of the gaussian MMD^2 (issue 13, SPEC §4).
+"""Accuracy per second of the spectral estimators of the gaussian MMD^2 (SPEC §4.1).
 
     python benchmarks/bench_estimators.py            # digits and animals, N = 16384 + 1000, C = 10
     python benchmarks/bench_estimators.py --quick    # tiny sizes: checks the script
@@ -28,9 +28,11 @@ tiles, not N x M.
 Features: the train images (augmented by siamese_augment with a fresh seed per batch of 256 to
 reach N), resized to 32 x 32, through a ConvNet (width 128, depth 3, random initialisation:
 2048-d), L2-normalised as NCFM does. Synthetic: 100 other images per class with pixel noise
-(std 0.25: a synthetic set early in distillation, initialised from real images), unaugmented, through the same network. Bandwidth: the median distance between real
+(std 0.25: a synthetic set early in distillation, initialised from real images), unaugmented,
+through the same network. Bandwidth: the median distance between real
 and synthetic features.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,11 +80,18 @@ def features(dataset: str, num_real: int, syn_per_class: int, seed: int = 0):
         return F.normalize(torch.cat([net.embed(resize(x[i : i + 256])) for i in range(0, x.shape[0], 256)]), dim=1)
 
     pick = torch.randint(0, data.train_x.shape[0], (num_real,), generator=gen)
-    images = torch.cat([siamese_augment(data.train_x[pick[i : i + 256]], seed=seed * 100003 + i)
-                        for i in range(0, num_real, 256)])
+    images = torch.cat(
+        [siamese_augment(data.train_x[pick[i : i + 256]], seed=seed * 100003 + i) for i in range(0, num_real, 256)]
+    )
     real, real_labels = embed(images), data.train_y[pick]
-    syn_pick = torch.cat([torch.nonzero(data.train_y == c).flatten()[
-        torch.randint(0, int((data.train_y == c).sum()), (syn_per_class,), generator=gen)] for c in range(data.num_classes)])
+    syn_pick = torch.cat(
+        [
+            torch.nonzero(data.train_y == c).flatten()[
+                torch.randint(0, int((data.train_y == c).sum()), (syn_per_class,), generator=gen)
+            ]
+            for c in range(data.num_classes)
+        ]
+    )
     noisy = data.train_x[syn_pick] + 0.25 * torch.randn(data.train_x[syn_pick].shape, generator=gen)
     syn, syn_labels = embed(noisy), data.train_y[syn_pick]
     return real.contiguous(), real_labels, syn.contiguous(), syn_labels
@@ -128,8 +137,19 @@ def estimate(provider, real, ry, syn, sy, num_freqs, bandwidth, gen, num_classes
         return sk.mmd(real, syn, ry, sy, bandwidth=bandwidth, num_classes=num_classes, reduction="sum")
     if provider == "unfused iid":
         return unfused_iid(real, ry, syn, sy, num_freqs, bandwidth, gen, num_classes)
-    return sk.sdd(real, syn, ry, sy, bandwidth=bandwidth, num_freqs=num_freqs, structure=STRUCTURE[provider], generator=gen,
-                  num_classes=num_classes, reduction="sum", backend="cpu")
+    return sk.sdd(
+        real,
+        syn,
+        ry,
+        sy,
+        bandwidth=bandwidth,
+        num_freqs=num_freqs,
+        structure=STRUCTURE[provider],
+        generator=gen,
+        num_classes=num_classes,
+        reduction="sum",
+        backend="cpu",
+    )
 
 
 def timed(provider, real, ry, syn, sy, num_freqs, bandwidth, num_classes, repeats) -> float:
@@ -210,9 +230,11 @@ def memory_probe(path: str, provider: str, num_real: int, num_freqs: int, bandwi
 
 
 def measure_memory(path: Path, provider, num_real, num_freqs, bandwidth, num_classes) -> int:
-    code = ("import sys, json; sys.path.insert(0, %r); import bench_estimators as b; "
-            "print(json.dumps(b.memory_probe(%r, %r, %d, %d, %r, %d)))"
-            % (str(Path(__file__).parent), str(path), provider, num_real, num_freqs, bandwidth, num_classes))
+    args = (str(path), provider, num_real, num_freqs, bandwidth, num_classes)
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_estimators as b; "
+        f"print(json.dumps(b.memory_probe(*{args!r})))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
@@ -225,18 +247,39 @@ def run_dataset(dataset: str, args, writer_rows: list[dict], curves: dict) -> No
     real, ry, syn, sy = features(dataset, args.num_real, args.syn_per_class)
     num_classes, dim = int(ry.max()) + 1, real.shape[1]
     bandwidth = median_bandwidth(real, syn)
-    exact = float(sk.mmd(real.double(), syn.double(), ry, sy, bandwidth=bandwidth, num_classes=num_classes, reduction="sum"))
+    exact = float(
+        sk.mmd(real.double(), syn.double(), ry, sy, bandwidth=bandwidth, num_classes=num_classes, reduction="sum")
+    )
     width = block_width(dim)
-    print(f"  N={real.shape[0]} S={syn.shape[0]} d={dim} C={num_classes} sigma={bandwidth:.4f} exact MMD^2={exact:.6g}", flush=True)
+    print(
+        f"  N={real.shape[0]} S={syn.shape[0]} d={dim} C={num_classes} sigma={bandwidth:.4f} exact MMD^2={exact:.6g}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "features.pt"
         torch.save({"real": real, "ry": ry, "syn": syn, "sy": sy}, saved)
         models = {}
         for provider in PROVIDERS:
-            row = dict(dataset=dataset, provider=provider, num_real=real.shape[0], num_syn=syn.shape[0], dim=dim,
-                       num_classes=num_classes, bandwidth=round(bandwidth, 6), exact=exact, pool_blocks="", block=width,
-                       rmse_at_1024="", bias="", bias_se="", freqs_to_1pct="", seconds_to_1pct="", memory_small_mb="",
-                       memory_mb="", device=device_label())
+            row = dict(
+                dataset=dataset,
+                provider=provider,
+                num_real=real.shape[0],
+                num_syn=syn.shape[0],
+                dim=dim,
+                num_classes=num_classes,
+                bandwidth=round(bandwidth, 6),
+                exact=exact,
+                pool_blocks="",
+                block=width,
+                rmse_at_1024="",
+                bias="",
+                bias_se="",
+                freqs_to_1pct="",
+                seconds_to_1pct="",
+                memory_small_mb="",
+                memory_mb="",
+                device=device_label(),
+            )
             if provider == "exact":
                 m, model = 0, None
                 row.update(freqs_to_1pct=0, rmse_at_1024=0.0)
@@ -245,23 +288,48 @@ def run_dataset(dataset: str, args, writer_rows: list[dict], curves: dict) -> No
                 began = time.perf_counter()
                 if structure not in models:  # the unfused and fused iid forms share one estimator
                     gen = torch.Generator().manual_seed(2024)
-                    terms = torch.cat([per_frequency_terms(real, ry, syn, sy, draw(structure, width, dim, bandwidth, gen),
-                                                           num_classes) for _ in range(args.pool_blocks)])
+                    terms = torch.cat(
+                        [
+                            per_frequency_terms(
+                                real, ry, syn, sy, draw(structure, width, dim, bandwidth, gen), num_classes
+                            )
+                            for _ in range(args.pool_blocks)
+                        ]
+                    )
                     models[structure] = ErrorModel(terms, width, exact)
                 model = models[structure]
                 bias, bias_se = model.bias()
                 m = model.frequencies_for(TARGET, args.pool_blocks * width * 64)
-                row.update(pool_blocks=args.pool_blocks, rmse_at_1024=round(model.rmse(min(1024, width * args.pool_blocks)), 5),
-                           bias=round(bias, 6), bias_se=round(bias_se, 6), freqs_to_1pct=m)
-                print(f"  {provider}: pool {time.perf_counter() - began:.0f} s, rel. RMSE at M=1024 {row['rmse_at_1024']:.4f}, "
-                      f"bias {bias:+.5f} +- {bias_se:.5f}, M_1% = {m}", flush=True)
+                row.update(
+                    pool_blocks=args.pool_blocks,
+                    rmse_at_1024=round(model.rmse(min(1024, width * args.pool_blocks)), 5),
+                    bias=round(bias, 6),
+                    bias_se=round(bias_se, 6),
+                    freqs_to_1pct=m,
+                )
+                print(
+                    f"  {provider}: pool {time.perf_counter() - began:.0f} s, rel. RMSE at M=1024 "
+                    f"{row['rmse_at_1024']:.4f}, "
+                    f"bias {bias:+.5f} +- {bias_se:.5f}, M_1% = {m}",
+                    flush=True,
+                )
             if m is not None and (provider == "exact" or m <= args.max_timed_freqs):
-                row["seconds_to_1pct"] = round(timed(provider, real, ry, syn, sy, m, bandwidth, num_classes, args.repeats), 4)
+                row["seconds_to_1pct"] = round(
+                    timed(provider, real, ry, syn, sy, m, bandwidth, num_classes, args.repeats), 4
+                )
                 small = min(args.small_real, real.shape[0])
-                row["memory_small_mb"] = round(measure_memory(saved, provider, small, m, bandwidth, num_classes) / 2**20, 1)
-                row["memory_mb"] = round(measure_memory(saved, provider, real.shape[0], m, bandwidth, num_classes) / 2**20, 1)
-            print(f"  {provider}: {row['seconds_to_1pct']} s to 1%, memory {row['memory_small_mb']} MB (N={args.small_real}) "
-                  f"/ {row['memory_mb']} MB (N={real.shape[0]})", flush=True)
+                row["memory_small_mb"] = round(
+                    measure_memory(saved, provider, small, m, bandwidth, num_classes) / 2**20, 1
+                )
+                row["memory_mb"] = round(
+                    measure_memory(saved, provider, real.shape[0], m, bandwidth, num_classes) / 2**20, 1
+                )
+            print(
+                f"  {provider}: {row['seconds_to_1pct']} s to 1%, memory {row['memory_small_mb']} MB "
+                f"(N={args.small_real}) "
+                f"/ {row['memory_mb']} MB (N={real.shape[0]})",
+                flush=True,
+            )
             writer_rows.append(row)
             # The curve: relative RMSE against measured seconds along the ladder.
             points = []
@@ -275,30 +343,46 @@ def run_dataset(dataset: str, args, writer_rows: list[dict], curves: dict) -> No
 
 
 def device_label() -> str:
-    return f"{platform.machine()} ({platform.processor() or 'cpu'}), {torch.get_num_threads()} threads, torch {torch.__version__}"
+    processor = platform.processor() or "cpu"
+    return f"{platform.machine()} ({processor}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def write_markdown(rows: list[dict], path: Path, command: str) -> None:
-    lines = [f"Produced by `{command}` on {rows[0]['device']}.", "",
-             "Time for one estimate of the exact class-wise gaussian MMD^2 (V-statistic, summed over C classes) to 1% "
-             "relative RMSE; M_1% read off a pool of independent frequency blocks (benchmarks/bench_estimators.py "
-             "docstring); seconds are medians, measured side by side in one process; memory is the peak RSS a fresh "
-             "process adds during the estimate.", ""]
+    lines = [
+        f"Produced by `{command}` on {rows[0]['device']}.",
+        "",
+        "Time for one estimate of the exact class-wise gaussian MMD^2 (V-statistic, summed over C classes) to 1% "
+        "relative RMSE; M_1% read off a pool of independent frequency blocks (benchmarks/bench_estimators.py "
+        "docstring); seconds are medians, measured side by side in one process; memory is the peak RSS a fresh "
+        "process adds during the estimate.",
+        "",
+    ]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         sub = [r for r in rows if r["dataset"] == dataset]
         first = sub[0]
-        lines += [f"### {dataset}: N = {first['num_real']} real, {first['num_syn']} synthetic, d = {first['dim']}, "
-                  f"C = {first['num_classes']}, sigma = {first['bandwidth']}", "",
-                  "| provider | rel. RMSE at M = 1024 | bias (± s.e.) | M for 1% | seconds to 1% | vs fused iid | vs unfused iid "
-                  "| memory (MB), small N | memory (MB), N |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {dataset}: N = {first['num_real']} real, {first['num_syn']} synthetic, d = {first['dim']}, "
+            f"C = {first['num_classes']}, sigma = {first['bandwidth']}",
+            "",
+            "| provider | rel. RMSE at M = 1024 | bias (± s.e.) | M for 1% | seconds to 1% | vs fused iid | vs "
+            "unfused iid "
+            "| memory (MB), small N | memory (MB), N |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         seconds = {r["provider"]: r["seconds_to_1pct"] for r in sub}
         for r in sub:
-            ratio = lambda other: (f"{float(seconds[other]) / float(r['seconds_to_1pct']):.1f}x"
-                                   if seconds.get(other) not in ("", None) and r["seconds_to_1pct"] not in ("", None) else "")
+            ratio = lambda other, r=r, seconds=seconds: (
+                f"{float(seconds[other]) / float(r['seconds_to_1pct']):.1f}x"
+                if seconds.get(other) not in ("", None) and r["seconds_to_1pct"] not in ("", None)
+                else ""
+            )
             bias = f"{float(r['bias']):+.4f} ± {float(r['bias_se']):.4f}" if r["bias"] != "" else ""
-            lines.append(f"| {r['provider']} | {r['rmse_at_1024']} | {bias} | {r['freqs_to_1pct'] if r['freqs_to_1pct'] != '' else '> pool'} "
-                         f"| {r['seconds_to_1pct']} | {ratio('fused iid')} | {ratio('unfused iid')} | {r['memory_small_mb']} "
-                         f"| {r['memory_mb']} |")
+            lines.append(
+                f"| {r['provider']} | {r['rmse_at_1024']} | {bias} | "
+                f"{r['freqs_to_1pct'] if r['freqs_to_1pct'] != '' else '> pool'} "
+                f"| {r['seconds_to_1pct']} | {ratio('fused iid')} | {ratio('unfused iid')} | {r['memory_small_mb']} "
+                f"| {r['memory_mb']} |"
+            )
         lines.append("")
     lines.append("\"vs X\": X's seconds to 1% divided by this provider's (how many times sooner this one gets there).")
     path.write_text("\n".join(lines) + "\n")

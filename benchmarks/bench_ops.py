@@ -33,6 +33,7 @@ and first_s is the wall time of each case's first call (Triton: compile and auto
 included). The run ends with the figure point as ratios (triton and cuda / floor, reference /
 triton in time and memory, cuda's first call / steady).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PROVIDERS = ["fused", "reference", "ncfm_code", "mmd_gaussian", "mmd_linear", "gemm_floor"]
 NUM_SYN, NUM_CLASSES = 1000, 10
 # Exact MMD holds a few (N/C) x (N/C) kernel matrices per class; past this many bytes for one
-# of them it would not fit in this machine's memory next to its temporaries.
+# of them it would not fit in a 24 GiB machine's memory next to its temporaries.
 MMD_MAX_MATRIX_BYTES = 2 * 2**30
 
 
@@ -100,7 +101,13 @@ def _make_inputs(torch, provider, n, m, d, mode):
     # gemm_floor: outputs allocated and touched here, so that only the products are timed.
     buffers = None
     if provider == "gemm_floor":
-        buffers = [torch.zeros(n, m), torch.zeros(NUM_SYN, m), torch.zeros(NUM_SYN, d), torch.zeros(m, d), torch.zeros(m, d)]
+        buffers = [
+            torch.zeros(n, m),
+            torch.zeros(NUM_SYN, m),
+            torch.zeros(NUM_SYN, d),
+            torch.zeros(m, d),
+            torch.zeros(m, d),
+        ]
     return real, real_labels, syn, syn_labels, t, buffers
 
 
@@ -179,8 +186,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
     parser.add_argument("--out", default=None, help="output path without extension")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--precisions", nargs="+", default=["tf32", "ieee"], choices=("tf32", "ieee"),
-                        help="CUDA only: the float32 product precisions to run, in this order")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["tf32", "ieee"],
+        choices=("tf32", "ieee"),
+        help="CUDA only: the float32 product precisions to run, in this order",
+    )
     parser.add_argument("--providers", nargs="+", default=PROVIDERS, choices=PROVIDERS, help="CPU providers to run")
     parser.add_argument("--merge", action="store_true", help="replace only the rows run now in the existing CSV")
     parser.add_argument("--replot", action="store_true", help="rewrite the .md and .png from the existing CSV")
@@ -206,7 +218,8 @@ def main() -> None:
         sweep += [(n, 4096, 512, "learned-t") for n in (4096, 16384, 65536)]
         sweep += [(n, 1024, 512, "fixed-t") for n in (1024, 4096, 16384, 65536)]
         sweep += [(n, 4096, 2048, "fixed-t") for n in (1024, 4096, 16384)]
-    device = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    processor = platform.processor() or platform.machine()
+    device = f"{processor}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
     rows = []
     for n, m, d, mode in sweep:
         repeats = 5 if n * m * d <= 16384 * 4096 * 512 else 3
@@ -214,7 +227,17 @@ def main() -> None:
             result = run_case(provider, n, m, d, mode, repeats)
             if result is None:
                 continue
-            row = {"provider": provider, "mode": mode, "N": n, "S": NUM_SYN, "M": m, "d": d, "C": NUM_CLASSES, "device": device, **result}
+            row = {
+                "provider": provider,
+                "mode": mode,
+                "N": n,
+                "S": NUM_SYN,
+                "M": m,
+                "d": d,
+                "C": NUM_CLASSES,
+                "device": device,
+                **result,
+            }
             rows.append(row)
             shown = result.get("skipped") or f"{result['median_s']:.3f} s, +{result['extra_mib']:.1f} MiB"
             print(f"{mode:9} N={n:6} M={m:5} d={d:5} {provider:13} {shown}", flush=True)
@@ -240,7 +263,7 @@ def _merged(csv_path: Path, new_rows: list[dict]) -> list[dict]:
 
 
 CUDA_PROVIDERS = ["triton", "cuda", "reference", "mmd_gaussian", "gemm_floor", "triton_libdevice"]
-# The issue-5 figure point: N real rows (+ NUM_SYN synthetic), M frequencies, d features.
+# The GPU figure point: N real rows (+ NUM_SYN synthetic), M frequencies, d features.
 CUDA_FIGURE_POINT = (65536, 4096, 2048)
 ALL_PROVIDERS = list(dict.fromkeys(PROVIDERS + CUDA_PROVIDERS))  # table and plot order
 
@@ -286,7 +309,17 @@ def cuda_sweep(args) -> None:
             if provider == "triton_libdevice" and n != largest:
                 continue
             result = _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision)
-            row = {"provider": provider, "mode": f"{mode} {precision}", "N": n, "S": NUM_SYN, "M": m, "d": d, "C": NUM_CLASSES, "device": device, **result}
+            row = {
+                "provider": provider,
+                "mode": f"{mode} {precision}",
+                "N": n,
+                "S": NUM_SYN,
+                "M": m,
+                "d": d,
+                "C": NUM_CLASSES,
+                "device": device,
+                **result,
+            }
             rows.append(row)
             shown = result.get("skipped") or f"{result['median_s'] * 1e3:.2f} ms, +{result['extra_mib']:.1f} MiB"
             print(f"{precision} {mode:9} N={n:6} M={m:5} d={d:5} {provider:16} {shown}", flush=True)
@@ -296,10 +329,14 @@ def cuda_sweep(args) -> None:
 
 
 def figure_summary(rows: list[dict]) -> str:
-    """The issue-5 targets at the figure point, as ratios measured in this run."""
-    lines = [f"Figure point N={CUDA_FIGURE_POINT[0]}+{NUM_SYN}, M={CUDA_FIGURE_POINT[1]}, d={CUDA_FIGURE_POINT[2]}, C={NUM_CLASSES} "
-             "(targets: triton <= 1.3x floor; reference >= 3x triton's time and >= 50x its extra memory; "
-             "cuda <= 1.5x floor, <= 64 MiB extra, first call <= 2x a steady one):"]
+    """The GPU targets at the figure point (against the cuBLAS floor and the reference), as ratios
+    measured in this run."""
+    lines = [
+        f"Figure point N={CUDA_FIGURE_POINT[0]}+{NUM_SYN}, M={CUDA_FIGURE_POINT[1]}, d={CUDA_FIGURE_POINT[2]}, "
+        f"C={NUM_CLASSES} "
+        "(targets: triton <= 1.3x floor; reference >= 3x triton's time and >= 50x its extra memory; "
+        "cuda <= 1.5x floor, <= 64 MiB extra, first call <= 2x a steady one):"
+    ]
     point = [r for r in rows if (r["N"], r["M"], r["d"]) == CUDA_FIGURE_POINT and not r.get("skipped")]
     for mode in sorted({r["mode"] for r in point}):
         got = {r["provider"]: r for r in point if r["mode"] == mode}
@@ -311,13 +348,18 @@ def figure_summary(rows: list[dict]) -> str:
             parts.append(f"{tri['median_s'] / got['gemm_floor']['median_s']:.2f}x floor")
         if "reference" in got:
             ref = got["reference"]
-            parts.append(f"reference {ref['median_s'] / tri['median_s']:.2f}x the time and {ref['extra_mib'] / max(tri['extra_mib'], 1e-9):.0f}x the extra memory")
+            parts.append(
+                f"reference {ref['median_s'] / tri['median_s']:.2f}x the time and "
+                f"{ref['extra_mib'] / max(tri['extra_mib'], 1e-9):.0f}x the extra memory"
+            )
         if "triton_libdevice" in got:
             parts.append(f"libdevice sin/cos {got['triton_libdevice']['median_s'] / tri['median_s']:.2f}x the time")
         if "cuda" in got:
             cu = got["cuda"]
-            parts.append(f"cuda {cu['median_s'] * 1e3:.2f} ms ({cu['median_s'] / tri['median_s']:.2f}x triton), "
-                         f"+{cu['extra_mib']:.1f} MiB, first call {cu['first_s'] / cu['median_s']:.2f}x steady")
+            parts.append(
+                f"cuda {cu['median_s'] * 1e3:.2f} ms ({cu['median_s'] / tri['median_s']:.2f}x triton), "
+                f"+{cu['extra_mib']:.1f} MiB, first call {cu['first_s'] / cu['median_s']:.2f}x steady"
+            )
             if "gemm_floor" in got:
                 parts.append(f"cuda {cu['median_s'] / got['gemm_floor']['median_s']:.2f}x floor")
         lines.append(f"  {mode:16} " + "; ".join(parts))
@@ -334,8 +376,13 @@ def _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision) -> dict:
     t = (torch.randn(m, d, device="cuda", generator=gen) / d**0.5).requires_grad_(mode == "learned-t")
     buffers = None
     if provider == "gemm_floor":
-        buffers = [torch.empty(n, m, device="cuda"), torch.empty(NUM_SYN, m, device="cuda"), torch.empty(NUM_SYN, d, device="cuda"),
-                   torch.empty(m, d, device="cuda"), torch.empty(m, d, device="cuda")]
+        buffers = [
+            torch.empty(n, m, device="cuda"),
+            torch.empty(NUM_SYN, m, device="cuda"),
+            torch.empty(NUM_SYN, d, device="cuda"),
+            torch.empty(m, d, device="cuda"),
+            torch.empty(m, d, device="cuda"),
+        ]
 
     def run():
         syn.grad = None
@@ -343,11 +390,22 @@ def _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision) -> dict:
         if provider == "gemm_floor":
             return _gemm_floor(torch, real, syn, t, mode == "learned-t", buffers)
         if provider == "mmd_gaussian":
-            loss = sk.mmd(real, syn, real_labels, syn_labels, kernel="gaussian", num_classes=NUM_CLASSES, check_finite=False)
+            loss = sk.mmd(
+                real, syn, real_labels, syn_labels, kernel="gaussian", num_classes=NUM_CLASSES, check_finite=False
+            )
         else:
             backend = "triton" if provider.startswith("triton") else provider
-            loss = sk.sdd(real, syn, real_labels, syn_labels, t=t, num_classes=NUM_CLASSES, backend=backend,
-                          check_finite=False, **({"precision": precision} if backend in ("triton", "cuda") else {}))
+            loss = sk.sdd(
+                real,
+                syn,
+                real_labels,
+                syn_labels,
+                t=t,
+                num_classes=NUM_CLASSES,
+                backend=backend,
+                check_finite=False,
+                **({"precision": precision} if backend in ("triton", "cuda") else {}),
+            )
         loss.backward()
 
     # The A/B provider switches the epilogue's sin/cos (read by the op at each call).
@@ -384,7 +442,22 @@ def _measure_cuda(torch, triton, run) -> dict:
 
 def write_results(rows: list[dict], out: Path, with_plot: bool = True) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["provider", "mode", "N", "S", "M", "d", "C", "median_s", "p20_s", "p80_s", "extra_mib", "first_s", "skipped", "device"]
+    fields = [
+        "provider",
+        "mode",
+        "N",
+        "S",
+        "M",
+        "d",
+        "C",
+        "median_s",
+        "p20_s",
+        "p80_s",
+        "extra_mib",
+        "first_s",
+        "skipped",
+        "device",
+    ]
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -396,8 +469,11 @@ def write_results(rows: list[dict], out: Path, with_plot: bool = True) -> None:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = [f"Device: {rows[0]['device']}. Time: median forward+backward seconds; memory: peak extra MiB "
-             "(including the gradient outputs: dL/dsyn, and dL/dt in learned-t mode).", ""]
+    lines = [
+        f"Device: {rows[0]['device']}. Time: median forward+backward seconds; memory: peak extra MiB "
+        "(including the gradient outputs: dL/dsyn, and dL/dt in learned-t mode).",
+        "",
+    ]
     groups = sorted({(r["mode"], r["M"], r["d"], r["N"]) for r in rows}, key=lambda g: (g[0], g[1], g[2], g[3]))
     lines.append("| mode | N | M | d | provider | time (s) | × floor | × fused | extra MiB |")
     fused_name = "fused" if any(r["provider"] == "fused" for r in rows) else "triton"
@@ -412,9 +488,10 @@ def markdown_table(rows: list[dict]) -> str:
             if "skipped" in r and r["skipped"]:
                 lines.append(f"| {mode} | {n} | {m} | {d} | {provider} | skipped: {r['skipped']} | | | |")
                 continue
-            ratio = lambda base: f"{r['median_s'] / base:.2f}" if base else ""
+            ratio = lambda base, r=r: f"{r['median_s'] / base:.2f}" if base else ""
             lines.append(
-                f"| {mode} | {n} | {m} | {d} | {provider} | {r['median_s']:.4g} | {ratio(floor)} | {ratio(fused)} | {r['extra_mib']:.1f} |"
+                f"| {mode} | {n} | {m} | {d} | {provider} | {r['median_s']:.4g} | {ratio(floor)} | {ratio(fused)} | "
+                f"{r['extra_mib']:.1f} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,7 @@ Static figures, not timings: they say whether a configuration spills or fits in 
 and whether tf32 products reach the wgmma instructions (HGMMA in SASS). Run without
 TRITON_INTERPRET (the interpreter never compiles).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,32 +39,64 @@ CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuob
 OUT = Path(__file__).resolve().parent / "results" / "triton_resources_sm90.md"
 H100_SHARED_PER_BLOCK = 227 * 1024  # the opt-in maximum per thread block on sm_90
 # (x pointer type, sums/W pointer type, accumulator, tl.dot precision)
-VARIANTS = [("*fp32", "*fp32", tl.float32, "tf32"), ("*fp32", "*fp32", tl.float32, "ieee"),
-            ("*bf16", "*fp32", tl.float32, "tf32"), ("*fp16", "*fp32", tl.float32, "ieee"),
-            ("*fp64", "*fp64", tl.float64, "ieee")]
+VARIANTS = [
+    ("*fp32", "*fp32", tl.float32, "tf32"),
+    ("*fp32", "*fp32", tl.float32, "ieee"),
+    ("*bf16", "*fp32", tl.float32, "tf32"),
+    ("*fp16", "*fp32", tl.float32, "ieee"),
+    ("*fp64", "*fp64", tl.float64, "ieee"),
+]
 
 
 def _signature(kernel: str, x_type: str, acc_ptr: str, consts: dict) -> dict:
     common = {"x_ptr": x_type, "t_ptr": x_type}
     tail = {"stride_x": "i32", "stride_t": "i32", **{k: "constexpr" for k in consts}}
     if kernel == "forward":
-        return {**common, "perm_ptr": "*i64", "item_start_ptr": "*i64", "item_end_ptr": "*i64", "partial_ptr": acc_ptr,
-                "M": "i32", "D": "i32", **tail}
-    return {**common, "row_class_ptr": "*i64", "grad_ptr": acc_ptr, "w_ptr": acc_ptr, "num_rows": "i32", "M": "i32", "D": "i32", **tail}
+        return {
+            **common,
+            "perm_ptr": "*i64",
+            "item_start_ptr": "*i64",
+            "item_end_ptr": "*i64",
+            "partial_ptr": acc_ptr,
+            "M": "i32",
+            "D": "i32",
+            **tail,
+        }
+    return {
+        **common,
+        "row_class_ptr": "*i64",
+        "grad_ptr": acc_ptr,
+        "w_ptr": acc_ptr,
+        "num_rows": "i32",
+        "M": "i32",
+        "D": "i32",
+        **tail,
+    }
 
 
 def _machine_code_stats(cubin: bytes) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        usage = subprocess.run([str(CUOBJDUMP), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+        usage = subprocess.run(
+            [str(CUOBJDUMP), "-res-usage", f.name], capture_output=True, text=True, check=True
+        ).stdout
         sass = subprocess.run([str(CUOBJDUMP), "-sass", f.name], capture_output=True, text=True, check=True).stdout
     regs, stack = re.search(r"REG:(\d+) STACK:(\d+)", usage).groups()
-    code = [(int(addr, 16), op, rest) for addr, op, rest in
-            re.findall(r"^\s+/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)(.*)$", sass, re.M)]
+    code = [
+        (int(addr, 16), op, rest)
+        for addr, op, rest in re.findall(r"^\s+/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)(.*)$", sass, re.M)
+    ]
     ops = collections.Counter(op for _, op, _ in code)
-    return {"registers": int(regs), "stack_bytes": int(stack), "spill_stores": ops["STL"], "spill_loads": ops["LDL"],
-            "hgmma": ops["HGMMA"], "instructions": sum(ops.values()), **_k_loop(code)}
+    return {
+        "registers": int(regs),
+        "stack_bytes": int(stack),
+        "spill_stores": ops["STL"],
+        "spill_loads": ops["LDL"],
+        "hgmma": ops["HGMMA"],
+        "instructions": sum(ops.values()),
+        **_k_loop(code),
+    }
 
 
 def _k_loop(code) -> dict:
@@ -76,7 +109,11 @@ def _k_loop(code) -> dict:
         target = re.search(r"0x([0-9a-f]+)", rest) if op == "BRA" else None
         if target and int(target.group(1), 16) < addr:
             loops.append((int(target.group(1), 16), addr))
-    mma = "HGMMA" if any(op == "HGMMA" for _, op, _ in code) else ("DFMA" if any(op == "DFMA" for _, op, _ in code) else "FFMA")
+    mma = (
+        "HGMMA"
+        if any(op == "HGMMA" for _, op, _ in code)
+        else ("DFMA" if any(op == "DFMA" for _, op, _ in code) else "FFMA")
+    )
     count = lambda lo, hi, names: sum(1 for a, op, _ in code if lo <= a <= hi and op in names)
     most = max((count(*loop, {mma}) for loop in loops), default=0)
     if most == 0:
@@ -89,11 +126,18 @@ def _k_loop(code) -> dict:
 def compile_variant(kernel, x_type, acc_ptr, acc, precision, config, sincos) -> dict:
     fn = te._forward_kernel.fn if kernel == "forward" else te._weight_kernel.fn
     consts = {**config.kwargs, "PRECISION": precision, "ACC": acc, "SINCOS": sincos}
-    compiled = triton.compile(ASTSource(fn, _signature(kernel, x_type, acc_ptr, consts), consts), target=TARGET,
-                              options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+    compiled = triton.compile(
+        ASTSource(fn, _signature(kernel, x_type, acc_ptr, consts), consts),
+        target=TARGET,
+        options={"num_warps": config.num_warps, "num_stages": config.num_stages},
+    )
     return {
-        "kernel": kernel, "x": x_type.lstrip("*"), "precision": precision, "sincos": sincos,
-        "config": "{BLOCK_N}x{BLOCK_M}x{BLOCK_K}".format(**config.kwargs) + f" w{config.num_warps} s{config.num_stages}",
+        "kernel": kernel,
+        "x": x_type.lstrip("*"),
+        "precision": precision,
+        "sincos": sincos,
+        "config": "{BLOCK_N}x{BLOCK_M}x{BLOCK_K}".format(**config.kwargs)
+        + f" w{config.num_warps} s{config.num_stages}",
         "shared_bytes": compiled.metadata.shared,
         "wgmma_ptx": sorted(set(re.findall(r"wgmma\.mma_async\S*", compiled.asm["ptx"]))),
         **_machine_code_stats(compiled.asm["cubin"]),
@@ -101,29 +145,79 @@ def compile_variant(kernel, x_type, acc_ptr, acc, precision, config, sincos) -> 
 
 
 def reduce_kernel() -> dict:
-    compiled = triton.compile(ASTSource(te._class_reduce_kernel, {"partial_ptr": "*fp32", "item_offsets_ptr": "*i64", "out_ptr": "*fp32",
-                                                                  "M": "i32", "BLOCK": "constexpr"}, {"BLOCK": 256}), target=TARGET)
-    return {"kernel": "class_reduce", "x": "fp32", "precision": "", "sincos": "", "config": "BLOCK 256", "shared_bytes": compiled.metadata.shared,
-            "wgmma_ptx": [], **_machine_code_stats(compiled.asm["cubin"])}
+    compiled = triton.compile(
+        ASTSource(
+            te._class_reduce_kernel,
+            {"partial_ptr": "*fp32", "item_offsets_ptr": "*i64", "out_ptr": "*fp32", "M": "i32", "BLOCK": "constexpr"},
+            {"BLOCK": 256},
+        ),
+        target=TARGET,
+    )
+    return {
+        "kernel": "class_reduce",
+        "x": "fp32",
+        "precision": "",
+        "sincos": "",
+        "config": "BLOCK 256",
+        "shared_bytes": compiled.metadata.shared,
+        "wgmma_ptx": [],
+        **_machine_code_stats(compiled.asm["cubin"]),
+    }
 
 
 def hadamard_variant(kernel: str, width: int, precision: str) -> dict:
     """A SORF kernel (ops/triton_hadamard.py) at block width D = width."""
     a, b = th._factors(width)
-    consts = {"BLOCK_N": th._block_rows(width), "A": a, "B": b, "PRECISION": th._dot_precision(precision), "SINCOS": "reduced"}
+    consts = {
+        "BLOCK_N": th._block_rows(width),
+        "A": a,
+        "B": b,
+        "PRECISION": th._dot_precision(precision),
+        "SINCOS": "reduced",
+    }
     common = {"x_ptr": "*fp32", "signs_ptr": "*fp32", "radii_ptr": "*fp32", "ha_ptr": "*fp32", "hb_ptr": "*fp32"}
     if kernel == "sorf_forward":
-        fn, signature = th._hadamard_forward_kernel, {**common, "perm_ptr": "*i64", "item_start_ptr": "*i64", "item_end_ptr": "*i64",
-                                                      "partial_ptr": "*fp32", "M": "i32", "D_IN": "i32", "NUM_BLOCKS": "i32"}
+        fn, signature = (
+            th._hadamard_forward_kernel,
+            {
+                **common,
+                "perm_ptr": "*i64",
+                "item_start_ptr": "*i64",
+                "item_end_ptr": "*i64",
+                "partial_ptr": "*fp32",
+                "M": "i32",
+                "D_IN": "i32",
+                "NUM_BLOCKS": "i32",
+            },
+        )
     else:
-        fn, signature = th._hadamard_backward_kernel, {**common, "row_class_ptr": "*i64", "grad_ptr": "*fp32", "dx_ptr": "*fp32",
-                                                       "N": "i32", "M": "i32", "D_IN": "i32", "NUM_BLOCKS": "i32"}
-    signature.update({"stride_x": "i32", "scale": "fp32", **{k: "constexpr" for k in consts}})
-    compiled = triton.compile(ASTSource(fn, signature, consts), target=TARGET, options={"num_warps": th._num_warps(width), "num_stages": 2})
-    return {"kernel": kernel, "x": "fp32", "precision": precision, "sincos": "reduced",
-            "config": f"D={width} ({a}x{b}) rows {consts['BLOCK_N']} w{th._num_warps(width)}",
-            "shared_bytes": compiled.metadata.shared, "wgmma_ptx": sorted(set(re.findall(r"wgmma\.mma_async\S*", compiled.asm["ptx"]))),
-            **_machine_code_stats(compiled.asm["cubin"])}
+        fn, signature = (
+            th._hadamard_backward_kernel,
+            {
+                **common,
+                "row_class_ptr": "*i64",
+                "grad_ptr": "*fp32",
+                "dx_ptr": "*fp32",
+                "N": "i32",
+                "M": "i32",
+                "D_IN": "i32",
+                "NUM_BLOCKS": "i32",
+            },
+        )
+    signature.update({k: "constexpr" for k in consts})
+    compiled = triton.compile(
+        ASTSource(fn, signature, consts), target=TARGET, options={"num_warps": th._num_warps(width), "num_stages": 2}
+    )
+    return {
+        "kernel": kernel,
+        "x": "fp32",
+        "precision": precision,
+        "sincos": "reduced",
+        "config": f"D={width} ({a}x{b}) rows {consts['BLOCK_N']} w{th._num_warps(width)}",
+        "shared_bytes": compiled.metadata.shared,
+        "wgmma_ptx": sorted(set(re.findall(r"wgmma\.mma_async\S*", compiled.asm["ptx"]))),
+        **_machine_code_stats(compiled.asm["cubin"]),
+    }
 
 
 def rows(quick: bool):
@@ -142,30 +236,42 @@ def rows(quick: bool):
                     yield compile_variant(kernel, x_type, acc_ptr, acc, precision, config, sincos)
     yield reduce_kernel()
     for kernel in ("sorf_forward", "sorf_backward"):
-        for width in ((64, 2048) if quick else (16, 64, 128, 512, 2048)):
+        for width in (64, 2048) if quick else (16, 64, 128, 512, 2048):
             for precision in ("tf32", "ieee"):
                 yield hadamard_variant(kernel, width, precision)
 
 
 def markdown(results: list[dict]) -> str:
-    lines = [f"Triton {triton.__version__}, target sm_90, compiled without a GPU by `python benchmarks/triton_resources.py`.",
-             "Static counts from cuobjdump: spill stores/loads are STL/LDL instructions in the code (not executions),",
-             f"shared memory must stay under {H100_SHARED_PER_BLOCK // 1024} KiB per block on an H100. \"Spills in K loop\" counts",
-             "STL/LDL inside the product loop (paid every K step); the rest sit in the per-tile epilogue, most in",
-             "libdevice's large-argument sin/cos path. Autotuning times every configuration on the GPU; the first one",
-             "(the one tests/test_triton_compile.py checks) must be spill-free in its K loop. float64, the gradcheck",
-             "path, is not tuned: it always runs FP64_CONFIG.", "",
-             "| kernel | x | precision | sin/cos | config | registers | stack B | shared KiB | STL | LDL | spills in K loop | HGMMA | instructions |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Triton {triton.__version__}, target sm_90, compiled without a GPU by `python "
+        "benchmarks/triton_resources.py`.",
+        "Static counts from cuobjdump: spill stores/loads are STL/LDL instructions in the code (not executions),",
+        f'shared memory must stay under {H100_SHARED_PER_BLOCK // 1024} KiB per block on an H100. "Spills in K loop" '
+        "counts",
+        "STL/LDL inside the product loop (paid every K step); the rest sit in the per-tile epilogue, most in",
+        "libdevice's large-argument sin/cos path. Autotuning times every configuration on the GPU; the first one",
+        "(the one tests/test_triton_compile.py checks) must be spill-free in its K loop. float64, the gradcheck",
+        "path, is not tuned: it always runs FP64_CONFIG.",
+        "",
+        "| kernel | x | precision | sin/cos | config | registers | stack B | shared KiB | STL | LDL | spills in K "
+        "loop | HGMMA | instructions |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r['kernel']} | {r['x']} | {r['precision']} | {r['sincos']} | {r['config']} | {r['registers']} | {r['stack_bytes']} "
-                     f"| {r['shared_bytes'] / 1024:.0f} | {r['spill_stores']} | {r['spill_loads']} | {r['k_loop_spills']} | {r['hgmma']} | {r['instructions']} |")
+        lines.append(
+            f"| {r['kernel']} | {r['x']} | {r['precision']} | {r['sincos']} | {r['config']} | {r['registers']} | "
+            f"{r['stack_bytes']} "
+            f"| {r['shared_bytes'] / 1024:.0f} | {r['spill_stores']} | {r['spill_loads']} | {r['k_loop_spills']} | "
+            f"{r['hgmma']} | {r['instructions']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON line per variant instead of writing the table")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON line per variant instead of writing the table"
+    )
     parser.add_argument("--quick", action="store_true", help="only the first autotune configuration")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()

@@ -5,6 +5,7 @@ second half of the same images, noisy copies at growing noise levels, and a diff
 All discrepancies should grow down the table; SDD should agree with the Gaussian MMD^2 it
 estimates. Runs in seconds on a laptop CPU; needs no download.
 """
+
 from __future__ import annotations
 
 import time
@@ -38,10 +39,14 @@ def main() -> None:
         ("labels shuffled", x[half_b], y[half_b][torch.randperm(len(half_b), generator=gen)]),
     ]
     t = sk.sample_frequencies("gaussian", NUM_FREQS, 64, bandwidth=BANDWIDTH, generator=gen)
-    print(f"scikit-learn digits, {len(real)} real images vs each set below, 10 classes, "
-          f"gaussian kernel sigma={BANDWIDTH}, M={NUM_FREQS} frequencies, backend "
-          f"{sk.ops.resolve('auto', real).name}\n")
-    header = f"{'second set':<22} {'NCFD':>8} {'SDD':>9} {'CSDM':>9} {'MMD^2 gauss':>12} {'MMD^2 lin':>10} {'ms (SDD)':>9}"
+    print(
+        f"scikit-learn digits, {len(real)} real images vs each set below, 10 classes, "
+        f"gaussian kernel sigma={BANDWIDTH}, M={NUM_FREQS} frequencies, backend "
+        f"{sk.ops.resolve('auto', real).name}\n"
+    )
+    header = (
+        f"{'second set':<22} {'NCFD':>8} {'SDD':>9} {'CSDM':>9} {'MMD^2 gauss':>12} {'MMD^2 lin':>10} {'ms (SDD)':>9}"
+    )
     print(header)
     print("-" * len(header))
     for name, syn, syn_y in pairs:
@@ -55,7 +60,11 @@ def main() -> None:
             sk.mmd(real, syn, real_y, syn_y, bandwidth=BANDWIDTH),
             sk.mmd(real, syn, real_y, syn_y, kernel="linear"),
         ]
-        print(f"{name:<22} " + " ".join(f"{float(v):>{w}.5f}" for v, w in zip(row, (8, 9, 9, 12, 10))) + f" {elapsed:>9.1f}")
+        print(
+            f"{name:<22} "
+            + " ".join(f"{float(v):>{w}.5f}" for v, w in zip(row, (8, 9, 9, 12, 10)))
+            + f" {elapsed:>9.1f}"
+        )
 
 
 if __name__ == "__main__":

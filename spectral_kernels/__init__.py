@@ -2,6 +2,7 @@
 
 See SPEC.md for the math; the public names below are the whole API.
 """
+
 from .functional import csdm, csdm_class_alpha, ecf, mmd, ncfd, sdd
 from .kernels import sample_frequencies
 from .losses import CSDMLoss, MMDLoss, NCFDLoss, SDDLoss

@@ -5,6 +5,7 @@ message that names the argument and shows the offending value, so a user never h
 which of six tensors was wrong. Checks that need the tensor's values on the host (ranges,
 finiteness) are skipped while torch.compile traces, where they would force a graph break.
 """
+
 from __future__ import annotations
 
 import math
@@ -82,7 +83,8 @@ def same_layout(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> N
     """Same feature dimension, dtype and device."""
     if a.shape[-1] != b.shape[-1]:
         raise ValueError(
-            f"{name_a} has d={a.shape[-1]} but {name_b} has d={b.shape[-1]} (shapes {tuple(a.shape)} and {tuple(b.shape)})"
+            f"{name_a} has d={a.shape[-1]} but {name_b} has d={b.shape[-1]} (shapes {tuple(a.shape)} and "
+            f"{tuple(b.shape)})"
         )
     if a.dtype != b.dtype:
         raise TypeError(f"{name_a} has dtype {a.dtype} but {name_b} has dtype {b.dtype}; cast one of them")
@@ -110,7 +112,8 @@ def finite_sums(name: str, sums: torch.Tensor, x: torch.Tensor, t: torch.Tensor)
     largest = torch.finfo(x.dtype).max
     raise ValueError(
         f"the phases <t, x> of {name} overflow {x.dtype} (largest finite value {largest:.3g}; max |{name}| = "
-        f"{float(x.detach().abs().max()):.3g}, max |t| = {float(t.detach().abs().max()):.3g}), so their cos/sin are NaN; "
+        f"{float(x.detach().abs().max()):.3g}, max |t| = {float(t.detach().abs().max()):.3g}), so their cos/sin are "
+        "NaN; "
         "scale the features or the frequencies down (a larger bandwidth), or compute in float64"
     )
 
@@ -130,8 +133,10 @@ def num_classes(value) -> int | None:
 def inferred_num_classes(largest_label: int, names: str) -> int:
     """1 + the largest label, refused when absurd (one stray label of 10^9 would mean 10^9 classes)."""
     if largest_label + 1 > MAX_CLASSES:
-        raise ValueError(f"{names} contain label {largest_label}, which would make {largest_label + 1} classes (more than "
-                         f"{MAX_CLASSES}); check the labels, or pass num_classes")
+        raise ValueError(
+            f"{names} contain label {largest_label}, which would make {largest_label + 1} classes (more than "
+            f"{MAX_CLASSES}); check the labels, or pass num_classes"
+        )
     return largest_label + 1
 
 
@@ -165,7 +170,9 @@ def unit_interval(name: str, value, num_classes: int, like: torch.Tensor) -> tor
         if value.dim() == 0:
             value = value.expand(num_classes)
         if value.shape != (num_classes,):
-            raise ValueError(f"{name} must be a float or a tensor of shape ({num_classes},), got shape {tuple(value.shape)}")
+            raise ValueError(
+                f"{name} must be a float or a tensor of shape ({num_classes},), got shape {tuple(value.shape)}"
+            )
         value = value.to(device=like.device, dtype=like.dtype)
         if not tracing():
             low, high = float(value.min()), float(value.max())
@@ -216,8 +223,10 @@ def draw_size(num_freqs: int, dim: int) -> None:
     """Frequencies are drawn as a float64 (M, d) array: refuse one that could not be allocated."""
     gib = num_freqs * dim * 8 / 2**30
     if num_freqs * dim > 2**32:
-        raise ValueError(f"num_freqs={num_freqs} x dim={dim} frequencies would take {gib:.0f} GiB to draw; "
-                         "at most 2**32 values per draw")
+        raise ValueError(
+            f"num_freqs={num_freqs} x dim={dim} frequencies would take {gib:.0f} GiB to draw; "
+            "at most 2**32 values per draw"
+        )
 
 
 def boolean(name: str, value) -> bool:

@@ -4,6 +4,7 @@ Every backend reads the same description: `perm` lists the rows class by class a
 `offsets` say where each class starts in it (SPEC §1). Building it takes an argsort and a
 scatter, all with static shapes, so it traces under torch.compile without a host sync.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

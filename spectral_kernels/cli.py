@@ -9,6 +9,7 @@ on the command line win. Every failure (a bad option, a damaged file, a run dire
 or not a run) is one line on stderr and exit status 2; an interrupted run exits with 130 and
 keeps its last checkpoint for --resume.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,16 @@ from pathlib import Path
 
 import torch
 
-from .distill.config import EVAL_OPTIMIZERS, EVAL_SCHEDULES, INT_LIMITS, LR_SCHEDULES, OPTIMIZERS, RECIPES, ConfigError, DistillConfig
+from .distill.config import (
+    EVAL_OPTIMIZERS,
+    EVAL_SCHEDULES,
+    INT_LIMITS,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    RECIPES,
+    ConfigError,
+    DistillConfig,
+)
 from .distill.data import DATASETS, DataError
 from .distill.files import RunFileError, read_metrics, read_text
 from .distill.loop import distill
@@ -47,15 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default {defaults.dataset})")
     d.add_argument("--method", help=f"one of {', '.join(METHODS)} (default {defaults.method})")
     for name, kind, text in [
-        ("ipc", int, "synthetic images per class"), ("iterations", int, "optimisation steps"), ("seed", int, "seed of every random draw"),
-        ("out", str, "run directory"), ("device", str, "cpu or cuda[:N]"), ("num-eval", int, "evaluation seeds (0: no evaluation)"),
+        ("ipc", int, "synthetic images per class"),
+        ("iterations", int, "optimisation steps"),
+        ("seed", int, "seed of every random draw"),
+        ("out", str, "run directory"),
+        ("device", str, "cpu or cuda[:N]"),
+        ("num-eval", int, "evaluation seeds (0: no evaluation)"),
         ("imbalance", float, "n_max / n_min of the long-tailed training set (-lt datasets: default 10)"),
         ("data-root", str, "folder holding cifar/imagefolder data (never downloaded)"),
         ("bandwidth", float, "kernel bandwidth (default: median feature distance per step)"),
-        ("num-freqs", int, "frequencies per step for ncfm/sdd/csdm"), ("alpha-head", float, "CSDM amplitude weight of head classes"),
-        ("width", int, "ConvNet width"), ("net-pool", int, "draw each step's network from this many briefly trained ones (0: fresh random)"),
-        ("pool-epochs", int, "training epochs of each pooled network"), ("batch-real", int, "real images per class per step"), ("lr", float, "Adam learning rate"),
-        ("eval-epochs", int, "training epochs per evaluation"), ("checkpoint-every", int, "iterations between checkpoints"),
+        ("num-freqs", int, "frequencies per step for ncfm/sdd/csdm"),
+        ("alpha-head", float, "CSDM amplitude weight of head classes"),
+        ("width", int, "ConvNet width"),
+        ("net-pool", int, "draw each step's network from this many briefly trained ones (0: fresh random)"),
+        ("pool-epochs", int, "training epochs of each pooled network"),
+        ("batch-real", int, "real images per class per step"),
+        ("lr", float, "Adam learning rate"),
+        ("eval-epochs", int, "training epochs per evaluation"),
+        ("checkpoint-every", int, "iterations between checkpoints"),
         ("factor", int, "multi-formation: each stored image holds factor x factor images"),
         ("calib-weight", float, "weight of the calibration term (cross-entropy of the pool's trained network)"),
         ("weight-decay", float, "weight decay of the synthetic images' optimiser"),
@@ -65,18 +84,37 @@ def _parser() -> argparse.ArgumentParser:
         limits = INT_LIMITS.get(name.replace("-", "_"))
         bounds = f", {limits[0]}..{limits[1]}" if limits else ""
         d.add_argument(f"--{name}", type=kind, help=f"{text} (default {default}{bounds})")
-    d.add_argument("--recipe", help=f"preset of the options below, one of {', '.join(RECIPES)} (default {defaults.recipe}); "
-                   "options given explicitly win over it")
-    for name, allowed in (("optimizer", OPTIMIZERS), ("lr-schedule", LR_SCHEDULES), ("eval-optimizer", EVAL_OPTIMIZERS),
-                          ("eval-schedule", tuple(EVAL_SCHEDULES))):
-        d.add_argument(f"--{name}", help=f"one of {', '.join(allowed)} (default {getattr(defaults, name.replace('-', '_'))})")
-    d.add_argument("--pool-interpolate", action=argparse.BooleanOptionalAction,
-                   help="match features of lambda * init + (1 - lambda) * trained pool weights, lambda ~ U(0, 1) per step")
-    d.add_argument("--clamp-pixels", action=argparse.BooleanOptionalAction, help="keep the synthetic pixels in the valid range")
+    d.add_argument(
+        "--recipe",
+        help=f"preset of the options below, one of {', '.join(RECIPES)} (default {defaults.recipe}); "
+        "options given explicitly win over it",
+    )
+    for name, allowed in (
+        ("optimizer", OPTIMIZERS),
+        ("lr-schedule", LR_SCHEDULES),
+        ("eval-optimizer", EVAL_OPTIMIZERS),
+        ("eval-schedule", tuple(EVAL_SCHEDULES)),
+    ):
+        d.add_argument(
+            f"--{name}", help=f"one of {', '.join(allowed)} (default {getattr(defaults, name.replace('-', '_'))})"
+        )
+    d.add_argument(
+        "--pool-interpolate",
+        action=argparse.BooleanOptionalAction,
+        help="match features of lambda * init + (1 - lambda) * trained pool weights, lambda ~ U(0, 1) per step",
+    )
+    d.add_argument(
+        "--clamp-pixels", action=argparse.BooleanOptionalAction, help="keep the synthetic pixels in the valid range"
+    )
     d.add_argument("--kernel", help=f"one of {', '.join(SPECTRAL_KERNELS)} (default {defaults.kernel})")
-    d.add_argument("--frequencies", help=f"how ncfm/sdd/csdm draw frequencies: {', '.join(STRUCTURES)} "
-                   f"(orthogonal and hadamard: radial kernels only; default {defaults.frequencies})")
-    d.add_argument("--head-rule", help=f"CSDM head/tail rule, one of {', '.join(HEAD_RULES)} (default {defaults.head_rule})")
+    d.add_argument(
+        "--frequencies",
+        help=f"how ncfm/sdd/csdm draw frequencies: {', '.join(STRUCTURES)} "
+        f"(orthogonal and hadamard: radial kernels only; default {defaults.frequencies})",
+    )
+    d.add_argument(
+        "--head-rule", help=f"CSDM head/tail rule, one of {', '.join(HEAD_RULES)} (default {defaults.head_rule})"
+    )
     d.add_argument("--learned-sampler", action="store_true", help="ncfm: train the frequency sampler as a true min-max")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.add_argument("--resume", action="store_true", default=False, help="continue an interrupted run in --out")
@@ -135,7 +173,9 @@ def _parse_yaml(text: str, path: Path):
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
         raise ConfigError(f"--config {path}: not valid YAML{at} ({getattr(error, 'problem', None) or error})") from None
     except (ValueError, RecursionError) as error:
-        raise ConfigError(f"--config {path}: not a usable YAML file ({str(error)[:160] or type(error).__name__})") from None
+        raise ConfigError(
+            f"--config {path}: not a usable YAML file ({str(error)[:160] or type(error).__name__})"
+        ) from None
 
 
 def _show(run: Path) -> None:
@@ -147,9 +187,15 @@ def _show(run: Path) -> None:
         print(f"  {key}: {value}")
     steps = [r for r in rows if "iteration" in r]
     if steps:
-        print(f"iterations run: {steps[-1]['iteration'] + 1}, last loss {steps[-1]['loss']:.6g}, {steps[-1]['seconds']:.1f} s")
+        print(
+            f"iterations run: {steps[-1]['iteration'] + 1}, last loss {steps[-1]['loss']:.6g}, "
+            f"{steps[-1]['seconds']:.1f} s"
+        )
     for r in (r for r in rows if r.get("event") == "eval"):
-        print(f"evaluation: {100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f} % over {r['num_eval']} seeds ({r['epochs']} epochs)")
+        print(
+            f"evaluation: {100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f} % over {r['num_eval']} "
+            f"seeds ({r['epochs']} epochs)"
+        )
     grid = run / "grid.png"
     print(f"image grid: {grid if grid.exists() else 'not written yet'}")
 
@@ -174,7 +220,10 @@ def main(argv=None) -> int:
             from .distill.evaluate import evaluate_run
 
             result = evaluate_run(args.run, num_eval=args.num_eval, epochs=args.eval_epochs)
-            print(f"{100 * result['accuracy_mean']:.2f} +- {100 * result['accuracy_std']:.2f} % over {result['num_eval']} seeds")
+            print(
+                f"{100 * result['accuracy_mean']:.2f} +- {100 * result['accuracy_std']:.2f} % over "
+                f"{result['num_eval']} seeds"
+            )
         else:
             _show(args.run)
     except (ConfigError, DataError) as error:

@@ -5,6 +5,7 @@ Each function checks its arguments (spectral_kernels._checks), groups rows by cl
 into amplitude and phase terms (spectral_kernels.terms) and reduces over classes. Nothing here
 depends on which backend runs.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,11 +18,13 @@ from . import _checks, ops
 from .classes import ClassIndex, class_index
 from .kernels import check_kernel, check_structure, kernel_matrix, sample_frequencies
 from .ops.hadamard import hadamard_ecf_sums
+from .ops.precision import PRECISIONS as OP_PRECISIONS
+from .safe_math import safe_sqrt
 from .structured import HadamardFrequencies, check_hadamard, hadamard_frequencies
-from .terms import amplitude_phase, safe_sqrt
+from .terms import amplitude_phase
 
 ALPHA_RULES = ("binary", "log-linear")
-PRECISIONS = (None, "ieee", "tf32")
+PRECISIONS = (None, *OP_PRECISIONS)  # None: follow torch's TF32 setting
 ESTIMATORS = ("v", "u")
 
 
@@ -43,7 +46,25 @@ class _Pair:
     check_finite: bool = True  # value checks on (eager mode, unless check_finite=False)
 
 
-def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group=None) -> _Pair:
+def _classes_of_labels(num_classes, labels: dict, real_group=None) -> int:
+    """C: `num_classes` as given, else 1 + the largest label (a host sync, so refused under
+    torch.compile, and with real_group, where a shard may lack the last class); every labels
+    tensor ({name: (n,) int64}) is then checked to lie in [0, C) outside torch.compile."""
+    if num_classes is None:
+        if _checks.tracing():
+            raise ValueError(
+                "num_classes is required under torch.compile: inferring it from the labels needs a host sync"
+            )
+        if real_group is not None:
+            raise ValueError("num_classes is required with real_group: a shard may lack the last class")
+        num_classes = _checks.inferred_num_classes(max(int(y.max()) for y in labels.values()), "/".join(labels))
+    if not _checks.tracing():
+        for name, y in labels.items():
+            _checks.label_range(name, y, num_classes)
+    return num_classes
+
+
+def _prepare_pair(real, syn, real_labels, syn_labels, *, num_classes, check_finite, real_group=None) -> _Pair:
     real = _checks.features("real", real)
     syn = _checks.features("syn", syn)
     _checks.same_layout("syn", syn, "real", real)
@@ -64,15 +85,7 @@ def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite,
     else:
         real_y = _checks.labels("real_labels", real_labels, real.shape[0], "real", real.device)
         syn_y = _checks.labels("syn_labels", syn_labels, syn.shape[0], "syn", real.device)
-        if num_classes is None:
-            if _checks.tracing():
-                raise ValueError("num_classes is required under torch.compile: inferring it from the labels needs a host sync")
-            if real_group is not None:
-                raise ValueError("num_classes is required with real_group: a shard may lack the last class")
-            num_classes = _checks.inferred_num_classes(max(int(real_y.max()), int(syn_y.max())), "real_labels/syn_labels")
-        if not _checks.tracing():
-            _checks.label_range("real_labels", real_y, num_classes)
-            _checks.label_range("syn_labels", syn_y, num_classes)
+        num_classes = _classes_of_labels(num_classes, {"real_labels": real_y, "syn_labels": syn_y}, real_group)
 
     real_index = class_index(real_y, real.shape[0], num_classes, real.device)
     syn_index = class_index(syn_y, syn.shape[0], num_classes, real.device)
@@ -87,11 +100,23 @@ def _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite,
             f"class {c} has {int(real_counts[c])} real and {int(syn_index.counts[c])} synthetic samples; "
             "a class must be present on both sides or on neither"
         )
-    return _Pair(real, syn, real_index, syn_index, num_classes, real_has & syn_has, real_counts, real_group, check_finite)
+    return _Pair(
+        real, syn, real_index, syn_index, num_classes, real_has & syn_has, real_counts, real_group, check_finite
+    )
 
 
-def _ecf_means(x: torch.Tensor, t: torch.Tensor, index: ClassIndex, backend: ops.Backend, precision, *, name: str,
-               check_finite: bool, group=None, counts=None):
+def _ecf_means(
+    x: torch.Tensor,
+    t: torch.Tensor,
+    index: ClassIndex,
+    backend: ops.Backend,
+    precision,
+    *,
+    name: str,
+    check_finite: bool,
+    group=None,
+    counts=None,
+):
     """Per-class ECF means (re, im), each (C, M); 0 for a class with no rows.
 
     With a process group, the sums are added over its processes (SPEC §1: sums are additive)
@@ -119,8 +144,17 @@ def _terms(pair: _Pair, t: torch.Tensor, backend: str, precision):
     """Amplitude and phase terms (A, H), each (C, M), of the real vs synthetic ECFs."""
     chosen = ops.resolve(backend, pair.real)
     check = pair.check_finite
-    re_p, im_p = _ecf_means(pair.real, t, pair.real_index, chosen, precision, name="real", check_finite=check,
-                            group=pair.real_group, counts=pair.real_counts)
+    re_p, im_p = _ecf_means(
+        pair.real,
+        t,
+        pair.real_index,
+        chosen,
+        precision,
+        name="real",
+        check_finite=check,
+        group=pair.real_group,
+        counts=pair.real_counts,
+    )
     re_q, im_q = _ecf_means(pair.syn, t, pair.syn_index, chosen, precision, name="syn", check_finite=check)
     return amplitude_phase(re_p, im_p, re_q, im_q)
 
@@ -148,8 +182,9 @@ def _reduce(per_class: torch.Tensor, present: torch.Tensor, reduction: str) -> t
     return total / present.sum().clamp_min(1).to(total.dtype)
 
 
-def _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, like: torch.Tensor, check_finite: bool,
-                          structure: str = "iid"):
+def _spectral_frequencies(
+    t, *, kernel, bandwidth, nu, num_freqs, generator, like: torch.Tensor, check_finite: bool, structure: str
+):
     """The frequencies to use and the factor that turns their mean into the summed-kernel SDD.
     Drawn frequencies are checked by the samplers; given ones here, like the features."""
     check_kernel(kernel, spectral=True)
@@ -158,7 +193,9 @@ def _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, like: 
     structure = check_structure(structure, kernel)
     if t is not None:
         if structure != "iid":
-            raise ValueError(f"structure={structure!r} is how frequencies are drawn, but t was given; pass one or the other")
+            raise ValueError(
+                f"structure={structure!r} is how frequencies are drawn, but t was given; pass one or the other"
+            )
         return _given_frequencies("t", t, like, "real", check_finite), 1.0
     draw = dict(bandwidth=list(sigmas), nu=nu, generator=generator, device=like.device, dtype=like.dtype)
     if structure == "hadamard":
@@ -168,14 +205,45 @@ def _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, like: 
     return t, float(len(sigmas))
 
 
-def _spectral_discrepancy(real, syn, real_labels, syn_labels, *, alpha, t, kernel, bandwidth, nu, num_freqs, generator,
-                          num_classes, reduction, backend, precision, check_finite, real_group, structure="iid") -> torch.Tensor:
+def _spectral_discrepancy(
+    real,
+    syn,
+    real_labels,
+    syn_labels,
+    *,
+    alpha,
+    t,
+    kernel,
+    bandwidth,
+    nu,
+    num_freqs,
+    generator,
+    num_classes,
+    reduction,
+    backend,
+    precision,
+    check_finite,
+    real_group,
+    structure="iid",
+) -> torch.Tensor:
     """mean_m [alpha_c A + (1 - alpha_c) H] per class (CSDM, alpha a (C,) tensor), or
     mean_m [A + H] = |P - Q|^2 (SDD) when alpha is None, at the given or freshly drawn
     frequencies, reduced over classes."""
-    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group)
+    pair = _prepare_pair(
+        real, syn, real_labels, syn_labels, num_classes=num_classes, check_finite=check_finite, real_group=real_group
+    )
     reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-    t, scale = _spectral_frequencies(t, kernel, bandwidth, nu, num_freqs, generator, pair.real, pair.check_finite, structure)
+    t, scale = _spectral_frequencies(
+        t,
+        kernel=kernel,
+        bandwidth=bandwidth,
+        nu=nu,
+        num_freqs=num_freqs,
+        generator=generator,
+        like=pair.real,
+        check_finite=pair.check_finite,
+        structure=structure,
+    )
     amplitude, phase = _terms(pair, t, backend, precision)
     if alpha is None:
         weighted = amplitude + phase
@@ -218,12 +286,7 @@ def ecf(x, t, labels=None, num_classes=None, *, backend="auto", precision=None, 
         y, num_classes = None, num_classes or 1
     else:
         y = _checks.labels("labels", labels, x.shape[0], "x", x.device)
-        if num_classes is None:
-            if _checks.tracing():
-                raise ValueError("num_classes is required under torch.compile: inferring it from the labels needs a host sync")
-            num_classes = _checks.inferred_num_classes(int(y.max()), "labels")
-        if not _checks.tracing():
-            _checks.label_range("labels", y, num_classes)
+        num_classes = _classes_of_labels(num_classes, {"labels": y})
     index = class_index(y, x.shape[0], num_classes, x.device)
     return _ecf_means(x, t, index, ops.resolve(backend, x), precision, name="x", check_finite=check_finite)
 
@@ -273,7 +336,9 @@ def ncfd(
         ValueError / TypeError as listed in SPEC §6, naming the argument; ValueError when a
         class is present on one side only.
     """
-    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite, real_group)
+    pair = _prepare_pair(
+        real, syn, real_labels, syn_labels, num_classes=num_classes, check_finite=check_finite, real_group=real_group
+    )
     t = _given_frequencies("t", t, pair.real, "real", pair.check_finite)
     alpha = _checks.unit_interval("alpha", alpha, pair.num_classes, pair.real).unsqueeze(1)
     eps = _checks.non_negative("eps", eps)
@@ -288,26 +353,34 @@ def ncfd(
     return _reduce(per_class, pair.present, reduction)
 
 
-def sdd(
-    real,
-    syn,
-    real_labels=None,
-    syn_labels=None,
-    *,
-    t=None,
-    kernel="gaussian",
-    bandwidth=1.0,
-    nu=1.5,
-    num_freqs=4096,
-    generator=None,
-    num_classes=None,
-    reduction="mean",
-    backend="auto",
-    precision=None,
-    check_finite=None,
-    real_group=None,
-    structure="iid",
-):
+# The keyword options sdd and csdm share, in one list: each function forwards exactly these, as
+# given, to _spectral_discrepancy (csdm through csdm_with_alpha).
+SPECTRAL_OPTIONS = (
+    "t",
+    "kernel",
+    "bandwidth",
+    "nu",
+    "num_freqs",
+    "generator",
+    "num_classes",
+    "reduction",
+    "backend",
+    "precision",
+    "check_finite",
+    "real_group",
+    "structure",
+)
+
+
+def _spectral_options(arguments: dict) -> dict:
+    """The SPECTRAL_OPTIONS entries of a public function's arguments (its locals() on entry)."""
+    return {name: arguments[name] for name in SPECTRAL_OPTIONS}
+
+
+# Packed as SPEC §7 prints it (fmt: skip): one parameter per line would run to 20 lines.
+def sdd(real, syn, real_labels=None, syn_labels=None, *, t=None, kernel="gaussian", bandwidth=1.0, nu=1.5,
+        num_freqs=4096, generator=None, num_classes=None, reduction="mean", backend="auto", precision=None,
+        check_finite=None, real_group=None, structure="iid"):  # fmt: skip
     """Spectral distribution distance (SPEC §3): SDD_c = mean_m |P_c(w_m) - Q_c(w_m)|^2.
 
     With `t=None`, `num_freqs` frequencies w are drawn afresh on every call from the spectral
@@ -324,11 +397,7 @@ def sdd(
 
     Raises: as `ncfd`; ValueError for kernel="linear" (no spectral measure: use `mmd`).
     """
-    return _spectral_discrepancy(
-        real, syn, real_labels, syn_labels, alpha=None, t=t, kernel=kernel, bandwidth=bandwidth, nu=nu, num_freqs=num_freqs,
-        generator=generator, num_classes=num_classes, reduction=reduction, backend=backend, precision=precision,
-        check_finite=check_finite, real_group=real_group, structure=structure,
-    )
+    return _spectral_discrepancy(real, syn, real_labels, syn_labels, alpha=None, **_spectral_options(locals()))
 
 
 def csdm_class_alpha(class_counts, *, alpha_head=0.8, head_classes=None, alpha_rule="binary") -> torch.Tensor:
@@ -382,12 +451,17 @@ def _class_counts(class_counts) -> torch.Tensor:
         except (TypeError, ValueError):
             raise TypeError(f"class_counts must be a (C,) tensor or list of numbers, got {class_counts!r}") from None
     else:
-        raise TypeError(f"class_counts must be a (C,) tensor or list of real class counts, got {type(class_counts).__name__}")
+        raise TypeError(
+            f"class_counts must be a (C,) tensor or list of real class counts, got {type(class_counts).__name__}"
+        )
     if counts.dim() != 1 or counts.shape[0] == 0:
         raise ValueError(f"class_counts must have shape (C,) with C >= 1, got {tuple(counts.shape)}")
     if not _checks.tracing() and not bool(((counts > 0) & torch.isfinite(counts)).all()):
         c = int((~((counts > 0) & torch.isfinite(counts))).nonzero()[0])
-        raise ValueError(f"class_counts must be finite and > 0 (counts over the whole training set), got class_counts[{c}]={counts[c].item()}")
+        raise ValueError(
+            "class_counts must be finite and > 0 (counts over the whole training set), got "
+            f"class_counts[{c}]={counts[c].item()}"
+        )
     return counts
 
 
@@ -397,34 +471,17 @@ def _head_mask(head_classes, num_classes: int) -> torch.Tensor:
     if head_classes.dtype != torch.bool:
         raise TypeError(f"head_classes must be a bool mask of shape ({num_classes},), got dtype {head_classes.dtype}")
     if head_classes.shape != (num_classes,):
-        raise ValueError(f"head_classes must have shape ({num_classes},) like class_counts, got {tuple(head_classes.shape)}")
+        raise ValueError(
+            f"head_classes must have shape ({num_classes},) like class_counts, got {tuple(head_classes.shape)}"
+        )
     return head_classes.cpu()
 
 
-def csdm(
-    real,
-    syn,
-    real_labels,
-    syn_labels,
-    *,
-    class_counts,
-    t=None,
-    kernel="gaussian",
-    bandwidth=1.0,
-    nu=1.5,
-    num_freqs=4096,
-    alpha_head=0.8,
-    head_classes=None,
-    alpha_rule="binary",
-    generator=None,
-    num_classes=None,
-    reduction="mean",
-    backend="auto",
-    precision=None,
-    check_finite=None,
-    real_group=None,
-    structure="iid",
-):
+# Packed as SPEC §7 prints it (fmt: skip), like sdd.
+def csdm(real, syn, real_labels, syn_labels, *, class_counts, t=None, kernel="gaussian", bandwidth=1.0, nu=1.5,
+         num_freqs=4096, alpha_head=0.8, head_classes=None, alpha_rule="binary", generator=None, num_classes=None,
+         reduction="mean", backend="auto", precision=None, check_finite=None, real_group=None,
+         structure="iid"):  # fmt: skip
     """Class-aware spectral distribution matching (SPEC §3).
 
         CSDM_c = mean_m [ alpha_c A + (1 - alpha_c) H ]
@@ -441,11 +498,7 @@ def csdm(
     Raises: as `sdd` and `csdm_class_alpha`; ValueError if num_classes != len(class_counts).
     """
     alpha = csdm_class_alpha(class_counts, alpha_head=alpha_head, head_classes=head_classes, alpha_rule=alpha_rule)
-    return csdm_with_alpha(
-        real, syn, real_labels, syn_labels, alpha, t=t, kernel=kernel, bandwidth=bandwidth, nu=nu, num_freqs=num_freqs,
-        generator=generator, num_classes=num_classes, reduction=reduction, backend=backend, precision=precision,
-        check_finite=check_finite, real_group=real_group, structure=structure,
-    )
+    return csdm_with_alpha(real, syn, real_labels, syn_labels, alpha, **_spectral_options(locals()))
 
 
 def csdm_with_alpha(real, syn, real_labels, syn_labels, alpha: torch.Tensor, *, num_classes=None, **spectral):
@@ -485,7 +538,7 @@ def mmd(
     Raises: as `ncfd`; ValueError for an unknown kernel or estimator, or estimator="u" with a
     class of fewer than 2 samples on a side.
     """
-    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes, check_finite)
+    pair = _prepare_pair(real, syn, real_labels, syn_labels, num_classes=num_classes, check_finite=check_finite)
     kernel = check_kernel(kernel, spectral=False)
     sigmas = _checks.bandwidths(bandwidth)
     nu = _checks.positive("nu", nu)
@@ -500,8 +553,11 @@ def mmd(
             per_class.append(pair.real.new_zeros(()))
             continue
         if estimator == "u" and min(x.shape[0], y.shape[0]) < 2:
-            raise ValueError(f"estimator='u' needs >= 2 samples per class on each side; class {c} has {x.shape[0]} real and {y.shape[0]} synthetic")
-        per_class.append(_mmd2(x, y, kernel, sigmas, nu, estimator))
+            raise ValueError(
+                f"estimator='u' needs >= 2 samples per class on each side; class {c} has {x.shape[0]} real and "
+                f"{y.shape[0]} synthetic"
+            )
+        per_class.append(_mmd2(x, y, kernel=kernel, sigmas=sigmas, nu=nu, estimator=estimator))
     return _reduce(torch.stack(per_class), pair.present, reduction)
 
 
@@ -519,7 +575,7 @@ def _centred_and_scaled(x: torch.Tensor, y: torch.Tensor):
     return x / scale - centre, y / scale - centre, scale
 
 
-def _mmd2(x, y, kernel, sigmas, nu, estimator) -> torch.Tensor:
+def _mmd2(x, y, *, kernel, sigmas, nu, estimator) -> torch.Tensor:
     n, m = x.shape[0], y.shape[0]
     x, y, scale = _centred_and_scaled(x, y)
     if kernel == "linear":

@@ -8,6 +8,7 @@ Every draw goes through the caller's torch.Generator, so a seeded run is reprodu
 bit (the gamma variates of the Matérn law use a rejection sampler written here for that reason:
 torch's own gamma sampler takes no generator).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from . import _checks
-from .terms import safe_sqrt
+from .safe_math import safe_sqrt
 
 SPECTRAL_KERNELS = ("gaussian", "laplacian", "cauchy", "matern")
 KERNELS = SPECTRAL_KERNELS + ("linear",)
@@ -113,9 +114,11 @@ def sample_frequencies(
         from . import structured
 
         draw = structured.orthogonal_frequencies if structure == "orthogonal" else structured.hadamard_frequencies
-        result = draw(kernel, num_freqs, dim, bandwidth=bandwidth, nu=nu, generator=generator, device=device, dtype=dtype)
+        result = draw(
+            kernel, num_freqs, dim, bandwidth=bandwidth, nu=nu, generator=generator, device=device, dtype=dtype
+        )
         return result if structure == "orthogonal" else result.dense()
-    draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth, nu, generator, dtype)
+    draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth=bandwidth, nu=nu, generator=generator, dtype=dtype)
     kernel, num_freqs, dim, nu, generator = draw.kernel, draw.num_freqs, draw.dim, draw.nu, draw.generator
     opts = dict(device=draw.device, dtype=torch.float64)
 
@@ -137,8 +140,10 @@ def sample_frequencies(
 def check_structure(structure, kernel) -> str:
     structure = _checks.choice("structure", structure, STRUCTURES)
     if structure != "iid" and kernel not in RADIAL_KERNELS:
-        raise ValueError(f"structure={structure!r} needs a radial spectral measure (gaussian, matern); the {kernel} kernel's "
-                         "is not radial (its coordinates are independent), so use structure='iid'")
+        raise ValueError(
+            f"structure={structure!r} needs a radial spectral measure (gaussian, matern); the {kernel} kernel's "
+            "is not radial (its coordinates are independent), so use structure='iid'"
+        )
     return structure
 
 
@@ -156,7 +161,7 @@ class DrawArguments:
     device: torch.device  # where the float64 draw happens: the generator's device
 
     @classmethod
-    def check(cls, kernel, num_freqs, dim, bandwidth, nu, generator, dtype) -> "DrawArguments":
+    def check(cls, kernel, num_freqs, dim, *, bandwidth, nu, generator, dtype) -> DrawArguments:
         kernel = check_kernel(kernel, spectral=True)
         num_freqs = _checks.positive_int("num_freqs", num_freqs)
         dim = _checks.positive_int("dim", dim)
@@ -186,18 +191,19 @@ class DrawArguments:
         targets work), then move to `device`."""
         w = w.to(dtype=self.dtype)
         if not _checks.tracing() and not bool(torch.isfinite(w).all()):
+            bandwidth = list(self.sigmas) if len(self.sigmas) > 1 else self.sigmas[0]
+            law = "Cauchy" if self.kernel == "laplacian" else "Student t with 2 nu degrees of freedom"
             raise ValueError(
-                f"sample_frequencies: a {self.kernel} frequency (bandwidth={list(self.sigmas) if len(self.sigmas) > 1 else self.sigmas[0]}, "
-                f"nu={self.nu}) does not fit in {self.dtype} (largest finite value {torch.finfo(self.dtype).max:.3g}): this law's "
-                f"tails are heavy ({'Cauchy' if self.kernel == 'laplacian' else 'Student t with 2 nu degrees of freedom'}); "
-                "use a larger bandwidth" + (", a larger nu" if self.kernel == "matern" else "") + " or dtype=torch.float64"
+                f"sample_frequencies: a {self.kernel} frequency (bandwidth={bandwidth}, nu={self.nu}) does not fit in "
+                f"{self.dtype} (largest finite value {torch.finfo(self.dtype).max:.3g}): this law's tails are heavy "
+                f"({law}); use a larger bandwidth"
+                + (", a larger nu" if self.kernel == "matern" else "")
+                + " or dtype=torch.float64"
             )
         return w.to(device=device if device is not None else self.device)
 
 
-def standard_gamma(
-    shape: float, n: int, *, generator: torch.Generator | None, device: torch.device
-) -> torch.Tensor:
+def standard_gamma(shape: float, n: int, *, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """n draws of Gamma(shape, 1) in float64 through `generator` (Marsaglia and Tsang, 2000).
 
     Vectorised rejection: every round proposes for all rows still empty; acceptance is above

@@ -6,6 +6,7 @@ weights are buffers (an NCFDLoss alpha tensor, CSDMLoss's class counts and per-c
 and the state of a loss's own torch.Generator is extra state, so a restored loss draws the
 same frequencies the saved one would have drawn next.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,12 +23,17 @@ class NCFDLoss(nn.Module):
     with .to() and is saved in the state_dict).
     """
 
-    def __init__(self, *, alpha=0.5, sqrt=True, eps=1e-12, num_classes=None, reduction="mean", backend="auto", precision=None):
+    def __init__(
+        self, *, alpha=0.5, sqrt=True, eps=1e-12, num_classes=None, reduction="mean", backend="auto", precision=None
+    ):
         super().__init__()
         self.num_classes = _checks.num_classes(num_classes)
         if isinstance(alpha, torch.Tensor):
             if not alpha.is_floating_point() or alpha.dim() != 1 or alpha.shape[0] == 0:
-                raise ValueError(f"alpha must be a float in [0, 1] or a 1-D floating (C,) tensor, got {alpha.dtype} of shape {tuple(alpha.shape)}")
+                raise ValueError(
+                    f"alpha must be a float in [0, 1] or a 1-D floating (C,) tensor, got {alpha.dtype} of shape "
+                    f"{tuple(alpha.shape)}"
+                )
             if self.num_classes is not None and alpha.shape[0] != self.num_classes:
                 raise ValueError(f"alpha has {alpha.shape[0]} entries but num_classes={self.num_classes}")
             _checks.unit_interval("alpha", alpha, alpha.shape[0], alpha)
@@ -43,20 +49,46 @@ class NCFDLoss(nn.Module):
 
     def forward(self, real, syn, t, real_labels=None, syn_labels=None):
         return functional.ncfd(
-            real, syn, t, real_labels, syn_labels, num_classes=self.num_classes, alpha=self.alpha,
-            sqrt=self.sqrt, eps=self.eps, reduction=self.reduction, backend=self.backend, precision=self.precision,
+            real,
+            syn,
+            t,
+            real_labels,
+            syn_labels,
+            num_classes=self.num_classes,
+            alpha=self.alpha,
+            sqrt=self.sqrt,
+            eps=self.eps,
+            reduction=self.reduction,
+            backend=self.backend,
+            precision=self.precision,
         )
 
     def extra_repr(self) -> str:
         alpha = f"tensor of {self.alpha.shape[0]}" if isinstance(self.alpha, torch.Tensor) else self.alpha
-        return (f"alpha={alpha}, sqrt={self.sqrt}, eps={self.eps}, num_classes={self.num_classes}, "
-                f"reduction={self.reduction!r}, backend={self.backend!r}, precision={self.precision!r}")
+        return (
+            f"alpha={alpha}, sqrt={self.sqrt}, eps={self.eps}, num_classes={self.num_classes}, "
+            f"reduction={self.reduction!r}, backend={self.backend!r}, precision={self.precision!r}"
+        )
 
 
 class _SpectralLoss(nn.Module):
-    """Shared configuration of SDDLoss and CSDMLoss (frequencies drawn from a kernel's measure)."""
+    """The configuration SDDLoss and CSDMLoss share (frequencies drawn from a kernel's measure);
+    its __init__ is SDDLoss's, and CSDMLoss takes the same options after its own."""
 
-    def __init__(self, *, kernel, bandwidth, nu, num_freqs, num_classes, reduction, backend, generator, precision, structure):
+    def __init__(
+        self,
+        *,
+        kernel="gaussian",
+        bandwidth=1.0,
+        nu=1.5,
+        num_freqs=4096,
+        num_classes=None,
+        reduction="mean",
+        backend="auto",
+        generator=None,
+        precision=None,
+        structure="iid",
+    ):
         super().__init__()
         self.kernel = check_kernel(kernel, spectral=True)
         self.structure = check_structure(structure, self.kernel)
@@ -72,9 +104,18 @@ class _SpectralLoss(nn.Module):
 
     def _spectral_kwargs(self, t):
         return dict(
-            t=t, kernel=self.kernel, bandwidth=self.bandwidth, nu=self.nu, num_freqs=self.num_freqs,
-            generator=self.generator, reduction=self.reduction, backend=self.backend, precision=self.precision,
-            check_finite=None, real_group=None, structure=self.structure,
+            t=t,
+            kernel=self.kernel,
+            bandwidth=self.bandwidth,
+            nu=self.nu,
+            num_freqs=self.num_freqs,
+            generator=self.generator,
+            reduction=self.reduction,
+            backend=self.backend,
+            precision=self.precision,
+            check_finite=None,
+            real_group=None,
+            structure=self.structure,
         )
 
     # The generator's state is what decides the next frequencies: save and restore it.
@@ -86,37 +127,45 @@ class _SpectralLoss(nn.Module):
         if saved is None:
             return
         if self.generator is None:
-            raise ValueError(f"{type(self).__name__}: the state_dict holds a generator state but this loss was built "
-                             "without a generator; pass generator=torch.Generator() to restore it")
+            raise ValueError(
+                f"{type(self).__name__}: the state_dict holds a generator state but this loss was built "
+                "without a generator; pass generator=torch.Generator() to restore it"
+            )
         if not (isinstance(saved, torch.Tensor) and saved.dtype == torch.uint8):
-            raise ValueError(f"{type(self).__name__}: the saved generator state must be a uint8 tensor, got {saved!r:.80}")
+            raise ValueError(
+                f"{type(self).__name__}: the saved generator state must be a uint8 tensor, got {saved!r:.80}"
+            )
         try:
             self.generator.set_state(saved)
         except RuntimeError as error:  # a state of another size or generator type
-            raise ValueError(f"{type(self).__name__}: the saved generator state does not fit this generator "
-                             f"({str(error).splitlines()[0][:120]})") from None
+            raise ValueError(
+                f"{type(self).__name__}: the saved generator state does not fit this generator "
+                f"({str(error).splitlines()[0][:120]})"
+            ) from None
 
     def _config_repr(self) -> str:
         generator = "None" if self.generator is None else f"Generator({self.generator.device})"
-        return (f"kernel={self.kernel!r}, structure={self.structure!r}, bandwidth={self.bandwidth}, nu={self.nu}, num_freqs={self.num_freqs}, "
-                f"num_classes={self.num_classes}, reduction={self.reduction!r}, backend={self.backend!r}, "
-                f"precision={self.precision!r}, generator={generator}")
+        return (
+            f"kernel={self.kernel!r}, structure={self.structure!r}, bandwidth={self.bandwidth}, nu={self.nu}, "
+            f"num_freqs={self.num_freqs}, "
+            f"num_classes={self.num_classes}, reduction={self.reduction!r}, backend={self.backend!r}, "
+            f"precision={self.precision!r}, generator={generator}"
+        )
 
 
 class SDDLoss(_SpectralLoss):
     """`sk.sdd` as a module: loss(real, syn, real_labels=None, syn_labels=None, t=None).
 
+    SDDLoss(*, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, num_classes=None,
+    reduction="mean", backend="auto", generator=None, precision=None, structure="iid").
     Without t, fresh frequencies are drawn from the kernel's spectral measure on every call
     (through `generator` when one is given).
     """
 
-    def __init__(self, *, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, num_classes=None, reduction="mean",
-                 backend="auto", generator=None, precision=None, structure="iid"):
-        super().__init__(kernel=kernel, bandwidth=bandwidth, nu=nu, num_freqs=num_freqs, num_classes=num_classes,
-                         reduction=reduction, backend=backend, generator=generator, precision=precision, structure=structure)
-
     def forward(self, real, syn, real_labels=None, syn_labels=None, t=None):
-        return functional.sdd(real, syn, real_labels, syn_labels, num_classes=self.num_classes, **self._spectral_kwargs(t))
+        return functional.sdd(
+            real, syn, real_labels, syn_labels, num_classes=self.num_classes, **self._spectral_kwargs(t)
+        )
 
     def extra_repr(self) -> str:
         return self._config_repr()
@@ -125,18 +174,19 @@ class SDDLoss(_SpectralLoss):
 class CSDMLoss(_SpectralLoss):
     """`sk.csdm` as a module: loss(real, syn, real_labels, syn_labels, t=None).
 
-    The per-class weights are computed once, at construction, from `class_counts` (whole
-    training set) and kept in the buffer `class_alpha`; forward uses that buffer, so weights
-    loaded with load_state_dict are the ones that count.
+    CSDMLoss(class_counts, *, alpha_head=0.8, head_classes=None, alpha_rule="binary", **options),
+    the options those of SDDLoss (kernel, bandwidth, nu, num_freqs, num_classes, reduction,
+    backend, generator, precision, structure). The per-class weights are computed once, at
+    construction, from `class_counts` (whole training set) and kept in the buffer
+    `class_alpha`; forward uses that buffer, so weights loaded with load_state_dict are the
+    ones that count.
     """
 
-    def __init__(self, class_counts, *, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, alpha_head=0.8,
-                 head_classes=None, alpha_rule="binary", num_classes=None, reduction="mean", backend="auto", generator=None,
-                 precision=None, structure="iid"):
-        super().__init__(kernel=kernel, bandwidth=bandwidth, nu=nu, num_freqs=num_freqs, num_classes=num_classes,
-                         reduction=reduction, backend=backend, generator=generator, precision=precision, structure=structure)
-        class_alpha = functional.csdm_class_alpha(class_counts, alpha_head=alpha_head, head_classes=head_classes,
-                                                  alpha_rule=alpha_rule)
+    def __init__(self, class_counts, *, alpha_head=0.8, head_classes=None, alpha_rule="binary", **spectral):
+        super().__init__(**spectral)
+        class_alpha = functional.csdm_class_alpha(
+            class_counts, alpha_head=alpha_head, head_classes=head_classes, alpha_rule=alpha_rule
+        )
         if self.num_classes is not None and self.num_classes != class_alpha.shape[0]:
             raise ValueError(f"num_classes={self.num_classes} but class_counts has {class_alpha.shape[0]} entries")
         self.register_buffer("class_counts", functional._class_counts(class_counts))
@@ -145,12 +195,21 @@ class CSDMLoss(_SpectralLoss):
         self.head_rule = "head_classes mask" if head_classes is not None else alpha_rule
 
     def forward(self, real, syn, real_labels, syn_labels, t=None):
-        return functional.csdm_with_alpha(real, syn, real_labels, syn_labels, self.class_alpha, num_classes=self.num_classes,
-                                          **self._spectral_kwargs(t))
+        return functional.csdm_with_alpha(
+            real,
+            syn,
+            real_labels,
+            syn_labels,
+            self.class_alpha,
+            num_classes=self.num_classes,
+            **self._spectral_kwargs(t),
+        )
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.class_alpha.shape[0]}, alpha_head={self.alpha_head}, head_rule={self.head_rule!r}, " + \
-            self._config_repr().replace(f"num_classes={self.num_classes}, ", "")
+        return (
+            f"num_classes={self.class_alpha.shape[0]}, alpha_head={self.alpha_head}, head_rule={self.head_rule!r}, "
+            + self._config_repr().replace(f"num_classes={self.num_classes}, ", "")
+        )
 
 
 class MMDLoss(nn.Module):
@@ -168,10 +227,20 @@ class MMDLoss(nn.Module):
 
     def forward(self, real, syn, real_labels=None, syn_labels=None):
         return functional.mmd(
-            real, syn, real_labels, syn_labels, kernel=self.kernel, bandwidth=self.bandwidth, nu=self.nu,
-            estimator=self.estimator, num_classes=self.num_classes, reduction=self.reduction,
+            real,
+            syn,
+            real_labels,
+            syn_labels,
+            kernel=self.kernel,
+            bandwidth=self.bandwidth,
+            nu=self.nu,
+            estimator=self.estimator,
+            num_classes=self.num_classes,
+            reduction=self.reduction,
         )
 
     def extra_repr(self) -> str:
-        return (f"kernel={self.kernel!r}, bandwidth={self.bandwidth}, nu={self.nu}, estimator={self.estimator!r}, "
-                f"num_classes={self.num_classes}, reduction={self.reduction!r}")
+        return (
+            f"kernel={self.kernel!r}, bandwidth={self.bandwidth}, nu={self.nu}, estimator={self.estimator!r}, "
+            f"num_classes={self.num_classes}, reduction={self.reduction!r}"
+        )

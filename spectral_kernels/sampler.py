@@ -4,6 +4,7 @@ t = z * exp(s_k): z ~ N(0, I) drawn afresh on every call, s_k a learned log-scal
 component, frequency m belonging to component m mod K. The reparameterisation makes t a
 differentiable function of the log-scales, so the sampler learns from dL/dt of the fused op.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,11 +46,23 @@ class FrequencySampler(nn.Module):
     Flipping the sign of the sampler's own gradients is what makes its max step move it.
     """
 
-    def __init__(self, dim: int, num_freqs: int = 4096, num_components: int | None = None, *, bandwidth: float = 1.0, spread: float = 1.0):
+    def __init__(
+        self,
+        dim: int,
+        num_freqs: int = 4096,
+        num_components: int | None = None,
+        *,
+        bandwidth: float = 1.0,
+        spread: float = 1.0,
+    ):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.num_freqs = _checks.positive_int("num_freqs", num_freqs)
-        k = max(1, self.num_freqs // 16) if num_components is None else _checks.positive_int("num_components", num_components)
+        k = (
+            max(1, self.num_freqs // 16)
+            if num_components is None
+            else _checks.positive_int("num_components", num_components)
+        )
         bandwidth = _checks.positive("bandwidth", bandwidth)
         spread = _checks.non_negative("spread", spread)
         if not math.isfinite(spread):
@@ -62,9 +75,12 @@ class FrequencySampler(nn.Module):
             raise ValueError(
                 f"FrequencySampler: bandwidth={bandwidth} and spread={spread} give log-scales in "
                 f"[{centre - widest:.4g}, {centre + widest:.4g}], outside [{low:.4g}, {high:.4g}], the range whose "
-                f"frequencies fit {dtype}; choose bandwidth * exp(+-spread) within [{math.exp(-high):.3g}, {math.exp(-low):.3g}]"
+                f"frequencies fit {dtype}; choose bandwidth * exp(+-spread) within [{math.exp(-high):.3g}, "
+                f"{math.exp(-low):.3g}]"
             )
-        self.log_scales = nn.Parameter(centre + torch.linspace(-spread, spread, k) if k > 1 else torch.full((1,), centre))
+        self.log_scales = nn.Parameter(
+            centre + torch.linspace(-spread, spread, k) if k > 1 else torch.full((1,), centre)
+        )
 
     @property
     def num_components(self) -> int:
@@ -77,10 +93,16 @@ class FrequencySampler(nn.Module):
         if not _checks.tracing():
             largest = float(self.log_scales.detach().max())
             if math.isnan(largest):
-                raise ValueError("FrequencySampler: its log-scales hold NaN (a NaN gradient reached them); "
-                                 "restore a checkpoint and lower the learning rate")
-            check_frequency_scale(f"FrequencySampler: a learned log-scale of {largest:.4g}", math.exp(min(largest, 709.0)),
-                                  self.log_scales.dtype, "lower the sampler's learning rate")
+                raise ValueError(
+                    "FrequencySampler: its log-scales hold NaN (a NaN gradient reached them); "
+                    "restore a checkpoint and lower the learning rate"
+                )
+            check_frequency_scale(
+                f"FrequencySampler: a learned log-scale of {largest:.4g}",
+                math.exp(min(largest, 709.0)),
+                self.log_scales.dtype,
+                "lower the sampler's learning rate",
+            )
         scales = torch.exp(self.log_scales)
         z = torch.randn(m, self.dim, generator=generator, device=scales.device, dtype=scales.dtype)
         component = torch.arange(m, device=scales.device) % self.num_components

@@ -20,6 +20,7 @@ independent directions, a block of d frequencies can take d orthogonal ones:
 
 M need not be a multiple of the block size: the last block is cut.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,12 +43,13 @@ def _radii(draw: DrawArguments, rows: int, dims: int) -> torch.Tensor:
     return radius * draw.inverse_bandwidths(rows)
 
 
-def orthogonal_frequencies(kernel, num_freqs, dim, *, bandwidth=1.0, nu=1.5, generator=None, device=None,
-                           dtype=None) -> torch.Tensor:
+def orthogonal_frequencies(
+    kernel, num_freqs, dim, *, bandwidth=1.0, nu=1.5, generator=None, device=None, dtype=None
+) -> torch.Tensor:
     """ORF: (M, d) frequencies in blocks of d orthogonal rows, each scaled by a radius of the
     kernel's law (arguments as sk.sample_frequencies)."""
     check_structure("orthogonal", kernel)
-    draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth, nu, generator, dtype)
+    draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth=bandwidth, nu=nu, generator=generator, dtype=dtype)
     blocks = []
     for _ in range(math.ceil(draw.num_freqs / draw.dim)):
         g = torch.randn(draw.dim, draw.dim, generator=draw.generator, device=draw.device, dtype=torch.float64)
@@ -91,9 +93,13 @@ class HadamardFrequencies:
     def shape(self) -> tuple[int, int]:
         return (self.num_freqs, self.dim)
 
-    def to(self, device=None, dtype=None) -> "HadamardFrequencies":
-        return HadamardFrequencies(self.signs.to(device=device, dtype=dtype), self.radii.to(device=device, dtype=dtype),
-                                   self.num_freqs, self.dim)
+    def to(self, device=None, dtype=None) -> HadamardFrequencies:
+        return HadamardFrequencies(
+            self.signs.to(device=device, dtype=dtype),
+            self.radii.to(device=device, dtype=dtype),
+            self.num_freqs,
+            self.dim,
+        )
 
     def dense(self) -> torch.Tensor:
         """The (M, d) frequencies themselves (what the fused op never builds)."""
@@ -115,12 +121,13 @@ def hadamard_matrix(n: int, *, dtype=torch.float64, device=None) -> torch.Tensor
     return h
 
 
-def hadamard_frequencies(kernel, num_freqs, dim, *, bandwidth=1.0, nu=1.5, generator=None, device=None,
-                         dtype=None) -> HadamardFrequencies:
+def hadamard_frequencies(
+    kernel, num_freqs, dim, *, bandwidth=1.0, nu=1.5, generator=None, device=None, dtype=None
+) -> HadamardFrequencies:
     """SORF: M frequencies in blocks of D = block_width(dim), as HadamardFrequencies (arguments
     as sk.sample_frequencies)."""
     check_structure("hadamard", kernel)
-    draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth, nu, generator, dtype)
+    draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth=bandwidth, nu=nu, generator=generator, dtype=dtype)
     width = block_width(draw.dim)
     blocks = math.ceil(draw.num_freqs / width)
     signs = torch.randint(0, 2, (blocks, 3, width), generator=draw.generator, device=draw.device).double() * 2 - 1

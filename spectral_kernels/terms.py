@@ -3,20 +3,12 @@
 The one place where the math after the ECF lives: every backend supplies ECF sums, and every
 discrepancy (NCFD, SDD, CSDM) is built from the terms computed here.
 """
+
 from __future__ import annotations
 
 import torch
 
-
-def safe_sqrt(value: torch.Tensor) -> torch.Tensor:
-    """sqrt(value) for value >= 0 whose derivative at exactly 0 is taken as 0, not inf.
-
-    The double `where` keeps the unused branch's gradient finite, so no NaN reaches the inputs
-    from a value of 0. A NaN value stays NaN (`value * 0`), so a NaN that reaches a loss shows
-    up as NaN rather than as a silent 0, which would read as a perfect match.
-    """
-    positive = value > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, value, torch.ones_like(value))), value * 0)
+from .safe_math import safe_sqrt
 
 
 def modulus(re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,9 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import spectral_kernels as sk  # noqa: E402
 
 # Backends that run on CPU tensors in this process (triton only through the interpreter).
-FUSED_BACKENDS = [name for name in sk.available_backends() if name != "reference" and sk.ops.runs_on(name, torch.empty(1))]
+FUSED_BACKENDS = [
+    name for name in sk.available_backends() if name != "reference" and sk.ops.runs_on(name, torch.empty(1))
+]
 
 
 def _fused_backends():
@@ -49,7 +51,9 @@ def backend_params(*names):
     """pytest parameters for the fused backends (all, or those named): one that cannot run in
     this process is reported as skipped with its reason, never silently left out."""
     return [
-        pytest.param(name, marks=pytest.mark.skip(reason=f"backend {name!r} cannot run here: {reason}") if reason else ())
+        pytest.param(
+            name, marks=pytest.mark.skip(reason=f"backend {name!r} cannot run here: {reason}") if reason else ()
+        )
         for name, (_, reason) in sorted(_FUSED.items())
         if not names or name in names
     ]
@@ -85,15 +89,29 @@ def max_error(a, b) -> float:
 # The console script of this environment: CLI tests run it as a user would, in a subprocess.
 CLI_SCRIPT = os.path.join(os.path.dirname(sys.executable), "spectral-distill")
 # Options of a distillation that takes a second or two.
-FAST_CLI = ["--dataset", "digits", "--ipc", "1", "--iterations", "2", "--width", "8", "--batch-real", "4", "--num-eval", "0",
-            "--quiet"]
+FAST_CLI = [
+    "--dataset",
+    "digits",
+    "--ipc",
+    "1",
+    "--iterations",
+    "2",
+    "--width",
+    "8",
+    "--batch-real",
+    "4",
+    "--num-eval",
+    "0",
+    "--quiet",
+]
 
 
 def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
     """Run `spectral-distill args...` and return the finished process (text output)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([CLI_SCRIPT, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [CLI_SCRIPT, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *words, status: int = 2) -> str:

@@ -1,4 +1,5 @@
 """Every fused backend against the float64 reference, on the same cases (SPEC §1, §6)."""
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -148,7 +149,9 @@ def test_opcheck_of_the_fused_ops(rng, backend):
             args = (grad, x.detach(), t.detach(), *layout, "ieee", need_x, need_t)
             torch.library.opcheck(ops_.ecf_sums_backward.default, args)
     else:
-        torch.library.opcheck(ops_.ecf_sums_triton.default, (x.requires_grad_(True), t.requires_grad_(True), *layout, "ieee"))
+        torch.library.opcheck(
+            ops_.ecf_sums_triton.default, (x.requires_grad_(True), t.requires_grad_(True), *layout, "ieee")
+        )
         for need_x, need_t in [(True, True), (False, True), (True, False)]:
             args = (grad, x.detach(), t.detach(), *layout, "ieee", need_x, need_t)
             torch.library.opcheck(ops_.ecf_sums_triton_backward.default, args)
@@ -166,7 +169,9 @@ def test_losses_compile_with_fullgraph_on_fused_backends(rng, name, backend):
     fns = {
         "ncfd": lambda a, b, f: sk.ncfd(a, b, f, rl, sl, num_classes=3, backend=backend),
         "sdd": lambda a, b, f: sk.sdd(a, b, rl, sl, t=f, num_classes=3, backend=backend),
-        "csdm": lambda a, b, f: sk.csdm(a, b, rl, sl, class_counts=[30, 8, 2], t=f, alpha_rule="log-linear", backend=backend),
+        "csdm": lambda a, b, f: sk.csdm(
+            a, b, rl, sl, class_counts=[30, 8, 2], t=f, alpha_rule="log-linear", backend=backend
+        ),
     }
     eager = fns[name](real, syn, t)
     (eager_grad,) = torch.autograd.grad(eager, syn)
@@ -219,7 +224,10 @@ def test_deterministic_mode_runs_one_fixed_tile_shape_without_the_autotuner(rng,
     grad = torch.randn(3, 2, 75, generator=rng, dtype=torch.float64).to(device)
     truth = sums_and_grads(lambda x, t: ecf_sums_reference(x, t, index.labels, index.num_classes), x64, t64, grad)
     fused = lambda x, t: chosen.ecf_sums(x, t, index, precision="ieee")
-    was_on, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    was_on, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     torch.use_deterministic_algorithms(True)
     try:
         first = sums_and_grads(fused, x64.float(), t64.float(), grad.float())
@@ -228,7 +236,9 @@ def test_deterministic_mode_runs_one_fixed_tile_shape_without_the_autotuner(rng,
         torch.use_deterministic_algorithms(was_on, warn_only=warn_only)
     for ours, repeat, want, name in zip(first, again, truth, ("sums", "dx", "dt")):
         assert torch.equal(ours, repeat), name
-        torch.testing.assert_close(ours.double(), want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item()), msg=name)
+        torch.testing.assert_close(
+            ours.double(), want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item()), msg=name
+        )
     with pytest.raises(AssertionError, match="the autotuner ran"):  # outside that mode it does
         fused(x64.float(), t64.float())
 
@@ -296,22 +306,44 @@ def test_triton_ops_reject_bad_layouts_before_any_kernel_reads_memory(rng):
         (lambda: op(x, t[:, :2], perm, offsets, "ieee"), ValueError, "x has d=3 but t has d=2"),
         (lambda: op(x[0], t, perm, offsets, "ieee"), ValueError, r"x must be 2-D \(N, d\), got shape \(3,\)"),
         (lambda: op(x.long(), t.long(), perm, offsets, "ieee"), TypeError, "x must be float32.*got torch.int64"),
-        (lambda: op(x, t.double(), perm, offsets, "ieee"), TypeError, "t has dtype torch.float64 but x has dtype torch.float32"),
+        (
+            lambda: op(x, t.double(), perm, offsets, "ieee"),
+            TypeError,
+            "t has dtype torch.float64 but x has dtype torch.float32",
+        ),
         (lambda: op(x, t, perm.int(), offsets, "ieee"), TypeError, "perm and offsets must be int64, got torch.int32"),
         (lambda: op(x, t, perm[:9], offsets, "ieee"), ValueError, r"perm must have shape \(10,\), got \(9,\)"),
-        (lambda: op(x, t, perm, offsets[:1], "ieee"), ValueError, r"offsets must have shape \(C\+1,\) with C >= 1, got \(1,\)"),
+        (
+            lambda: op(x, t, perm, offsets[:1], "ieee"),
+            ValueError,
+            r"offsets must have shape \(C\+1,\) with C >= 1, got \(1,\)",
+        ),
         (lambda: op(x, t.to("meta"), perm, offsets, "ieee"), ValueError, f"t is on meta but x is on {device}"),
         (lambda: op(x, t, perm, offsets, "fp16"), ValueError, "precision must be 'ieee' or 'tf32', got 'fp16'"),
-        (lambda: backward(torch.zeros(2, 2, 5, device=device), x, t, perm, offsets, "ieee", True, True), ValueError,
-         r"grad must have shape \(2, 2, 4\), got \(2, 2, 5\)"),
+        (
+            lambda: backward(torch.zeros(2, 2, 5, device=device), x, t, perm, offsets, "ieee", True, True),
+            ValueError,
+            r"grad must have shape \(2, 2, 4\), got \(2, 2, 5\)",
+        ),
     ]
     if device == "cpu":  # values are checked where that needs no host sync (the interpreter)
         cpu = torch.tensor
         cases += [
-            (lambda: op(x, t, perm, cpu([0, 5, 9]), "ieee"), ValueError, "offsets must start at 0 and end at N=10, got 0 and 9"),
-            (lambda: op(x, t, perm, cpu([0, 6, 5, 10]), "ieee"), ValueError, r"non-decreasing, offsets\[2\]=5 < offsets\[1\]=6"),
-            (lambda: op(x, t, torch.where(perm == 3, 10, perm), offsets, "ieee"), ValueError,
-             r"perm must hold row numbers in \[0, N=10\), got perm\[\d\]=10"),
+            (
+                lambda: op(x, t, perm, cpu([0, 5, 9]), "ieee"),
+                ValueError,
+                "offsets must start at 0 and end at N=10, got 0 and 9",
+            ),
+            (
+                lambda: op(x, t, perm, cpu([0, 6, 5, 10]), "ieee"),
+                ValueError,
+                r"non-decreasing, offsets\[2\]=5 < offsets\[1\]=6",
+            ),
+            (
+                lambda: op(x, t, torch.where(perm == 3, 10, perm), offsets, "ieee"),
+                ValueError,
+                r"perm must hold row numbers in \[0, N=10\), got perm\[\d\]=10",
+            ),
         ]
     for call, exception, words in cases:
         with pytest.raises(exception, match=words):
@@ -335,6 +367,10 @@ def test_every_autotune_tile_shape_computes_the_same_sums_and_gradients(rng, mon
     x64, t64, index = _inputs(rng, 300, 270, 37, [230, 0, 41, 29], torch.float64, device)
     grad = torch.randn(4, 2, 270, generator=rng, dtype=torch.float64).to(device)
     truth = sums_and_grads(lambda x, t: ecf_sums_reference(x, t, index.labels, index.num_classes), x64, t64, grad)
-    got = sums_and_grads(lambda x, t: chosen.ecf_sums(x, t, index, precision="ieee"), x64.float(), t64.float(), grad.float())
+    got = sums_and_grads(
+        lambda x, t: chosen.ecf_sums(x, t, index, precision="ieee"), x64.float(), t64.float(), grad.float()
+    )
     for ours, want, name in zip(got, truth, ("sums", "dx", "dt")):
-        torch.testing.assert_close(ours.double(), want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item()), msg=name)
+        torch.testing.assert_close(
+            ours.double(), want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item()), msg=name
+        )

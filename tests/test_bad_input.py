@@ -7,6 +7,7 @@ and expects exit status 2 with exactly one line on stderr (no traceback) holding
 words; `after` then checks what must have survived (a user's files, an old run) or must not
 have happened (code run from a crafted file).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -14,9 +15,9 @@ import json
 import os
 import pickle
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -98,7 +99,9 @@ def _generator_state_of_size(size):
 
 
 def _triton_op(x, t, perm, offsets, precision="ieee"):
-    return lambda: torch.ops.spectral_kernels.ecf_sums_triton(x, t, torch.tensor(perm), torch.tensor(offsets), precision)
+    return lambda: torch.ops.spectral_kernels.ecf_sums_triton(
+        x, t, torch.tensor(perm), torch.tensor(offsets), precision
+    )
 
 
 PERM, OFFS = torch.arange(6), torch.tensor([0, 3, 6])
@@ -118,131 +121,415 @@ LIB_CASES = [
     Lib("t wrong dtype", lambda: sk.ncfd(X, Y, T.double()), TypeError, ["t", "float64"]),
     Lib("t empty", lambda: sk.ncfd(X, Y, T[:0]), ValueError, ["t", "empty"]),
     Lib("t not a tensor", lambda: sk.ncfd(X, Y, None), TypeError, ["t", "NoneType"]),
-    Lib("NaN in real", lambda: sk.sdd(torch.where(XL[:, None] == 1, float("nan"), X), Y), ValueError, ["real", "non-finite", "nan"]),
+    Lib(
+        "NaN in real",
+        lambda: sk.sdd(torch.where(XL[:, None] == 1, float("nan"), X), Y),
+        ValueError,
+        ["real", "non-finite", "nan"],
+    ),
     Lib("inf in syn", lambda: sk.mmd(X, torch.full_like(Y, float("inf"))), ValueError, ["syn", "non-finite", "inf"]),
     Lib("inf in t", lambda: sk.ecf(X, torch.full_like(T, float("-inf"))), ValueError, ["t", "non-finite"]),
     Lib("float labels", lambda: sk.sdd(X, Y, XL.float(), YL), TypeError, ["real_labels", "integer", "float32"]),
     Lib("bool labels", lambda: sk.sdd(X, Y, XL, YL.bool()), TypeError, ["syn_labels", "torch.bool"]),
     Lib("negative label", lambda: sk.sdd(X, Y, XL - 1, YL), ValueError, ["real_labels", "negative", "-1"]),
-    Lib("label out of range", lambda: sk.sdd(X, Y, XL, YL + 1, num_classes=2), ValueError, ["syn_labels", "label 2", "num_classes=2"]),
+    Lib(
+        "label out of range",
+        lambda: sk.sdd(X, Y, XL, YL + 1, num_classes=2),
+        ValueError,
+        ["syn_labels", "label 2", "num_classes=2"],
+    ),
     Lib("labels wrong length", lambda: sk.sdd(X, Y, XL[:5], YL), ValueError, ["real_labels", "(6,)", "(5,)"]),
     Lib("labels on one side only", lambda: sk.sdd(X, Y, XL, None), ValueError, ["real_labels", "syn_labels"]),
-    Lib("class on one side only", lambda: sk.sdd(X, Y, XL, torch.zeros(4, dtype=torch.long)), ValueError, ["class 1", "3 real", "0 synthetic"]),
+    Lib(
+        "class on one side only",
+        lambda: sk.sdd(X, Y, XL, torch.zeros(4, dtype=torch.long)),
+        ValueError,
+        ["class 1", "3 real", "0 synthetic"],
+    ),
     Lib("num_classes zero", lambda: sk.sdd(X, Y, XL, YL, num_classes=0), ValueError, ["num_classes", "0"]),
     Lib("num_classes float", lambda: sk.sdd(X, Y, XL, YL, num_classes=2.0), TypeError, ["num_classes", "2.0"]),
     Lib("alpha above one", lambda: sk.ncfd(X, Y, T, alpha=1.5), ValueError, ["alpha", "1.5"]),
-    Lib("alpha negative tensor", lambda: sk.ncfd(X, Y, T, XL, YL, alpha=torch.tensor([0.5, -0.1])), ValueError, ["alpha", "-0.1"]),
-    Lib("alpha tensor wrong shape", lambda: sk.ncfd(X, Y, T, XL, YL, alpha=torch.ones(3)), ValueError, ["alpha", "(2,)", "(3,)"]),
+    Lib(
+        "alpha negative tensor",
+        lambda: sk.ncfd(X, Y, T, XL, YL, alpha=torch.tensor([0.5, -0.1])),
+        ValueError,
+        ["alpha", "-0.1"],
+    ),
+    Lib(
+        "alpha tensor wrong shape",
+        lambda: sk.ncfd(X, Y, T, XL, YL, alpha=torch.ones(3)),
+        ValueError,
+        ["alpha", "(2,)", "(3,)"],
+    ),
     Lib("eps negative", lambda: sk.ncfd(X, Y, T, eps=-1.0), ValueError, ["eps", "-1.0"]),
     Lib("bandwidth zero", lambda: sk.sdd(X, Y, bandwidth=0.0), ValueError, ["bandwidth", "0.0"]),
-    Lib("bandwidth negative in list", lambda: sk.mmd(X, Y, bandwidth=[1.0, -2.0]), ValueError, ["bandwidth[1]", "-2.0"]),
+    Lib(
+        "bandwidth negative in list", lambda: sk.mmd(X, Y, bandwidth=[1.0, -2.0]), ValueError, ["bandwidth[1]", "-2.0"]
+    ),
     Lib("bandwidth a string", lambda: sk.mmd(X, Y, bandwidth="wide"), TypeError, ["bandwidth", "wide"]),
     Lib("nu zero", lambda: sk.sample_frequencies("matern", 4, 3, nu=0.0), ValueError, ["nu", "0.0"]),
     Lib("unknown kernel", lambda: sk.sdd(X, Y, kernel="rbf"), ValueError, ["kernel", "rbf"]),
     Lib("linear kernel for sdd", lambda: sk.sdd(X, Y, kernel="linear"), ValueError, ["linear", "mmd"]),
-    Lib("linear kernel for csdm", lambda: sk.csdm(X, Y, XL, YL, class_counts=[3, 3], kernel="linear"), ValueError, ["linear", "mmd"]),
+    Lib(
+        "linear kernel for csdm",
+        lambda: sk.csdm(X, Y, XL, YL, class_counts=[3, 3], kernel="linear"),
+        ValueError,
+        ["linear", "mmd"],
+    ),
     Lib("num_freqs zero", lambda: sk.sdd(X, Y, num_freqs=0), ValueError, ["num_freqs", "0"]),
     Lib("unknown reduction", lambda: sk.sdd(X, Y, reduction="avg"), ValueError, ["reduction", "avg"]),
     Lib("unknown estimator", lambda: sk.mmd(X, Y, estimator="w"), ValueError, ["estimator", "w"]),
-    Lib("u-statistic one sample", lambda: sk.mmd(X, Y[:1], estimator="u"), ValueError, ["estimator='u'", "1 synthetic"]),
+    Lib(
+        "u-statistic one sample", lambda: sk.mmd(X, Y[:1], estimator="u"), ValueError, ["estimator='u'", "1 synthetic"]
+    ),
     Lib("unknown backend", lambda: sk.sdd(X, Y, backend="tpu"), ValueError, ["backend", "tpu"]),
-    Lib("class_counts zero", lambda: sk.csdm(X, Y, XL, YL, class_counts=[4, 0]), ValueError, ["class_counts[1]", "0.0"]),
-    Lib("class_counts wrong length", lambda: sk.csdm(X, Y, XL, YL, class_counts=[4, 2], num_classes=3), ValueError, ["num_classes=3", "2 entries"]),
+    Lib(
+        "class_counts zero", lambda: sk.csdm(X, Y, XL, YL, class_counts=[4, 0]), ValueError, ["class_counts[1]", "0.0"]
+    ),
+    Lib(
+        "class_counts wrong length",
+        lambda: sk.csdm(X, Y, XL, YL, class_counts=[4, 2], num_classes=3),
+        ValueError,
+        ["num_classes=3", "2 entries"],
+    ),
     Lib("class_counts not numbers", lambda: sk.csdm_class_alpha("many"), TypeError, ["class_counts", "str"]),
     Lib("alpha_head above one", lambda: sk.csdm_class_alpha([3, 1], alpha_head=1.2), ValueError, ["alpha_head", "1.2"]),
-    Lib("head mask not bool", lambda: sk.csdm_class_alpha([3, 1], head_classes=torch.tensor([1, 0])), TypeError, ["head_classes", "int64"]),
-    Lib("head mask wrong shape", lambda: sk.csdm_class_alpha([3, 1], head_classes=torch.tensor([True])), ValueError, ["head_classes", "(2,)", "(1,)"]),
-    Lib("unknown alpha rule", lambda: sk.csdm_class_alpha([3, 1], alpha_rule="median"), ValueError, ["alpha_rule", "median"]),
-    Lib("csdm without labels", lambda: sk.csdm(X, Y, None, None, class_counts=[3]), ValueError, ["real_labels", "syn_labels"]),
-    Lib("matern mmd with other nu", lambda: sk.mmd(X, Y, kernel="matern", nu=1.0), ValueError, ["nu=1.0", "0.5, 1.5, 2.5"]),
-    Lib("sampler generator wrong type", lambda: sk.sample_frequencies("gaussian", 4, 3, generator=0), TypeError, ["generator", "int"]),
+    Lib(
+        "head mask not bool",
+        lambda: sk.csdm_class_alpha([3, 1], head_classes=torch.tensor([1, 0])),
+        TypeError,
+        ["head_classes", "int64"],
+    ),
+    Lib(
+        "head mask wrong shape",
+        lambda: sk.csdm_class_alpha([3, 1], head_classes=torch.tensor([True])),
+        ValueError,
+        ["head_classes", "(2,)", "(1,)"],
+    ),
+    Lib(
+        "unknown alpha rule",
+        lambda: sk.csdm_class_alpha([3, 1], alpha_rule="median"),
+        ValueError,
+        ["alpha_rule", "median"],
+    ),
+    Lib(
+        "csdm without labels",
+        lambda: sk.csdm(X, Y, None, None, class_counts=[3]),
+        ValueError,
+        ["real_labels", "syn_labels"],
+    ),
+    Lib(
+        "matern mmd with other nu",
+        lambda: sk.mmd(X, Y, kernel="matern", nu=1.0),
+        ValueError,
+        ["nu=1.0", "0.5, 1.5, 2.5"],
+    ),
+    Lib(
+        "sampler generator wrong type",
+        lambda: sk.sample_frequencies("gaussian", 4, 3, generator=0),
+        TypeError,
+        ["generator", "int"],
+    ),
     Lib("loss module bad reduction", lambda: sk.SDDLoss(reduction="max"), ValueError, ["reduction", "max"]),
     Lib("loss module bad kernel", lambda: sk.CSDMLoss([1, 2], kernel="linear"), ValueError, ["linear", "mmd"]),
     Lib("sampler bad num_freqs", lambda: sk.FrequencySampler(3, num_freqs=-4), ValueError, ["num_freqs", "-4"]),
     Lib("unknown precision", lambda: sk.sdd(X, Y, precision="fp8"), ValueError, ["precision", "fp8"]),
     Lib("loss module bad precision", lambda: sk.NCFDLoss(precision="half"), ValueError, ["precision", "half"]),
-    Lib("cpu backend with float16", lambda: sk.sdd(X.half(), Y.half(), backend="cpu"), ValueError, ["backend='cpu'", "float16"]),
-
+    Lib(
+        "cpu backend with float16",
+        lambda: sk.sdd(X.half(), Y.half(), backend="cpu"),
+        ValueError,
+        ["backend='cpu'", "float16"],
+    ),
     # frequencies are checked like features
-    Lib("NaN in t for ncfd", lambda: sk.ncfd(X, Y, _with(T, (2, 1), float("nan"))), ValueError, ["t", "non-finite", "(2, 1)"]),
-    Lib("inf in given t for sdd", lambda: sk.sdd(X, Y, t=_with(T, (0, 0), float("inf"))), ValueError, ["t", "non-finite", "inf"]),
-    Lib("NaN in given t for csdm", lambda: sk.csdm(X, Y, XL, YL, class_counts=[3, 3], t=_with(T, (4, 2), float("nan"))), ValueError, ["t", "nan"]),
+    Lib(
+        "NaN in t for ncfd",
+        lambda: sk.ncfd(X, Y, _with(T, (2, 1), float("nan"))),
+        ValueError,
+        ["t", "non-finite", "(2, 1)"],
+    ),
+    Lib(
+        "inf in given t for sdd",
+        lambda: sk.sdd(X, Y, t=_with(T, (0, 0), float("inf"))),
+        ValueError,
+        ["t", "non-finite", "inf"],
+    ),
+    Lib(
+        "NaN in given t for csdm",
+        lambda: sk.csdm(X, Y, XL, YL, class_counts=[3, 3], t=_with(T, (4, 2), float("nan"))),
+        ValueError,
+        ["t", "nan"],
+    ),
     Lib("NaN in t for ecf", lambda: sk.ecf(X, _with(T, (1, 1), float("nan"))), ValueError, ["t", "nan"]),
-    Lib("phases overflow float32 in ecf", lambda: sk.ecf(torch.full((3, 2), 1e20), torch.full((2, 2), 1e20)), ValueError, ["phases", "overflow", "float32"]),
-    Lib("phases overflow float32 in ncfd", lambda: sk.ncfd(torch.full((3, 2), 1e20), torch.ones(2, 2), torch.full((2, 2), 1e20)), ValueError, ["phases", "of real", "overflow"]),
+    Lib(
+        "phases overflow float32 in ecf",
+        lambda: sk.ecf(torch.full((3, 2), 1e20), torch.full((2, 2), 1e20)),
+        ValueError,
+        ["phases", "overflow", "float32"],
+    ),
+    Lib(
+        "phases overflow float32 in ncfd",
+        lambda: sk.ncfd(torch.full((3, 2), 1e20), torch.ones(2, 2), torch.full((2, 2), 1e20)),
+        ValueError,
+        ["phases", "of real", "overflow"],
+    ),
     # frequency laws that do not fit the dtype
-    Lib("tiny bandwidth float32", lambda: sk.sample_frequencies("gaussian", 8, 3, bandwidth=1e-40), ValueError, ["bandwidth=1e-40", "largest finite"]),
-    Lib("huge bandwidth float32", lambda: sk.sample_frequencies("gaussian", 8, 3, bandwidth=1e40), ValueError, ["bandwidth=1e+40", "round to 0"]),
-    Lib("small bandwidth float16", lambda: sk.sample_frequencies("gaussian", 8, 3, bandwidth=1e-4, dtype=torch.float16), ValueError, ["bandwidth=0.0001", "float16"]),
-    Lib("tiny bandwidth in a list", lambda: sk.sample_frequencies("gaussian", 8, 3, bandwidth=[1.0, 1e-40]), ValueError, ["bandwidth[1]=1e-40"]),
-    Lib("tiny bandwidth through sdd", lambda: sk.sdd(X, Y, bandwidth=1e-40), ValueError, ["bandwidth=1e-40", "float32"]),
-    Lib("tiny bandwidth through csdm", lambda: sk.csdm(X, Y, XL, YL, class_counts=[3, 3], bandwidth=1e-39), ValueError, ["bandwidth=1e-39"]),
-    Lib("matern nu too small for float32", lambda: sk.sample_frequencies("matern", 512, 3, nu=0.005, generator=torch.Generator().manual_seed(0)), ValueError, ["matern", "nu=0.005", "heavy"]),
-    Lib("laplacian draws overflow float32", lambda: sk.sample_frequencies("laplacian", 4096, 3, bandwidth=1e-36, generator=torch.Generator().manual_seed(0)), ValueError, ["laplacian", "Cauchy"]),
-    Lib("sample dtype not floating", lambda: sk.sample_frequencies("gaussian", 8, 3, dtype=torch.int64), TypeError, ["dtype", "int64"]),
+    Lib(
+        "tiny bandwidth float32",
+        lambda: sk.sample_frequencies("gaussian", 8, 3, bandwidth=1e-40),
+        ValueError,
+        ["bandwidth=1e-40", "largest finite"],
+    ),
+    Lib(
+        "huge bandwidth float32",
+        lambda: sk.sample_frequencies("gaussian", 8, 3, bandwidth=1e40),
+        ValueError,
+        ["bandwidth=1e+40", "round to 0"],
+    ),
+    Lib(
+        "small bandwidth float16",
+        lambda: sk.sample_frequencies("gaussian", 8, 3, bandwidth=1e-4, dtype=torch.float16),
+        ValueError,
+        ["bandwidth=0.0001", "float16"],
+    ),
+    Lib(
+        "tiny bandwidth in a list",
+        lambda: sk.sample_frequencies("gaussian", 8, 3, bandwidth=[1.0, 1e-40]),
+        ValueError,
+        ["bandwidth[1]=1e-40"],
+    ),
+    Lib(
+        "tiny bandwidth through sdd", lambda: sk.sdd(X, Y, bandwidth=1e-40), ValueError, ["bandwidth=1e-40", "float32"]
+    ),
+    Lib(
+        "tiny bandwidth through csdm",
+        lambda: sk.csdm(X, Y, XL, YL, class_counts=[3, 3], bandwidth=1e-39),
+        ValueError,
+        ["bandwidth=1e-39"],
+    ),
+    Lib(
+        "matern nu too small for float32",
+        lambda: sk.sample_frequencies("matern", 512, 3, nu=0.005, generator=torch.Generator().manual_seed(0)),
+        ValueError,
+        ["matern", "nu=0.005", "heavy"],
+    ),
+    Lib(
+        "laplacian draws overflow float32",
+        lambda: sk.sample_frequencies(
+            "laplacian", 4096, 3, bandwidth=1e-36, generator=torch.Generator().manual_seed(0)
+        ),
+        ValueError,
+        ["laplacian", "Cauchy"],
+    ),
+    Lib(
+        "sample dtype not floating",
+        lambda: sk.sample_frequencies("gaussian", 8, 3, dtype=torch.int64),
+        TypeError,
+        ["dtype", "int64"],
+    ),
     Lib("sample dim zero", lambda: sk.sample_frequencies("gaussian", 8, 0), ValueError, ["dim", "0"]),
     Lib("sample num_freqs a float", lambda: sk.sample_frequencies("gaussian", 2.5, 3), TypeError, ["num_freqs", "2.5"]),
-    Lib("sample bandwidth inf", lambda: sk.sample_frequencies("gaussian", 8, 3, bandwidth=float("inf")), ValueError, ["bandwidth", "inf"]),
+    Lib(
+        "sample bandwidth inf",
+        lambda: sk.sample_frequencies("gaussian", 8, 3, bandwidth=float("inf")),
+        ValueError,
+        ["bandwidth", "inf"],
+    ),
     Lib("nu inf", lambda: sk.sdd(X, Y, kernel="matern", nu=float("inf")), ValueError, ["nu", "inf"]),
     # the learned sampler
-    Lib("sampler tiny bandwidth", lambda: sk.FrequencySampler(3, bandwidth=1e-40), ValueError, ["bandwidth=1e-40", "log-scales"]),
-    Lib("sampler huge bandwidth", lambda: sk.FrequencySampler(3, bandwidth=1e40), ValueError, ["bandwidth=1e+40", "outside"]),
+    Lib(
+        "sampler tiny bandwidth",
+        lambda: sk.FrequencySampler(3, bandwidth=1e-40),
+        ValueError,
+        ["bandwidth=1e-40", "log-scales"],
+    ),
+    Lib(
+        "sampler huge bandwidth",
+        lambda: sk.FrequencySampler(3, bandwidth=1e40),
+        ValueError,
+        ["bandwidth=1e+40", "outside"],
+    ),
     Lib("sampler large spread", lambda: sk.FrequencySampler(3, spread=100.0), ValueError, ["spread=100.0"]),
-    Lib("sampler infinite spread", lambda: sk.FrequencySampler(3, spread=float("inf")), ValueError, ["spread", "finite"]),
+    Lib(
+        "sampler infinite spread", lambda: sk.FrequencySampler(3, spread=float("inf")), ValueError, ["spread", "finite"]
+    ),
     Lib("sampler negative spread", lambda: sk.FrequencySampler(3, spread=-1.0), ValueError, ["spread", "-1.0"]),
-    Lib("sampler learned scale overflows", lambda: _sampler_with(150.0)(), ValueError, ["log-scale of 150", "learning rate"]),
+    Lib(
+        "sampler learned scale overflows",
+        lambda: _sampler_with(150.0)(),
+        ValueError,
+        ["log-scale of 150", "learning rate"],
+    ),
     Lib("sampler learned scale NaN", lambda: _sampler_with(float("nan"))(), ValueError, ["NaN", "learning rate"]),
-    Lib("sampler generator wrong type in forward", lambda: sk.FrequencySampler(3)(generator=3), TypeError, ["generator", "int"]),
+    Lib(
+        "sampler generator wrong type in forward",
+        lambda: sk.FrequencySampler(3)(generator=3),
+        TypeError,
+        ["generator", "int"],
+    ),
     Lib("sampler dim a string", lambda: sk.FrequencySampler("3"), TypeError, ["dim", "'3'"]),
-    Lib("sampler components zero", lambda: sk.FrequencySampler(3, num_components=0), ValueError, ["num_components", "0"]),
+    Lib(
+        "sampler components zero", lambda: sk.FrequencySampler(3, num_components=0), ValueError, ["num_components", "0"]
+    ),
     # the C++ op called directly: its contract is checked before any memory is read through it
-    Lib("cpu op perm repeats a row", _op("ecf_sums", X, T, torch.tensor([0, 1, 2, 3, 4, 4]), OFFS), ValueError, ["perm", "permutation", "perm[4] = perm[5] = 4"]),
-    Lib("cpu op perm row out of range", _op("ecf_sums", X, T, torch.tensor([0, 1, 2, 3, 4, 6]), OFFS), ValueError, ["perm[5]=6", "[0, N=6)"]),
-    Lib("cpu op perm negative row", _op("ecf_sums", X, T, torch.tensor([-1, 1, 2, 3, 4, 5]), OFFS), ValueError, ["perm[0]=-1"]),
+    Lib(
+        "cpu op perm repeats a row",
+        _op("ecf_sums", X, T, torch.tensor([0, 1, 2, 3, 4, 4]), OFFS),
+        ValueError,
+        ["perm", "permutation", "perm[4] = perm[5] = 4"],
+    ),
+    Lib(
+        "cpu op perm row out of range",
+        _op("ecf_sums", X, T, torch.tensor([0, 1, 2, 3, 4, 6]), OFFS),
+        ValueError,
+        ["perm[5]=6", "[0, N=6)"],
+    ),
+    Lib(
+        "cpu op perm negative row",
+        _op("ecf_sums", X, T, torch.tensor([-1, 1, 2, 3, 4, 5]), OFFS),
+        ValueError,
+        ["perm[0]=-1"],
+    ),
     Lib("cpu op perm too short", _op("ecf_sums", X, T, torch.arange(5), OFFS), ValueError, ["perm", "(6,)"]),
-    Lib("cpu op offsets absurd", _op("ecf_sums", X, T, PERM, torch.tensor([0, 10**12, 6])), ValueError, ["offsets", "non-decreasing"]),
-    Lib("cpu op offsets do not end at N", _op("ecf_sums", X, T, PERM, torch.tensor([0, 3, 5])), ValueError, ["offsets", "end at N=6", "5"]),
-    Lib("cpu op offsets do not start at 0", _op("ecf_sums", X, T, PERM, torch.tensor([1, 3, 6])), ValueError, ["offsets", "start at 0"]),
-    Lib("cpu op offsets decreasing", _op("ecf_sums", X, T, PERM, torch.tensor([0, 4, 2, 6])), ValueError, ["offsets[2]=2 < offsets[1]=4"]),
+    Lib(
+        "cpu op offsets absurd",
+        _op("ecf_sums", X, T, PERM, torch.tensor([0, 10**12, 6])),
+        ValueError,
+        ["offsets", "non-decreasing"],
+    ),
+    Lib(
+        "cpu op offsets do not end at N",
+        _op("ecf_sums", X, T, PERM, torch.tensor([0, 3, 5])),
+        ValueError,
+        ["offsets", "end at N=6", "5"],
+    ),
+    Lib(
+        "cpu op offsets do not start at 0",
+        _op("ecf_sums", X, T, PERM, torch.tensor([1, 3, 6])),
+        ValueError,
+        ["offsets", "start at 0"],
+    ),
+    Lib(
+        "cpu op offsets decreasing",
+        _op("ecf_sums", X, T, PERM, torch.tensor([0, 4, 2, 6])),
+        ValueError,
+        ["offsets[2]=2 < offsets[1]=4"],
+    ),
     Lib("cpu op offsets too short", _op("ecf_sums", X, T, PERM, torch.tensor([0])), ValueError, ["offsets", "(C+1,)"]),
     Lib("cpu op offsets int32", _op("ecf_sums", X, T, PERM, OFFS.int()), TypeError, ["int64", "Int"]),
     Lib("cpu op x 1-D", _op("ecf_sums", X[0], T, PERM, OFFS), ValueError, ["x must be 2-D"]),
     Lib("cpu op d mismatch", _op("ecf_sums", X, T[:, :2], PERM, OFFS), ValueError, ["x has d=3", "t has d=2"]),
     Lib("cpu op t dtype differs", _op("ecf_sums", X, T.double(), PERM, OFFS), TypeError, ["t has dtype", "Double"]),
     Lib("cpu op float16", _op("ecf_sums", X.half(), T.half(), PERM, OFFS), TypeError, ["float32 or float64", "Half"]),
-    Lib("cpu op grad wrong shape", _op("ecf_sums_grad_x", torch.ones(2, 2, 4), X, T, PERM, OFFS), ValueError, ["grad must have shape (2, 2, 5)"]),
-    Lib("cpu op precision unknown", _op("ecf_sums", X, T, PERM, OFFS, precision="fp8"), ValueError, ["precision", "'fp8'"]),
-    Lib("cpu op grad_t perm repeats", _op("ecf_sums_grad_t", G, X, T, torch.tensor([1, 1, 2, 3, 4, 5]), OFFS), ValueError, ["perm[0] = perm[1] = 1"]),
+    Lib(
+        "cpu op grad wrong shape",
+        _op("ecf_sums_grad_x", torch.ones(2, 2, 4), X, T, PERM, OFFS),
+        ValueError,
+        ["grad must have shape (2, 2, 5)"],
+    ),
+    Lib(
+        "cpu op precision unknown",
+        _op("ecf_sums", X, T, PERM, OFFS, precision="fp8"),
+        ValueError,
+        ["precision", "'fp8'"],
+    ),
+    Lib(
+        "cpu op grad_t perm repeats",
+        _op("ecf_sums_grad_t", G, X, T, torch.tensor([1, 1, 2, 3, 4, 5]), OFFS),
+        ValueError,
+        ["perm[0] = perm[1] = 1"],
+    ),
     # the Triton op called directly (CPU tensors: the interpreter checks values)
-    Lib("triton op perm repeats a row", _triton_op(X, T, [0, 1, 2, 2, 4, 5], [0, 3, 6]), ValueError, ["perm", "permutation", "perm[2] = perm[3] = 2"]),
+    Lib(
+        "triton op perm repeats a row",
+        _triton_op(X, T, [0, 1, 2, 2, 4, 5], [0, 3, 6]),
+        ValueError,
+        ["perm", "permutation", "perm[2] = perm[3] = 2"],
+    ),
     Lib("triton op perm out of range", _triton_op(X, T, [0, 1, 2, 3, 4, 60], [0, 3, 6]), ValueError, ["perm[5]=60"]),
-    Lib("triton op offsets absurd", _triton_op(X, T, list(range(6)), [0, 10**12, 6]), ValueError, ["offsets", "non-decreasing"]),
+    Lib(
+        "triton op offsets absurd",
+        _triton_op(X, T, list(range(6)), [0, 10**12, 6]),
+        ValueError,
+        ["offsets", "non-decreasing"],
+    ),
     Lib("triton op offsets do not end at N", _triton_op(X, T, list(range(6)), [0, 3, 7]), ValueError, ["end at N=6"]),
-    Lib("triton op bad precision", _triton_op(X, T, list(range(6)), [0, 3, 6], "fp8"), ValueError, ["precision", "fp8"]),
-    Lib("triton op d mismatch", _triton_op(X, T[:, :1], list(range(6)), [0, 3, 6]), ValueError, ["x has d=3", "t has d=1"]),
-    Lib("triton op int64 x", _triton_op(X.long(), T.long(), list(range(6)), [0, 3, 6]), TypeError, ["x must be float32", "int64"]),
-    Lib("triton backward grad wrong shape", lambda: torch.ops.spectral_kernels.ecf_sums_triton_backward(torch.ones(3, 2, 5), X, T, PERM, OFFS, "ieee", True, True), ValueError, ["grad must have shape (2, 2, 5)"]),
+    Lib(
+        "triton op bad precision", _triton_op(X, T, list(range(6)), [0, 3, 6], "fp8"), ValueError, ["precision", "fp8"]
+    ),
+    Lib(
+        "triton op d mismatch",
+        _triton_op(X, T[:, :1], list(range(6)), [0, 3, 6]),
+        ValueError,
+        ["x has d=3", "t has d=1"],
+    ),
+    Lib(
+        "triton op int64 x",
+        _triton_op(X.long(), T.long(), list(range(6)), [0, 3, 6]),
+        TypeError,
+        ["x must be float32", "int64"],
+    ),
+    Lib(
+        "triton backward grad wrong shape",
+        lambda: torch.ops.spectral_kernels.ecf_sums_triton_backward(
+            torch.ones(3, 2, 5), X, T, PERM, OFFS, "ieee", True, True
+        ),
+        ValueError,
+        ["grad must have shape (2, 2, 5)"],
+    ),
     # nn.Module losses check their whole configuration at construction
     Lib("NCFDLoss unknown backend", lambda: sk.NCFDLoss(backend="tpu"), ValueError, ["backend", "tpu"]),
     Lib("NCFDLoss backend not a string", lambda: sk.NCFDLoss(backend=0), TypeError, ["backend", "0"]),
     Lib("NCFDLoss sqrt not a bool", lambda: sk.NCFDLoss(sqrt="yes"), TypeError, ["sqrt", "yes"]),
-    Lib("NCFDLoss alpha tensor above one", lambda: sk.NCFDLoss(alpha=torch.tensor([0.5, 1.5])), ValueError, ["alpha", "1.5"]),
+    Lib(
+        "NCFDLoss alpha tensor above one",
+        lambda: sk.NCFDLoss(alpha=torch.tensor([0.5, 1.5])),
+        ValueError,
+        ["alpha", "1.5"],
+    ),
     Lib("NCFDLoss alpha tensor 2-D", lambda: sk.NCFDLoss(alpha=torch.ones(2, 2) / 2), ValueError, ["alpha", "(2, 2)"]),
-    Lib("NCFDLoss alpha tensor integer", lambda: sk.NCFDLoss(alpha=torch.tensor([0, 1])), ValueError, ["alpha", "int64"]),
-    Lib("NCFDLoss alpha tensor vs num_classes", lambda: sk.NCFDLoss(alpha=torch.tensor([0.5, 0.5]), num_classes=3), ValueError, ["alpha has 2 entries", "num_classes=3"]),
+    Lib(
+        "NCFDLoss alpha tensor integer", lambda: sk.NCFDLoss(alpha=torch.tensor([0, 1])), ValueError, ["alpha", "int64"]
+    ),
+    Lib(
+        "NCFDLoss alpha tensor vs num_classes",
+        lambda: sk.NCFDLoss(alpha=torch.tensor([0.5, 0.5]), num_classes=3),
+        ValueError,
+        ["alpha has 2 entries", "num_classes=3"],
+    ),
     Lib("NCFDLoss alpha a string", lambda: sk.NCFDLoss(alpha="half"), TypeError, ["alpha", "half"]),
     Lib("NCFDLoss eps negative", lambda: sk.NCFDLoss(eps=-1e-3), ValueError, ["eps", "-0.001"]),
     Lib("NCFDLoss num_classes zero", lambda: sk.NCFDLoss(num_classes=0), ValueError, ["num_classes", "0"]),
     Lib("SDDLoss generator an int", lambda: sk.SDDLoss(generator=123), TypeError, ["generator", "int"]),
     Lib("SDDLoss backend unknown", lambda: sk.SDDLoss(backend="gpu"), ValueError, ["backend", "gpu"]),
-    Lib("SDDLoss bandwidth list with zero", lambda: sk.SDDLoss(bandwidth=[1.0, 0.0]), ValueError, ["bandwidth[1]", "0.0"]),
+    Lib(
+        "SDDLoss bandwidth list with zero",
+        lambda: sk.SDDLoss(bandwidth=[1.0, 0.0]),
+        ValueError,
+        ["bandwidth[1]", "0.0"],
+    ),
     Lib("SDDLoss num_freqs zero", lambda: sk.SDDLoss(num_freqs=0), ValueError, ["num_freqs", "0"]),
     Lib("SDDLoss nu negative", lambda: sk.SDDLoss(nu=-1.0), ValueError, ["nu", "-1.0"]),
-    Lib("SDDLoss restoring a generator it lacks", _set_extra_state_without_generator, ValueError, ["generator state", "without a generator"]),
+    Lib(
+        "SDDLoss restoring a generator it lacks",
+        _set_extra_state_without_generator,
+        ValueError,
+        ["generator state", "without a generator"],
+    ),
     Lib("CSDMLoss class_counts with a zero", lambda: sk.CSDMLoss([3, 0]), ValueError, ["class_counts[1]", "0.0"]),
-    Lib("CSDMLoss num_classes mismatch", lambda: sk.CSDMLoss([3, 2], num_classes=3), ValueError, ["num_classes=3", "2 entries"]),
+    Lib(
+        "CSDMLoss num_classes mismatch",
+        lambda: sk.CSDMLoss([3, 2], num_classes=3),
+        ValueError,
+        ["num_classes=3", "2 entries"],
+    ),
     Lib("CSDMLoss precision unknown", lambda: sk.CSDMLoss([3, 2], precision="fp16"), ValueError, ["precision", "fp16"]),
-    Lib("CSDMLoss loaded alpha out of range", lambda: _csdm_loss_with_alpha([0.5, 1.5])(X, Y, XL, YL), ValueError, ["class_alpha", "1.5"]),
+    Lib(
+        "CSDMLoss loaded alpha out of range",
+        lambda: _csdm_loss_with_alpha([0.5, 1.5])(X, Y, XL, YL),
+        ValueError,
+        ["class_alpha", "1.5"],
+    ),
     Lib("CSDMLoss generator a seed", lambda: sk.CSDMLoss([3, 2], generator=0), TypeError, ["generator", "int"]),
     Lib("MMDLoss estimator unknown", lambda: sk.MMDLoss(estimator="x"), ValueError, ["estimator", "'x'"]),
     Lib("MMDLoss kernel unknown", lambda: sk.MMDLoss(kernel="rbf"), ValueError, ["kernel", "rbf"]),
@@ -255,40 +542,139 @@ LIB_CASES = [
     Lib("ecf num_classes a bool", lambda: sk.ecf(X, T, XL, num_classes=True), TypeError, ["num_classes", "True"]),
     Lib("ecf precision unknown", lambda: sk.ecf(X, T, precision="bf16"), ValueError, ["precision", "bf16"]),
     Lib("check_finite a string", lambda: sk.sdd(X, Y, check_finite="yes"), TypeError, ["check_finite", "yes"]),
-    Lib("csdm head mask of ints", lambda: sk.csdm(X, Y, XL, YL, class_counts=[3, 3], head_classes=[1, 0]), TypeError, ["head_classes", "int64"]),
-    Lib("class_counts with NaN", lambda: sk.csdm_class_alpha([3.0, float("nan")]), ValueError, ["class_counts[1]", "nan"]),
+    Lib(
+        "csdm head mask of ints",
+        lambda: sk.csdm(X, Y, XL, YL, class_counts=[3, 3], head_classes=[1, 0]),
+        TypeError,
+        ["head_classes", "int64"],
+    ),
+    Lib(
+        "class_counts with NaN",
+        lambda: sk.csdm_class_alpha([3.0, float("nan")]),
+        ValueError,
+        ["class_counts[1]", "nan"],
+    ),
     Lib("mmd bandwidth inf", lambda: sk.mmd(X, Y, bandwidth=float("inf")), ValueError, ["bandwidth", "inf"]),
     Lib("mmd labels on one side only", lambda: sk.mmd(X, Y, None, YL), ValueError, ["syn_labels", "real_labels"]),
-    Lib("NaN in syn for ncfd", lambda: sk.ncfd(X, _with(Y, (3, 2), float("nan")), T), ValueError, ["syn", "nan", "(3, 2)"]),
+    Lib(
+        "NaN in syn for ncfd",
+        lambda: sk.ncfd(X, _with(Y, (3, 2), float("nan")), T),
+        ValueError,
+        ["syn", "nan", "(3, 2)"],
+    ),
     # found by an adversarial pass over the first version of these checks
-    Lib("one stray huge label", lambda: sk.ncfd(X, Y, T, _with(XL, 5, 10**9), YL), ValueError, ["label 1000000000", "num_classes"]),
-    Lib("num_classes 2**40", lambda: sk.sdd(X, Y, XL, YL, num_classes=2**40), ValueError, ["num_classes=1099511627776", "beyond"]),
+    Lib(
+        "one stray huge label",
+        lambda: sk.ncfd(X, Y, T, _with(XL, 5, 10**9), YL),
+        ValueError,
+        ["label 1000000000", "num_classes"],
+    ),
+    Lib(
+        "num_classes 2**40",
+        lambda: sk.sdd(X, Y, XL, YL, num_classes=2**40),
+        ValueError,
+        ["num_classes=1099511627776", "beyond"],
+    ),
     Lib("eps above one", lambda: sk.ncfd(X, Y, T, eps=1e308), ValueError, ["eps", "at most 1"]),
-    Lib("bandwidth 10**400", lambda: sk.sdd(X, Y, bandwidth=10**400), ValueError, ["bandwidth", "too large for a float"]),
+    Lib(
+        "bandwidth 10**400", lambda: sk.sdd(X, Y, bandwidth=10**400), ValueError, ["bandwidth", "too large for a float"]
+    ),
     Lib("alpha 10**400", lambda: sk.ncfd(X, Y, T, alpha=10**400), ValueError, ["alpha", "too large for a float"]),
     Lib("sparse features", lambda: sk.sdd(X.to_sparse(), Y), TypeError, ["real", "dense"]),
     Lib("sparse frequencies", lambda: sk.ncfd(X, Y, T.to_sparse()), TypeError, ["t", "dense"]),
     Lib("sparse labels", lambda: sk.sdd(X, Y, XL.to_sparse(), YL), TypeError, ["real_labels", "dense"]),
-    Lib("meta features", lambda: sk.sdd(X.to("meta"), Y.to("meta"), check_finite=False), ValueError, ["real", "meta device"]),
-    Lib("complex alpha tensor", lambda: sk.ncfd(X, Y, T, XL, YL, alpha=torch.tensor([0.5, 0.5]) + 0j), TypeError, ["alpha", "complex"]),
-    Lib("integer alpha tensor", lambda: sk.ncfd(X, Y, T, XL, YL, alpha=torch.tensor([0, 1])), TypeError, ["alpha", "int64"]),
-    Lib("frequency draw too large", lambda: sk.sample_frequencies("gaussian", 2**40, 16), ValueError, ["num_freqs", "GiB"]),
-    Lib("sampler draw too large", lambda: sk.FrequencySampler(2**30, num_freqs=64)(), ValueError, ["num_freqs=64", "GiB"]),
-    Lib("cpu op with offsets on meta", _op("ecf_sums", X, T, PERM, OFFS.to("meta")), ValueError, ["one device", "meta"]),
-    Lib("cpu op with grad on meta", _op("ecf_sums_grad_x", G.to("meta"), X, T, PERM, OFFS), ValueError, ["one device", "meta"]),
+    Lib(
+        "meta features",
+        lambda: sk.sdd(X.to("meta"), Y.to("meta"), check_finite=False),
+        ValueError,
+        ["real", "meta device"],
+    ),
+    Lib(
+        "complex alpha tensor",
+        lambda: sk.ncfd(X, Y, T, XL, YL, alpha=torch.tensor([0.5, 0.5]) + 0j),
+        TypeError,
+        ["alpha", "complex"],
+    ),
+    Lib(
+        "integer alpha tensor",
+        lambda: sk.ncfd(X, Y, T, XL, YL, alpha=torch.tensor([0, 1])),
+        TypeError,
+        ["alpha", "int64"],
+    ),
+    Lib(
+        "frequency draw too large",
+        lambda: sk.sample_frequencies("gaussian", 2**40, 16),
+        ValueError,
+        ["num_freqs", "GiB"],
+    ),
+    Lib(
+        "sampler draw too large",
+        lambda: sk.FrequencySampler(2**30, num_freqs=64)(),
+        ValueError,
+        ["num_freqs=64", "GiB"],
+    ),
+    Lib(
+        "cpu op with offsets on meta", _op("ecf_sums", X, T, PERM, OFFS.to("meta")), ValueError, ["one device", "meta"]
+    ),
+    Lib(
+        "cpu op with grad on meta",
+        _op("ecf_sums_grad_x", G.to("meta"), X, T, PERM, OFFS),
+        ValueError,
+        ["one device", "meta"],
+    ),
     # structured frequencies
     Lib("structure unknown", lambda: sk.sdd(X, Y, structure="sobol"), ValueError, ["structure", "sobol"]),
-    Lib("orthogonal laplacian", lambda: sk.sdd(X, Y, kernel="laplacian", structure="orthogonal"), ValueError, ["not radial", "laplacian"]),
+    Lib(
+        "orthogonal laplacian",
+        lambda: sk.sdd(X, Y, kernel="laplacian", structure="orthogonal"),
+        ValueError,
+        ["not radial", "laplacian"],
+    ),
     Lib("hadamard cauchy draw", lambda: sk.hadamard_frequencies("cauchy", 8, 3), ValueError, ["not radial"]),
     Lib("structure with t given", lambda: sk.sdd(X, Y, t=T, structure="hadamard"), ValueError, ["t was given"]),
-    Lib("hadamard frequencies of another d", lambda: sk.ncfd(X, Y, sk.hadamard_frequencies("gaussian", 8, 4)), ValueError, ["d=4", "d=3"]),
-    Lib("hadamard frequencies of another dtype", lambda: sk.ncfd(X, Y, sk.hadamard_frequencies("gaussian", 8, 3, dtype=torch.float64)), TypeError, ["float64", "float32"]),
+    Lib(
+        "hadamard frequencies of another d",
+        lambda: sk.ncfd(X, Y, sk.hadamard_frequencies("gaussian", 8, 4)),
+        ValueError,
+        ["d=4", "d=3"],
+    ),
+    Lib(
+        "hadamard frequencies of another dtype",
+        lambda: sk.ncfd(X, Y, sk.hadamard_frequencies("gaussian", 8, 3, dtype=torch.float64)),
+        TypeError,
+        ["float64", "float32"],
+    ),
     Lib("hadamard NaN radii", lambda: sk.ncfd(X, Y, _nan_radii()), ValueError, ["t.radii", "nan"]),
-    Lib("hadamard op width not a power of two", _op("hadamard_sums", X, torch.ones(1, 3, 6), torch.ones(1, 6), PERM, OFFS, precision=6), ValueError, ["power of two", "6"]),
-    Lib("hadamard op width below d", _op("hadamard_sums", X, torch.ones(1, 3, 2), torch.ones(1, 2), PERM, OFFS, precision=2), ValueError, ["D=2", "d=3"]),
-    Lib("hadamard op num_freqs outside its blocks", _op("hadamard_sums", X, torch.ones(2, 3, 4), torch.ones(2, 4), PERM, OFFS, precision=3), ValueError, ["num_freqs=3", "(4, 8]"]),
-    Lib("hadamard op radii of another shape", _op("hadamard_sums", X, torch.ones(1, 3, 4), torch.ones(2, 4), PERM, OFFS, precision=4), ValueError, ["radii", "(1, 4)"]),
-    Lib("loss restoring a generator state of another size", lambda: _generator_state_of_size(7), ValueError, ["does not fit this generator"]),
+    Lib(
+        "hadamard op width not a power of two",
+        _op("hadamard_sums", X, torch.ones(1, 3, 6), torch.ones(1, 6), PERM, OFFS, precision=6),
+        ValueError,
+        ["power of two", "6"],
+    ),
+    Lib(
+        "hadamard op width below d",
+        _op("hadamard_sums", X, torch.ones(1, 3, 2), torch.ones(1, 2), PERM, OFFS, precision=2),
+        ValueError,
+        ["D=2", "d=3"],
+    ),
+    Lib(
+        "hadamard op num_freqs outside its blocks",
+        _op("hadamard_sums", X, torch.ones(2, 3, 4), torch.ones(2, 4), PERM, OFFS, precision=3),
+        ValueError,
+        ["num_freqs=3", "(4, 8]"],
+    ),
+    Lib(
+        "hadamard op radii of another shape",
+        _op("hadamard_sums", X, torch.ones(1, 3, 4), torch.ones(2, 4), PERM, OFFS, precision=4),
+        ValueError,
+        ["radii", "(1, 4)"],
+    ),
+    Lib(
+        "loss restoring a generator state of another size",
+        lambda: _generator_state_of_size(7),
+        ValueError,
+        ["does not fit this generator"],
+    ),
 ]
 
 
@@ -296,9 +682,23 @@ LIB_CASES = [
 
 # The run every damaged-file case starts from: interrupted after its checkpoint of iteration 2
 # (so --resume reads checkpoint.pt, metrics.jsonl and net_pool.pt), then a finished copy.
-TEMPLATE = dict(dataset="digits", method="dm", ipc=1, iterations=4, width=8, batch_real=4, num_eval=0, quiet=True, net_pool=1,
-                pool_epochs=1, checkpoint_every=2, seed=0)
-TEMPLATE_ARGV = [f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}" for k, v in TEMPLATE.items()]
+TEMPLATE = dict(
+    dataset="digits",
+    method="dm",
+    ipc=1,
+    iterations=4,
+    width=8,
+    batch_real=4,
+    num_eval=0,
+    quiet=True,
+    net_pool=1,
+    pool_epochs=1,
+    checkpoint_every=2,
+    seed=0,
+)
+TEMPLATE_ARGV = [
+    f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}" for k, v in TEMPLATE.items()
+]
 _TEMPLATES: dict[str, Path] = {}
 
 
@@ -429,11 +829,11 @@ def _fake_cifar(damaged: str | None = None):
 
 def _image_folder(kind: str):
     def setup(d: Path):
-        from PIL import Image
         import numpy as np
+        from PIL import Image
 
         root = d / "images"
-        for split in (["train", "test"] if kind == "split" else [""]):
+        for split in ["train", "test"] if kind == "split" else [""]:
             for c in ("cats", "dogs") if not (kind == "split" and split == "test") else ("cats", "mice"):
                 (root / split / c).mkdir(parents=True)
                 for i in range(3):
@@ -475,9 +875,17 @@ CLI_CASES = [
     Cli("imbalance below one", [*DISTILL, "--imbalance", "0.5"], ["--imbalance", "0.5"]),
     Cli("imbalance nan", [*DISTILL, "--imbalance", "nan"], ["--imbalance", "nan"]),
     Cli("imbalance inf", [*DISTILL, "--imbalance", "inf"], ["--imbalance", "inf"]),
-    Cli("imbalance empties a class", [*DISTILL, "--dataset", "digits-lt", "--imbalance", "100000"], ["--imbalance 100000", "no training image", "<= "]),
+    Cli(
+        "imbalance empties a class",
+        [*DISTILL, "--dataset", "digits-lt", "--imbalance", "100000"],
+        ["--imbalance 100000", "no training image", "<= "],
+    ),
     Cli("cifar without data root", [*DISTILL, "--dataset", "cifar10"], ["cifar10", "--data-root"]),
-    Cli("data root missing", [*DISTILL, "--dataset", "cifar10", "--data-root", "{d}/nowhere"], ["nowhere", "does not exist"]),
+    Cli(
+        "data root missing",
+        [*DISTILL, "--dataset", "cifar10", "--data-root", "{d}/nowhere"],
+        ["nowhere", "does not exist"],
+    ),
     Cli("data root empty string", [*DISTILL, "--dataset", "cifar10", "--data-root", ""], ["--data-root", "''"]),
     Cli("lr zero", [*DISTILL, "--lr", "0"], ["--lr", "0.0"]),
     Cli("lr inf", [*DISTILL, "--lr", "inf"], ["--lr", "inf"]),
@@ -497,13 +905,35 @@ CLI_CASES = [
     Cli("no command", [], ["command"]),
     Cli("unknown command", ["train"], ["invalid choice", "train"]),
     Cli("out empty", ["distill", *FAST_CLI, "--out", ""], ["--out", "''"]),
-    Cli("out is a file", ["distill", *FAST_CLI, "--out", "{d}/file"], ["--out", "not a directory"], setup=lambda d: (d / "file").write_text("x")),
-    Cli("out under a file", ["distill", *FAST_CLI, "--out", "{d}/file/run"], ["cannot write to --out"], setup=lambda d: (d / "file").write_text("x")),
+    Cli(
+        "out is a file",
+        ["distill", *FAST_CLI, "--out", "{d}/file"],
+        ["--out", "not a directory"],
+        setup=lambda d: (d / "file").write_text("x"),
+    ),
+    Cli(
+        "out under a file",
+        ["distill", *FAST_CLI, "--out", "{d}/file/run"],
+        ["cannot write to --out"],
+        setup=lambda d: (d / "file").write_text("x"),
+    ),
     Cli("resume and overwrite together", [*DISTILL, "--resume", "--overwrite"], ["--resume and --overwrite"]),
     # recipe options
-    Cli("unknown frequency structure", [*DISTILL, "--frequencies", "sobol"], ["--frequencies", "iid, orthogonal, hadamard"]),
-    Cli("structured frequencies of a kernel not radial", [*DISTILL, "--method", "sdd", "--kernel", "laplacian", "--frequencies", "hadamard"], ["--frequencies hadamard", "radial"]),
-    Cli("structured frequencies with a learned sampler", [*DISTILL, "--method", "ncfm", "--learned-sampler", "--frequencies", "orthogonal"], ["--frequencies", "learned sampler"]),
+    Cli(
+        "unknown frequency structure",
+        [*DISTILL, "--frequencies", "sobol"],
+        ["--frequencies", "iid, orthogonal, hadamard"],
+    ),
+    Cli(
+        "structured frequencies of a kernel not radial",
+        [*DISTILL, "--method", "sdd", "--kernel", "laplacian", "--frequencies", "hadamard"],
+        ["--frequencies hadamard", "radial"],
+    ),
+    Cli(
+        "structured frequencies with a learned sampler",
+        [*DISTILL, "--method", "ncfm", "--learned-sampler", "--frequencies", "orthogonal"],
+        ["--frequencies", "learned sampler"],
+    ),
     Cli("unknown recipe", [*DISTILL, "--recipe", "dc"], ["--recipe", "thin, ncfm", "'dc'"]),
     Cli("factor that does not divide the image", [*DISTILL, "--factor", "3"], ["--factor 3", "image size 8"]),
     Cli("factor zero", [*DISTILL, "--factor", "0"], ["--factor", "[1, 8]"]),
@@ -516,126 +946,658 @@ CLI_CASES = [
     Cli("calibration without a pool", [*DISTILL, "--calib-weight", "1"], ["--calib-weight", "--net-pool >= 1"]),
     Cli("interpolation without a pool", [*DISTILL, "--pool-interpolate"], ["--pool-interpolate", "--net-pool >= 1"]),
     Cli("weight decay nan", [*DISTILL, "--weight-decay", "nan"], ["--weight-decay", "nan"]),
-    Cli("cached pool damaged", [*DISTILL, "--net-pool", "1", "--pool-epochs", "1"], ["cache", "damaged"], setup=lambda d: _damaged_pool_cache(d),
-        env={"SPECTRAL_KERNELS_CACHE": "{d}/cache"}),
+    Cli(
+        "cached pool damaged",
+        [*DISTILL, "--net-pool", "1", "--pool-epochs", "1"],
+        ["cache", "damaged"],
+        setup=lambda d: _damaged_pool_cache(d),
+        env={"SPECTRAL_KERNELS_CACHE": "{d}/cache"},
+    ),
     # config files
-    Cli("config bool as a string", [*DISTILL, "--config", "{d}/c.json"], ["--learned-sampler", "true or false", "'false'"], setup=_config_file("c.json", '{"learned_sampler": "false"}')),
-    Cli("config int as a string", [*DISTILL, "--config", "{d}/c.json"], ["--num-freqs", "an integer", "'3'"], setup=_config_file("c.json", '{"num_freqs": "3"}')),
-    Cli("config int as a float", [*DISTILL, "--config", "{d}/c.json"], ["--pool-epochs", "an integer", "2.5"], setup=_config_file("c.json", '{"pool-epochs": 2.5}')),
-    Cli("config int as a bool", [*DISTILL, "--config", "{d}/c.json"], ["--seed", "an integer", "True"], setup=_config_file("c.json", '{"seed": true}')),
-    Cli("config float as a string", [*DISTILL, "--config", "{d}/c.json"], ["--lr", "a number", "'fast'"], setup=_config_file("c.json", '{"lr": "fast"}')),
-    Cli("config string as a number", [*DISTILL, "--config", "{d}/c.json"], ["--kernel", "a string", "5"], setup=_config_file("c.json", '{"kernel": 5}')),
-    Cli("config list for a float", [*DISTILL, "--config", "{d}/c.json"], ["--imbalance", "a number or null"], setup=_config_file("c.json", '{"imbalance": [1, 2]}')),
-    Cli("config null for a string", [*DISTILL, "--config", "{d}/c.json"], ["--method", "null"], setup=_config_file("c.json", '{"method": null}')),
-    Cli("config huge integer for a float", [*DISTILL, "--config", "{d}/c.json"], ["--lr", "too large"], setup=_config_file("c.json", '{"lr": ' + "9" * 400 + "}")),
-    Cli("config unknown key", [*DISTILL, "--config", "{d}/c.json"], ["unknown option", "ipcs"], setup=_config_file("c.json", '{"ipcs": 3}')),
-    Cli("config a list", [*DISTILL, "--config", "{d}/c.json"], ["mapping", "list"], setup=_config_file("c.json", "[1, 2]")),
-    Cli("config invalid JSON", [*DISTILL, "--config", "{d}/c.json"], ["not valid JSON"], setup=_config_file("c.json", '{"ipc": 3,')),
-    Cli("config invalid YAML", [*DISTILL, "--config", "{d}/c.yaml"], ["not valid YAML", "line"], setup=_config_file("c.yaml", "ipc: [3\nmethod: dm\n")),
-    Cli("config YAML date for an int", [*DISTILL, "--config", "{d}/c.yaml"], ["--seed", "an integer", "date"], setup=_config_file("c.yaml", "seed: 2020-01-01\n")),
-    Cli("config YAML scalar", [*DISTILL, "--config", "{d}/c.yaml"], ["mapping", "str"], setup=_config_file("c.yaml", "just words\n")),
-    Cli("config not UTF-8", [*DISTILL, "--config", "{d}/c.json"], ["not UTF-8"], setup=_config_file("c.json", b"\xff\xfe{\x00")),
+    Cli(
+        "config bool as a string",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--learned-sampler", "true or false", "'false'"],
+        setup=_config_file("c.json", '{"learned_sampler": "false"}'),
+    ),
+    Cli(
+        "config int as a string",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--num-freqs", "an integer", "'3'"],
+        setup=_config_file("c.json", '{"num_freqs": "3"}'),
+    ),
+    Cli(
+        "config int as a float",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--pool-epochs", "an integer", "2.5"],
+        setup=_config_file("c.json", '{"pool-epochs": 2.5}'),
+    ),
+    Cli(
+        "config int as a bool",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--seed", "an integer", "True"],
+        setup=_config_file("c.json", '{"seed": true}'),
+    ),
+    Cli(
+        "config float as a string",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--lr", "a number", "'fast'"],
+        setup=_config_file("c.json", '{"lr": "fast"}'),
+    ),
+    Cli(
+        "config string as a number",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--kernel", "a string", "5"],
+        setup=_config_file("c.json", '{"kernel": 5}'),
+    ),
+    Cli(
+        "config list for a float",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--imbalance", "a number or null"],
+        setup=_config_file("c.json", '{"imbalance": [1, 2]}'),
+    ),
+    Cli(
+        "config null for a string",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--method", "null"],
+        setup=_config_file("c.json", '{"method": null}'),
+    ),
+    Cli(
+        "config huge integer for a float",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--lr", "too large"],
+        setup=_config_file("c.json", '{"lr": ' + "9" * 400 + "}"),
+    ),
+    Cli(
+        "config unknown key",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["unknown option", "ipcs"],
+        setup=_config_file("c.json", '{"ipcs": 3}'),
+    ),
+    Cli(
+        "config a list",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["mapping", "list"],
+        setup=_config_file("c.json", "[1, 2]"),
+    ),
+    Cli(
+        "config invalid JSON",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["not valid JSON"],
+        setup=_config_file("c.json", '{"ipc": 3,'),
+    ),
+    Cli(
+        "config invalid YAML",
+        [*DISTILL, "--config", "{d}/c.yaml"],
+        ["not valid YAML", "line"],
+        setup=_config_file("c.yaml", "ipc: [3\nmethod: dm\n"),
+    ),
+    Cli(
+        "config YAML date for an int",
+        [*DISTILL, "--config", "{d}/c.yaml"],
+        ["--seed", "an integer", "date"],
+        setup=_config_file("c.yaml", "seed: 2020-01-01\n"),
+    ),
+    Cli(
+        "config YAML scalar",
+        [*DISTILL, "--config", "{d}/c.yaml"],
+        ["mapping", "str"],
+        setup=_config_file("c.yaml", "just words\n"),
+    ),
+    Cli(
+        "config not UTF-8",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["not UTF-8"],
+        setup=_config_file("c.json", b"\xff\xfe{\x00"),
+    ),
     Cli("config missing", [*DISTILL, "--config", "{d}/none.json"], ["--config", "does not exist"]),
     Cli("config a directory", [*DISTILL, "--config", "{d}"], ["--config", "not a file"]),
-    Cli("config integer of 5000 digits", [*DISTILL, "--config", "{d}/c.json"], ["not valid JSON"], setup=_config_file("c.json", '{"ipc": ' + "9" * 5000 + "}")),
-    Cli("config nested 100000 deep", [*DISTILL, "--config", "{d}/c.json"], ["not valid JSON"], setup=_config_file("c.json", "[" * 100000 + "]" * 100000)),
-    Cli("config YAML aliases", [*DISTILL, "--config", "{d}/c.yaml"], ["YAML aliases"], setup=_config_file("c.yaml", "a: &x [1, 2]\nb: [*x, *x]\n")),
-    Cli("config a FIFO", [*DISTILL, "--config", "{d}/c.json"], ["--config", "not a file"], setup=lambda d: os.mkfifo(d / "c.json")),
-    Cli("config sets overwrite", [*DISTILL, "--config", "{d}/c.json"], ["overwrite", "command line"], setup=_config_file("c.json", '{"overwrite": true}')),
+    Cli(
+        "config integer of 5000 digits",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["not valid JSON"],
+        setup=_config_file("c.json", '{"ipc": ' + "9" * 5000 + "}"),
+    ),
+    Cli(
+        "config nested 100000 deep",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["not valid JSON"],
+        setup=_config_file("c.json", "[" * 100000 + "]" * 100000),
+    ),
+    Cli(
+        "config YAML aliases",
+        [*DISTILL, "--config", "{d}/c.yaml"],
+        ["YAML aliases"],
+        setup=_config_file("c.yaml", "a: &x [1, 2]\nb: [*x, *x]\n"),
+    ),
+    Cli(
+        "config a FIFO",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--config", "not a file"],
+        setup=lambda d: os.mkfifo(d / "c.json"),
+    ),
+    Cli(
+        "config sets overwrite",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["overwrite", "command line"],
+        setup=_config_file("c.json", '{"overwrite": true}'),
+    ),
     # run directories: nothing that is not a run is ever written into or removed
-    Cli("overwrite a folder of user files", ["distill", *FAST_CLI, "--out", "{d}/mine", "--overwrite"], ["holds no run", "never written into"], setup=_user_files(), after=_user_files_intact()),
-    Cli("resume a folder of user files", ["distill", *FAST_CLI, "--out", "{d}/mine", "--resume"], ["holds no run"], setup=_user_files(), after=_user_files_intact()),
-    Cli("out dot in a folder of user files", ["distill", *FAST_CLI, "--out", ".", "--overwrite"], ["holds no run"], setup=_user_files(), after=_user_files_intact(), cwd="mine"),
-    Cli("overwrite where config.json is not ours", ["distill", *FAST_CLI, "--out", "{d}/mine", "--overwrite"], ["does not hold a run", "nothing was changed"], setup=_then(_user_files(), lambda d: (d / "mine" / "config.json").write_text('{"name": "my paper"}')), after=lambda d: (d / "mine" / "config.json").read_text() == '{"name": "my paper"}'),
-    Cli("overwrite with a rejected data root keeps the run", [*DISTILL, "--dataset", "cifar10", "--data-root", "{d}/nowhere", "--overwrite"], ["does not exist"], setup=_copy("done"), after=_run_unchanged()),
-    Cli("overwrite with a rejected option keeps the run", [*DISTILL, "--ipc", "0", "--overwrite"], ["--ipc"], setup=_copy("done"), after=_run_unchanged()),
-    Cli("existing run without a flag", DISTILL, ["already holds a run", "--resume", "--overwrite"], setup=_copy("done"), after=_run_unchanged()),
-    Cli("resume with other options", [*RESUME, "--ipc", "2"], ["options differ", "ipc"], setup=_copy("cut"), after=_run_unchanged("cut")),
-    Cli("resume a run in use", RESUME, ["in use by another", f"pid {os.getpid()}"], setup=_then(_copy("cut"), _hold_lock)),
-    Cli("overwrite a run in use", [*DISTILL, "--overwrite"], ["in use by another", f"pid {os.getpid()}"], setup=_then(_copy("done"), _hold_lock), after=_run_unchanged()),
-    Cli("resume with a damaged config.json", RESUME, ["config.json", "damaged"], setup=_then(_copy("cut"), _write("config.json", "{not json"))),
-    Cli("overwrite where config.json is someone's parsable JSON", ["distill", *FAST_CLI, "--out", "{d}/mine", "--overwrite"],
+    Cli(
+        "overwrite a folder of user files",
+        ["distill", *FAST_CLI, "--out", "{d}/mine", "--overwrite"],
+        ["holds no run", "never written into"],
+        setup=_user_files(),
+        after=_user_files_intact(),
+    ),
+    Cli(
+        "resume a folder of user files",
+        ["distill", *FAST_CLI, "--out", "{d}/mine", "--resume"],
+        ["holds no run"],
+        setup=_user_files(),
+        after=_user_files_intact(),
+    ),
+    Cli(
+        "out dot in a folder of user files",
+        ["distill", *FAST_CLI, "--out", ".", "--overwrite"],
+        ["holds no run"],
+        setup=_user_files(),
+        after=_user_files_intact(),
+        cwd="mine",
+    ),
+    Cli(
+        "overwrite where config.json is not ours",
+        ["distill", *FAST_CLI, "--out", "{d}/mine", "--overwrite"],
+        ["does not hold a run", "nothing was changed"],
+        setup=_then(_user_files(), lambda d: (d / "mine" / "config.json").write_text('{"name": "my paper"}')),
+        after=lambda d: (d / "mine" / "config.json").read_text() == '{"name": "my paper"}',
+    ),
+    Cli(
+        "overwrite with a rejected data root keeps the run",
+        [*DISTILL, "--dataset", "cifar10", "--data-root", "{d}/nowhere", "--overwrite"],
+        ["does not exist"],
+        setup=_copy("done"),
+        after=_run_unchanged(),
+    ),
+    Cli(
+        "overwrite with a rejected option keeps the run",
+        [*DISTILL, "--ipc", "0", "--overwrite"],
+        ["--ipc"],
+        setup=_copy("done"),
+        after=_run_unchanged(),
+    ),
+    Cli(
+        "existing run without a flag",
+        DISTILL,
+        ["already holds a run", "--resume", "--overwrite"],
+        setup=_copy("done"),
+        after=_run_unchanged(),
+    ),
+    Cli(
+        "resume with other options",
+        [*RESUME, "--ipc", "2"],
+        ["options differ", "ipc"],
+        setup=_copy("cut"),
+        after=_run_unchanged("cut"),
+    ),
+    Cli(
+        "resume a run in use",
+        RESUME,
+        ["in use by another", f"pid {os.getpid()}"],
+        setup=_then(_copy("cut"), _hold_lock),
+    ),
+    Cli(
+        "overwrite a run in use",
+        [*DISTILL, "--overwrite"],
+        ["in use by another", f"pid {os.getpid()}"],
+        setup=_then(_copy("done"), _hold_lock),
+        after=_run_unchanged(),
+    ),
+    Cli(
+        "resume with a damaged config.json",
+        RESUME,
+        ["config.json", "damaged"],
+        setup=_then(_copy("cut"), _write("config.json", "{not json")),
+    ),
+    Cli(
+        "overwrite where config.json is someone's parsable JSON",
+        ["distill", *FAST_CLI, "--out", "{d}/mine", "--overwrite"],
         ["not written by spectral-distill", "nothing was changed"],
         setup=_then(_user_files(), lambda d: (d / "mine" / "config.json").write_text('{"seed": 3}')),
-        after=lambda d: (d / "mine" / "config.json").read_text() == '{"seed": 3}' and (d / "mine" / "thesis.tex").exists()),
-    Cli("overwrite with a bandwidth float32 cannot hold", [*DISTILL, "--method", "sdd", "--bandwidth", "1e300", "--overwrite"],
-        ["--bandwidth", "float32"], setup=_copy("done"), after=_run_unchanged()),
-    Cli("a lock file of someone else's", ["distill", *FAST_CLI, "--out", "{d}/mine"], [".lock", "not a spectral-distill lock file"],
+        after=lambda d: (
+            (d / "mine" / "config.json").read_text() == '{"seed": 3}' and (d / "mine" / "thesis.tex").exists()
+        ),
+    ),
+    Cli(
+        "overwrite with a bandwidth float32 cannot hold",
+        [*DISTILL, "--method", "sdd", "--bandwidth", "1e300", "--overwrite"],
+        ["--bandwidth", "float32"],
+        setup=_copy("done"),
+        after=_run_unchanged(),
+    ),
+    Cli(
+        "a lock file of someone else's",
+        ["distill", *FAST_CLI, "--out", "{d}/mine"],
+        [".lock", "not a spectral-distill lock file"],
         setup=lambda d: ((d / "mine").mkdir(), (d / "mine" / ".lock").write_text("my notes")),
-        after=lambda d: (d / "mine" / ".lock").read_text() == "my notes"),
-    Cli("evaluate through a symlinked metrics.jsonl", ["evaluate", "{d}/run", "--num-eval", "1", "--eval-epochs", "1"],
+        after=lambda d: (d / "mine" / ".lock").read_text() == "my notes",
+    ),
+    Cli(
+        "evaluate through a symlinked metrics.jsonl",
+        ["evaluate", "{d}/run", "--num-eval", "1", "--eval-epochs", "1"],
         ["metrics.jsonl", "symbolic link"],
-        setup=_then(_copy("done"), lambda d: (d / "outside.txt").write_text("mine\n"), lambda d: (d / "run" / "metrics.jsonl").unlink(),
-                    lambda d: (d / "run" / "metrics.jsonl").symlink_to(d / "outside.txt")),
-        after=lambda d: (d / "outside.txt").read_text() == "mine\n"),
-    Cli("a sampler the learning rate blows up", [*DISTILL, "--method", "ncfm", "--learned-sampler", "--lr", "100", "--iterations", "20"],
-        ["iteration", "--lr"]),
-    Cli("heavy-tailed frequencies overflowing mid-run", [*DISTILL, "--method", "sdd", "--kernel", "laplacian", "--bandwidth", "1e-37"],
-        ["iteration", "Cauchy"]),
+        setup=_then(
+            _copy("done"),
+            lambda d: (d / "outside.txt").write_text("mine\n"),
+            lambda d: (d / "run" / "metrics.jsonl").unlink(),
+            lambda d: (d / "run" / "metrics.jsonl").symlink_to(d / "outside.txt"),
+        ),
+        after=lambda d: (d / "outside.txt").read_text() == "mine\n",
+    ),
+    Cli(
+        "a sampler the learning rate blows up",
+        [*DISTILL, "--method", "ncfm", "--learned-sampler", "--lr", "100", "--iterations", "20"],
+        ["iteration", "--lr"],
+    ),
+    Cli(
+        "heavy-tailed frequencies overflowing mid-run",
+        [*DISTILL, "--method", "sdd", "--kernel", "laplacian", "--bandwidth", "1e-37"],
+        ["iteration", "Cauchy"],
+    ),
     # damaged or hostile files of a run being resumed
-    Cli("checkpoint truncated", RESUME, ["checkpoint.pt", "damaged"], setup=_then(_copy("cut"), _truncate("checkpoint.pt"))),
-    Cli("checkpoint garbage", RESUME, ["checkpoint.pt", "damaged"], setup=_then(_copy("cut"), _write("checkpoint.pt", b"\x00\xff" * 300))),
-    Cli("checkpoint crafted to run code", RESUME, ["checkpoint.pt", "damaged"], setup=_then(_copy("cut"), _crafted("checkpoint.pt")), after=_no_code_ran, env=UNSAFE),
-    Cli("checkpoint not a dict", RESUME, ["checkpoint.pt", "not a checkpoint"], setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: [1, 2]))),
-    Cli("checkpoint images of another run", RESUME, ["checkpoint.pt", "images has shape (10, 1, 4, 4)"], setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "images": s["images"][:, :, :4, :4].contiguous()}))),
-    Cli("checkpoint images NaN", RESUME, ["checkpoint.pt", "non-finite"], setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "images": s["images"] * float("nan")}))),
-    Cli("checkpoint iteration beyond the run", RESUME, ["checkpoint.pt", "iteration 1000000", "[0, 4]"], setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "iteration": 10**6}))),
-    Cli("checkpoint iteration a string", RESUME, ["checkpoint.pt", "iteration 'two'"], setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "iteration": "two"}))),
-    Cli("checkpoint optimizer moments of another shape", RESUME, ["checkpoint.pt", "exp_avg", "shape"], setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "optimizer": {**s["optimizer"], "state": {0: {**s["optimizer"]["state"][0], "exp_avg": torch.zeros(3)}}}}))),
-    Cli("checkpoint optimizer lr a string", RESUME, ["checkpoint.pt", "learning rate"],
-        setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "optimizer": {**s["optimizer"], "param_groups": [{**s["optimizer"]["param_groups"][0], "lr": "abc"}]}}))),
-    Cli("checkpoint optimizer betas changed", RESUME, ["checkpoint.pt", "'betas'"],
-        setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "optimizer": {**s["optimizer"], "param_groups": [{**s["optimizer"]["param_groups"][0], "betas": (2.0,)}]}}))),
-    Cli("checkpoint adam step of two values", RESUME, ["checkpoint.pt", "'step'"],
-        setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "optimizer": {**s["optimizer"], "state": {0: {**s["optimizer"]["state"][0], "step": torch.tensor([1.0, 2.0])}}}}))),
-    Cli("checkpoint images sparse", RESUME, ["checkpoint.pt", "dense"], setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "images": s["images"].to_sparse()}))),
-    Cli("checkpoint optimizer not a state dict", RESUME, ["checkpoint.pt", "optimizer"], setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "optimizer": "adam"}))),
-    Cli("metrics line damaged", RESUME, ["metrics.jsonl line 2", "not JSON"], setup=_then(_copy("cut"), _write("metrics.jsonl", '{"iteration": 0, "loss": 1.0, "seconds": 0.1}\n{"iteration": 1, "lo\n'))),
-    Cli("metrics iteration a string", RESUME, ["metrics.jsonl line 1", "'iteration'", "integer"], setup=_then(_copy("cut"), _write("metrics.jsonl", '{"iteration": "0", "loss": 1.0, "seconds": 0.1}\n'))),
-    Cli("network pool crafted to run code", RESUME, ["net_pool.pt", "damaged"], setup=_then(_copy("cut"), _crafted("net_pool.pt")), after=_no_code_ran, env=UNSAFE),
-    Cli("network pool of the wrong size", RESUME, ["net_pool.pt", "list of 1 networks"], setup=_then(_copy("cut"), _write("net_pool.pt", lambda p: p * 2))),
-    Cli("network pool without init weights", RESUME, ["net_pool.pt", "network 0 must hold 'init' and 'trained'"], setup=_then(_copy("cut"), _write("net_pool.pt", lambda p: [p[0]["trained"]]))),
-    Cli("network pool of another width", RESUME, ["net_pool.pt", "network 0 does not fit"], setup=_then(_copy("cut"), _write("net_pool.pt", lambda p: [{"init": p[0]["init"], "trained": {k: v[..., :2].contiguous() if v.dim() else v for k, v in p[0]["trained"].items()}}]))),
+    Cli(
+        "checkpoint truncated",
+        RESUME,
+        ["checkpoint.pt", "damaged"],
+        setup=_then(_copy("cut"), _truncate("checkpoint.pt")),
+    ),
+    Cli(
+        "checkpoint garbage",
+        RESUME,
+        ["checkpoint.pt", "damaged"],
+        setup=_then(_copy("cut"), _write("checkpoint.pt", b"\x00\xff" * 300)),
+    ),
+    Cli(
+        "checkpoint crafted to run code",
+        RESUME,
+        ["checkpoint.pt", "damaged"],
+        setup=_then(_copy("cut"), _crafted("checkpoint.pt")),
+        after=_no_code_ran,
+        env=UNSAFE,
+    ),
+    Cli(
+        "checkpoint not a dict",
+        RESUME,
+        ["checkpoint.pt", "not a checkpoint"],
+        setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: [1, 2])),
+    ),
+    Cli(
+        "checkpoint images of another run",
+        RESUME,
+        ["checkpoint.pt", "images has shape (10, 1, 4, 4)"],
+        setup=_then(
+            _copy("cut"), _write("checkpoint.pt", lambda s: {**s, "images": s["images"][:, :, :4, :4].contiguous()})
+        ),
+    ),
+    Cli(
+        "checkpoint images NaN",
+        RESUME,
+        ["checkpoint.pt", "non-finite"],
+        setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "images": s["images"] * float("nan")})),
+    ),
+    Cli(
+        "checkpoint iteration beyond the run",
+        RESUME,
+        ["checkpoint.pt", "iteration 1000000", "[0, 4]"],
+        setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "iteration": 10**6})),
+    ),
+    Cli(
+        "checkpoint iteration a string",
+        RESUME,
+        ["checkpoint.pt", "iteration 'two'"],
+        setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "iteration": "two"})),
+    ),
+    Cli(
+        "checkpoint optimizer moments of another shape",
+        RESUME,
+        ["checkpoint.pt", "exp_avg", "shape"],
+        setup=_then(
+            _copy("cut"),
+            _write(
+                "checkpoint.pt",
+                lambda s: {
+                    **s,
+                    "optimizer": {
+                        **s["optimizer"],
+                        "state": {0: {**s["optimizer"]["state"][0], "exp_avg": torch.zeros(3)}},
+                    },
+                },
+            ),
+        ),
+    ),
+    Cli(
+        "checkpoint optimizer lr a string",
+        RESUME,
+        ["checkpoint.pt", "learning rate"],
+        setup=_then(
+            _copy("cut"),
+            _write(
+                "checkpoint.pt",
+                lambda s: {
+                    **s,
+                    "optimizer": {
+                        **s["optimizer"],
+                        "param_groups": [{**s["optimizer"]["param_groups"][0], "lr": "abc"}],
+                    },
+                },
+            ),
+        ),
+    ),
+    Cli(
+        "checkpoint optimizer betas changed",
+        RESUME,
+        ["checkpoint.pt", "'betas'"],
+        setup=_then(
+            _copy("cut"),
+            _write(
+                "checkpoint.pt",
+                lambda s: {
+                    **s,
+                    "optimizer": {
+                        **s["optimizer"],
+                        "param_groups": [{**s["optimizer"]["param_groups"][0], "betas": (2.0,)}],
+                    },
+                },
+            ),
+        ),
+    ),
+    Cli(
+        "checkpoint adam step of two values",
+        RESUME,
+        ["checkpoint.pt", "'step'"],
+        setup=_then(
+            _copy("cut"),
+            _write(
+                "checkpoint.pt",
+                lambda s: {
+                    **s,
+                    "optimizer": {
+                        **s["optimizer"],
+                        "state": {0: {**s["optimizer"]["state"][0], "step": torch.tensor([1.0, 2.0])}},
+                    },
+                },
+            ),
+        ),
+    ),
+    Cli(
+        "checkpoint images sparse",
+        RESUME,
+        ["checkpoint.pt", "dense"],
+        setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "images": s["images"].to_sparse()})),
+    ),
+    Cli(
+        "checkpoint optimizer not a state dict",
+        RESUME,
+        ["checkpoint.pt", "optimizer"],
+        setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "optimizer": "adam"})),
+    ),
+    Cli(
+        "metrics line damaged",
+        RESUME,
+        ["metrics.jsonl line 2", "not JSON"],
+        setup=_then(
+            _copy("cut"),
+            _write("metrics.jsonl", '{"iteration": 0, "loss": 1.0, "seconds": 0.1}\n{"iteration": 1, "lo\n'),
+        ),
+    ),
+    Cli(
+        "metrics iteration a string",
+        RESUME,
+        ["metrics.jsonl line 1", "'iteration'", "integer"],
+        setup=_then(_copy("cut"), _write("metrics.jsonl", '{"iteration": "0", "loss": 1.0, "seconds": 0.1}\n')),
+    ),
+    Cli(
+        "network pool crafted to run code",
+        RESUME,
+        ["net_pool.pt", "damaged"],
+        setup=_then(_copy("cut"), _crafted("net_pool.pt")),
+        after=_no_code_ran,
+        env=UNSAFE,
+    ),
+    Cli(
+        "network pool of the wrong size",
+        RESUME,
+        ["net_pool.pt", "list of 1 networks"],
+        setup=_then(_copy("cut"), _write("net_pool.pt", lambda p: p * 2)),
+    ),
+    Cli(
+        "network pool without init weights",
+        RESUME,
+        ["net_pool.pt", "network 0 must hold 'init' and 'trained'"],
+        setup=_then(_copy("cut"), _write("net_pool.pt", lambda p: [p[0]["trained"]])),
+    ),
+    Cli(
+        "network pool of another width",
+        RESUME,
+        ["net_pool.pt", "network 0 does not fit"],
+        setup=_then(
+            _copy("cut"),
+            _write(
+                "net_pool.pt",
+                lambda p: [
+                    {
+                        "init": p[0]["init"],
+                        "trained": {k: v[..., :2].contiguous() if v.dim() else v for k, v in p[0]["trained"].items()},
+                    }
+                ],
+            ),
+        ),
+    ),
     # evaluate
     Cli("evaluate num-eval zero", ["evaluate", "{d}/run", "--num-eval", "0"], ["--num-eval", "0"], setup=_copy("done")),
-    Cli("evaluate num-eval negative", ["evaluate", "{d}/run", "--num-eval", "-3"], ["--num-eval", "-3"], setup=_copy("done")),
-    Cli("evaluate eval-epochs zero", ["evaluate", "{d}/run", "--eval-epochs", "0"], ["--epochs", "0"], setup=_copy("done")),
-    Cli("evaluate a folder that is not a run", ["evaluate", "{d}/mine"], ["config.json", "missing"], setup=_user_files(), after=_user_files_intact()),
-    Cli("evaluate an unfinished run", ["evaluate", "{d}/run"], ["no synthetic.pt", "not a finished run"], setup=_copy("cut")),
-    Cli("evaluate a run in use", ["evaluate", "{d}/run"], ["in use by another", f"pid {os.getpid()}"], setup=_then(_copy("done"), _hold_lock)),
-    Cli("synthetic truncated", ["evaluate", "{d}/run"], ["synthetic.pt", "damaged"], setup=_then(_copy("done"), _truncate("synthetic.pt"))),
-    Cli("synthetic crafted to run code", ["evaluate", "{d}/run"], ["synthetic.pt", "damaged"], setup=_then(_copy("done"), _crafted("synthetic.pt")), after=_no_code_ran, env=UNSAFE),
-    Cli("synthetic not a dict", ["evaluate", "{d}/run"], ["synthetic.pt", "not a synthetic set"], setup=_then(_copy("done"), _write("synthetic.pt", lambda s: [s["images"]]))),
-    Cli("synthetic labels out of range", ["evaluate", "{d}/run"], ["synthetic.pt", "labels must lie in [0, 10)", "99"], setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "labels": s["labels"] + 90}))),
-    Cli("synthetic labels float", ["evaluate", "{d}/run"], ["synthetic.pt", "labels must hold integers"], setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "labels": s["labels"].float()}))),
-    Cli("synthetic images of another shape", ["evaluate", "{d}/run"], ["synthetic.pt", "do not match", "(1, 8, 8)"], setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "images": s["images"][:, :, :5, :5].contiguous()}))),
-    Cli("synthetic images expanded to 2**40", ["evaluate", "{d}/run"], ["synthetic.pt", "dense contiguous"],
-        setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "images": s["images"][:1].expand(2**40, 1, 8, 8),
-                                                                       "labels": s["labels"][:1].expand(2**40)}))),
-    Cli("synthetic images NaN", ["evaluate", "{d}/run"], ["synthetic.pt", "images holds a non-finite"], setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "images": s["images"] * float("nan")}))),
-    Cli("synthetic config with wrong types", ["evaluate", "{d}/run"], ["synthetic.pt", "config", "--width"], setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "config": {**s["config"], "width": "eight"}}))),
+    Cli(
+        "evaluate num-eval negative",
+        ["evaluate", "{d}/run", "--num-eval", "-3"],
+        ["--num-eval", "-3"],
+        setup=_copy("done"),
+    ),
+    Cli(
+        "evaluate eval-epochs zero",
+        ["evaluate", "{d}/run", "--eval-epochs", "0"],
+        ["--epochs", "0"],
+        setup=_copy("done"),
+    ),
+    Cli(
+        "evaluate a folder that is not a run",
+        ["evaluate", "{d}/mine"],
+        ["config.json", "missing"],
+        setup=_user_files(),
+        after=_user_files_intact(),
+    ),
+    Cli(
+        "evaluate an unfinished run",
+        ["evaluate", "{d}/run"],
+        ["no synthetic.pt", "not a finished run"],
+        setup=_copy("cut"),
+    ),
+    Cli(
+        "evaluate a run in use",
+        ["evaluate", "{d}/run"],
+        ["in use by another", f"pid {os.getpid()}"],
+        setup=_then(_copy("done"), _hold_lock),
+    ),
+    Cli(
+        "synthetic truncated",
+        ["evaluate", "{d}/run"],
+        ["synthetic.pt", "damaged"],
+        setup=_then(_copy("done"), _truncate("synthetic.pt")),
+    ),
+    Cli(
+        "synthetic crafted to run code",
+        ["evaluate", "{d}/run"],
+        ["synthetic.pt", "damaged"],
+        setup=_then(_copy("done"), _crafted("synthetic.pt")),
+        after=_no_code_ran,
+        env=UNSAFE,
+    ),
+    Cli(
+        "synthetic not a dict",
+        ["evaluate", "{d}/run"],
+        ["synthetic.pt", "not a synthetic set"],
+        setup=_then(_copy("done"), _write("synthetic.pt", lambda s: [s["images"]])),
+    ),
+    Cli(
+        "synthetic labels out of range",
+        ["evaluate", "{d}/run"],
+        ["synthetic.pt", "labels must lie in [0, 10)", "99"],
+        setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "labels": s["labels"] + 90})),
+    ),
+    Cli(
+        "synthetic labels float",
+        ["evaluate", "{d}/run"],
+        ["synthetic.pt", "labels must hold integers"],
+        setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "labels": s["labels"].float()})),
+    ),
+    Cli(
+        "synthetic images of another shape",
+        ["evaluate", "{d}/run"],
+        ["synthetic.pt", "do not match", "(1, 8, 8)"],
+        setup=_then(
+            _copy("done"), _write("synthetic.pt", lambda s: {**s, "images": s["images"][:, :, :5, :5].contiguous()})
+        ),
+    ),
+    Cli(
+        "synthetic images expanded to 2**40",
+        ["evaluate", "{d}/run"],
+        ["synthetic.pt", "dense contiguous"],
+        setup=_then(
+            _copy("done"),
+            _write(
+                "synthetic.pt",
+                lambda s: {
+                    **s,
+                    "images": s["images"][:1].expand(2**40, 1, 8, 8),
+                    "labels": s["labels"][:1].expand(2**40),
+                },
+            ),
+        ),
+    ),
+    Cli(
+        "synthetic images NaN",
+        ["evaluate", "{d}/run"],
+        ["synthetic.pt", "images holds a non-finite"],
+        setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "images": s["images"] * float("nan")})),
+    ),
+    Cli(
+        "synthetic config with wrong types",
+        ["evaluate", "{d}/run"],
+        ["synthetic.pt", "config", "--width"],
+        setup=_then(
+            _copy("done"), _write("synthetic.pt", lambda s: {**s, "config": {**s["config"], "width": "eight"}})
+        ),
+    ),
     # show
     Cli("show a folder that is not a run", ["show", "{d}/mine"], ["config.json", "missing"], setup=_user_files()),
-    Cli("show a damaged config.json", ["show", "{d}/run"], ["config.json", "damaged"], setup=_then(_copy("done"), _write("config.json", "\x00garbage"))),
-    Cli("show a config.json of wrong types", ["show", "{d}/run"], ["config.json", "--ipc", "'ten'"], setup=_then(_copy("done"), _write("config.json", json.dumps({"format": "spectral-distill run 1", **TEMPLATE, "ipc": "ten"})))),
-    Cli("show damaged metrics", ["show", "{d}/run"], ["metrics.jsonl line 1", "not JSON"], setup=_then(_copy("done"), _write("metrics.jsonl", "garbage\n"))),
-    Cli("show metrics row not an object", ["show", "{d}/run"], ["metrics.jsonl line 1", "JSON object"], setup=_then(_copy("done"), _write("metrics.jsonl", "[1, 2]\n"))),
-    Cli("show metrics loss a string", ["show", "{d}/run"], ["metrics.jsonl line 1", "'loss'"], setup=_then(_copy("done"), _write("metrics.jsonl", '{"iteration": 0, "loss": "low", "seconds": 1}\n'))),
-    Cli("show metrics row of both kinds", ["show", "{d}/run"], ["metrics.jsonl line 1", "'accuracy_mean'"],
-        setup=_then(_copy("done"), _write("metrics.jsonl", '{"iteration": 0, "loss": 1, "seconds": 1, "event": "eval"}\n'))),
-    Cli("show metrics nan loss", ["show", "{d}/run"], ["metrics.jsonl line 1", "'loss'", "finite"],
-        setup=_then(_copy("done"), _write("metrics.jsonl", '{"iteration": 0, "loss": NaN, "seconds": 1}\n'))),
-    Cli("show metrics a FIFO", ["show", "{d}/run"], ["metrics.jsonl", "not a regular file"],
-        setup=_then(_copy("done"), lambda d: (d / "run" / "metrics.jsonl").unlink(), lambda d: os.mkfifo(d / "run" / "metrics.jsonl"))),
-    Cli("show config.json nested deep", ["show", "{d}/run"], ["config.json", "not JSON"],
-        setup=_then(_copy("done"), _write("config.json", "[" * 100000 + "]" * 100000))),
-    Cli("show metrics not UTF-8", ["show", "{d}/run"], ["metrics.jsonl", "UTF-8"], setup=_then(_copy("done"), _write("metrics.jsonl", b"\xff\xfe\xfa\n"))),
+    Cli(
+        "show a damaged config.json",
+        ["show", "{d}/run"],
+        ["config.json", "damaged"],
+        setup=_then(_copy("done"), _write("config.json", "\x00garbage")),
+    ),
+    Cli(
+        "show a config.json of wrong types",
+        ["show", "{d}/run"],
+        ["config.json", "--ipc", "'ten'"],
+        setup=_then(
+            _copy("done"),
+            _write("config.json", json.dumps({"format": "spectral-distill run 1", **TEMPLATE, "ipc": "ten"})),
+        ),
+    ),
+    Cli(
+        "show damaged metrics",
+        ["show", "{d}/run"],
+        ["metrics.jsonl line 1", "not JSON"],
+        setup=_then(_copy("done"), _write("metrics.jsonl", "garbage\n")),
+    ),
+    Cli(
+        "show metrics row not an object",
+        ["show", "{d}/run"],
+        ["metrics.jsonl line 1", "JSON object"],
+        setup=_then(_copy("done"), _write("metrics.jsonl", "[1, 2]\n")),
+    ),
+    Cli(
+        "show metrics loss a string",
+        ["show", "{d}/run"],
+        ["metrics.jsonl line 1", "'loss'"],
+        setup=_then(_copy("done"), _write("metrics.jsonl", '{"iteration": 0, "loss": "low", "seconds": 1}\n')),
+    ),
+    Cli(
+        "show metrics row of both kinds",
+        ["show", "{d}/run"],
+        ["metrics.jsonl line 1", "'accuracy_mean'"],
+        setup=_then(
+            _copy("done"), _write("metrics.jsonl", '{"iteration": 0, "loss": 1, "seconds": 1, "event": "eval"}\n')
+        ),
+    ),
+    Cli(
+        "show metrics nan loss",
+        ["show", "{d}/run"],
+        ["metrics.jsonl line 1", "'loss'", "finite"],
+        setup=_then(_copy("done"), _write("metrics.jsonl", '{"iteration": 0, "loss": NaN, "seconds": 1}\n')),
+    ),
+    Cli(
+        "show metrics a FIFO",
+        ["show", "{d}/run"],
+        ["metrics.jsonl", "not a regular file"],
+        setup=_then(
+            _copy("done"),
+            lambda d: (d / "run" / "metrics.jsonl").unlink(),
+            lambda d: os.mkfifo(d / "run" / "metrics.jsonl"),
+        ),
+    ),
+    Cli(
+        "show config.json nested deep",
+        ["show", "{d}/run"],
+        ["config.json", "not JSON"],
+        setup=_then(_copy("done"), _write("config.json", "[" * 100000 + "]" * 100000)),
+    ),
+    Cli(
+        "show metrics not UTF-8",
+        ["show", "{d}/run"],
+        ["metrics.jsonl", "UTF-8"],
+        setup=_then(_copy("done"), _write("metrics.jsonl", b"\xff\xfe\xfa\n")),
+    ),
     # datasets on disk
-    Cli("cifar batch truncated", [*DISTILL, "--dataset", "cifar10", "--data-root", "{d}/cifar"], ["data_batch_3", "damaged or not a CIFAR batch"], setup=_fake_cifar("data_batch_3")),
-    Cli("imagefolder with an unreadable image", [*DISTILL, "--dataset", "imagefolder", "--data-root", "{d}/images"], ["cannot read", "broken.png"], setup=_image_folder("unreadable")),
-    Cli("imagefolder with an empty class", [*DISTILL, "--dataset", "imagefolder", "--data-root", "{d}/images"], ["imagefolder", "birds"], setup=_image_folder("empty class")),
-    Cli("imagefolder splits with other classes", [*DISTILL, "--dataset", "imagefolder", "--data-root", "{d}/images"], ["same class folders"], setup=_image_folder("split")),
-    Cli("imagefolder root is a file", [*DISTILL, "--dataset", "imagefolder", "--data-root", "{d}/file"], ["not a folder"], setup=lambda d: (d / "file").write_text("x")),
+    Cli(
+        "cifar batch truncated",
+        [*DISTILL, "--dataset", "cifar10", "--data-root", "{d}/cifar"],
+        ["data_batch_3", "damaged or not a CIFAR batch"],
+        setup=_fake_cifar("data_batch_3"),
+    ),
+    Cli(
+        "imagefolder with an unreadable image",
+        [*DISTILL, "--dataset", "imagefolder", "--data-root", "{d}/images"],
+        ["cannot read", "broken.png"],
+        setup=_image_folder("unreadable"),
+    ),
+    Cli(
+        "imagefolder with an empty class",
+        [*DISTILL, "--dataset", "imagefolder", "--data-root", "{d}/images"],
+        ["imagefolder", "birds"],
+        setup=_image_folder("empty class"),
+    ),
+    Cli(
+        "imagefolder splits with other classes",
+        [*DISTILL, "--dataset", "imagefolder", "--data-root", "{d}/images"],
+        ["same class folders"],
+        setup=_image_folder("split"),
+    ),
+    Cli(
+        "imagefolder root is a file",
+        [*DISTILL, "--dataset", "imagefolder", "--data-root", "{d}/file"],
+        ["not a folder"],
+        setup=lambda d: (d / "file").write_text("x"),
+    ),
 ]
 
 CASES = [*LIB_CASES, *CLI_CASES]
@@ -662,8 +1624,11 @@ def test_bad_input_raises_an_error_naming_the_argument(case):
 def cli_outcomes(request, tmp_path_factory):
     """Run the selected CLI cases, each in its own folder, two at a time (each is a fresh
     Python process that spends most of its time importing torch)."""
-    wanted = {item.callspec.params["case"].id for item in request.session.items
-              if getattr(item, "callspec", None) and isinstance(item.callspec.params.get("case"), Cli)}
+    wanted = {
+        item.callspec.params["case"].id
+        for item in request.session.items
+        if getattr(item, "callspec", None) and isinstance(item.callspec.params.get("case"), Cli)
+    }
     _make_templates(tmp_path_factory.mktemp("templates"))
     jobs = {}
     for case in CLI_CASES:

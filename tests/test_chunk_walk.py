@@ -4,6 +4,7 @@ GEMM fed the very arguments cuBLAS gets (spectral_kernels::_chunk_walk_forward /
 Only cuBLAS and the kernel launches are left for a GPU (tests/test_gpu.py), so a mistake in the
 chunking, the piece/pair bookkeeping, the per-class reduction, W, the products' transposes and
 leading dimensions, or the layout cleaning shows up here first."""
+
 import pytest
 import torch
 
@@ -39,7 +40,9 @@ def _inputs(n, m, d, sizes, seed=0):
     if sizes is None:
         labels, num_classes = None, 1
     else:
-        labels = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))[torch.randperm(n, generator=gen)]
+        labels = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))[
+            torch.randperm(n, generator=gen)
+        ]
         num_classes = len(sizes)
     return x, t, class_index(labels, n, num_classes, torch.device("cpu")), gen
 
@@ -96,12 +99,15 @@ def test_only_the_asked_gradients_are_returned():
     assert dx.numel() == 0 and dt.shape == t.shape
 
 
-@pytest.mark.parametrize("perm,offsets", [
-    (torch.zeros(300, dtype=torch.long), torch.tensor([0, 100, 250, 300])),  # every position the same row
-    (torch.arange(300) * 1000 - 7, torch.tensor([0, 100, 250, 300])),  # rows far out of range
-    (torch.arange(300), torch.tensor([5, -10**9, 10**12, 3])),  # offsets anything but a CSR index
-    (torch.arange(300).flip(0), torch.tensor([300, 0, 0, 0])),
-])
+@pytest.mark.parametrize(
+    "perm,offsets",
+    [
+        (torch.zeros(300, dtype=torch.long), torch.tensor([0, 100, 250, 300])),  # every position the same row
+        (torch.arange(300) * 1000 - 7, torch.tensor([0, 100, 250, 300])),  # rows far out of range
+        (torch.arange(300), torch.tensor([5, -(10**9), 10**12, 3])),  # offsets anything but a CSR index
+        (torch.arange(300).flip(0), torch.tensor([300, 0, 0, 0])),
+    ],
+)
 def test_a_broken_layout_is_cleaned_never_read_out_of_bounds(perm, offsets):
     """What the CUDA op does with a perm/offsets it cannot check without a host sync."""
     gen = torch.Generator().manual_seed(1)

@@ -3,6 +3,7 @@ no GPU is needed to find a kernel that does not build or that spills registers t
 (such a kernel would otherwise go unnoticed until a GPU run). The products x t^T, W t and
 W^T x are cuBLAS calls whose compute type the host code sets explicitly per call (TF32 tensor
 cores for "tf32", IEEE for "ieee"); that they honour it is checked on a GPU (test_gpu.py)."""
+
 import os
 import pathlib
 import re
@@ -40,8 +41,19 @@ def ptxas_report(tmp_path_factory):
     from torch.utils.cpp_extension import include_paths
 
     out = tmp_path_factory.mktemp("cuda") / "ecf_cuda.o"
-    cmd = [NVCC, "-arch=sm_90", "-O3", "-std=c++17", "-Xptxas", "-v", "-c", str(ROOT / "csrc" / "cuda" / "ecf_cuda.cu"), "-o",
-           str(out), *[f"-I{p}" for p in include_paths()]]
+    cmd = [
+        NVCC,
+        "-arch=sm_90",
+        "-O3",
+        "-std=c++17",
+        "-Xptxas",
+        "-v",
+        "-c",
+        str(ROOT / "csrc" / "cuda" / "ecf_cuda.cu"),
+        "-o",
+        str(out),
+        *[f"-I{p}" for p in include_paths()],
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout + proc.stderr, out

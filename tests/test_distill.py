@@ -1,4 +1,5 @@
 """The distillation driver and the spectral-distill CLI, at toy sizes."""
+
 import json
 import math
 import pickle
@@ -13,7 +14,17 @@ from spectral_kernels.distill.data import DataError, load_dataset, long_tail_cou
 from spectral_kernels.distill.loop import DistillConfig, distill
 from spectral_kernels.distill.models import ConvNet, depth_for
 
-FAST = dict(dataset="digits", ipc=2, iterations=4, width=16, batch_real=8, num_freqs=64, num_eval=0, quiet=True, checkpoint_every=2)
+FAST = dict(
+    dataset="digits",
+    ipc=2,
+    iterations=4,
+    width=16,
+    batch_real=8,
+    num_freqs=64,
+    num_eval=0,
+    quiet=True,
+    checkpoint_every=2,
+)
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -36,7 +47,9 @@ def test_long_tailed_variant_follows_the_exponential_profile():
     expected = [min(math.floor(n_max * 10 ** (-c / 9)), base[c]) for c in range(10)]
     assert data.class_counts.tolist() == expected
     assert load_dataset("digits-lt").class_counts.tolist() == expected  # default imbalance 10
-    assert torch.equal(load_dataset("digits-lt", imbalance=10).test_y, load_dataset("digits").test_y)  # test stays balanced
+    assert torch.equal(
+        load_dataset("digits-lt", imbalance=10).test_y, load_dataset("digits").test_y
+    )  # test stays balanced
     assert long_tail_counts(np.array([100, 100, 100]), 100.0).tolist() == [100, 10, 1]
 
 
@@ -50,7 +63,12 @@ def test_animals_loads_from_the_package_data_files():
 def _fake_cifar(root, which, per_batch=6):
     rng = np.random.default_rng(0)
     if which == "cifar10":
-        folder, files, key, classes = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels", 10
+        folder, files, key, classes = (
+            root / "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+            b"labels",
+            10,
+        )
     else:
         folder, files, key, classes = root / "cifar-100-python", ["train", "test"], b"fine_labels", 100
     folder.mkdir(parents=True)
@@ -120,7 +138,9 @@ def test_augmentation_is_siamese_and_differentiable():
 def test_every_method_runs_and_writes_a_complete_run_directory(tmp_path, method):
     run = distill(DistillConfig(method=method, out=str(tmp_path / method), **FAST))
     saved = torch.load(run / "synthetic.pt")
-    assert saved["images"].shape == (20, 1, 8, 8) and saved["labels"].tolist() == [c for c in range(10) for _ in range(2)]
+    assert saved["images"].shape == (20, 1, 8, 8) and saved["labels"].tolist() == [
+        c for c in range(10) for _ in range(2)
+    ]
     assert (run / "grid.png").stat().st_size > 0
     assert json.loads((run / "config.json").read_text())["method"] == method
     start = load_dataset("digits")
@@ -141,7 +161,9 @@ def test_ncfm_with_a_learned_sampler_moves_the_sampler(tmp_path):
     log_scales = state["maximisers"][0]["log_scales"]
     from spectral_kernels import FrequencySampler
 
-    initial = FrequencySampler(ConvNet(1, 10, 8, width=16).feature_dim, num_freqs=64, bandwidth=(2.0 * 256) ** 0.5).log_scales
+    initial = FrequencySampler(
+        ConvNet(1, 10, 8, width=16).feature_dim, num_freqs=64, bandwidth=(2.0 * 256) ** 0.5
+    ).log_scales
     assert not torch.allclose(log_scales, initial.detach())
 
 
@@ -174,8 +196,25 @@ def test_evaluation_reports_mean_and_std_over_seeds(tmp_path):
 
 
 def _argv(tmp_path, *extra):
-    return ["distill", "--dataset", "digits", "--ipc", "1", "--iterations", "2", "--width", "8", "--batch-real", "4",
-            "--num-eval", "0", "--quiet", "--out", str(tmp_path / "run"), *extra]
+    return [
+        "distill",
+        "--dataset",
+        "digits",
+        "--ipc",
+        "1",
+        "--iterations",
+        "2",
+        "--width",
+        "8",
+        "--batch-real",
+        "4",
+        "--num-eval",
+        "0",
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -233,7 +272,9 @@ def test_network_pool_is_trained_once_cached_and_reused_on_resume(tmp_path):
     config = dict(FAST, method="dm", iterations=4, net_pool=2, pool_epochs=1)
     run = distill(DistillConfig(out=str(tmp_path / "p"), **config))
     pool = torch.load(run / "net_pool.pt")
-    assert len(pool) == 2 and not torch.equal(pool[0]["trained"]["classifier.weight"], pool[1]["trained"]["classifier.weight"])
+    assert len(pool) == 2 and not torch.equal(
+        pool[0]["trained"]["classifier.weight"], pool[1]["trained"]["classifier.weight"]
+    )
     assert not torch.equal(pool[0]["init"]["classifier.weight"], pool[0]["trained"]["classifier.weight"])
     fresh = distill(DistillConfig(out=str(tmp_path / "f"), **dict(config, net_pool=0)))
     assert not torch.equal(torch.load(run / "synthetic.pt")["images"], torch.load(fresh / "synthetic.pt")["images"])
@@ -267,7 +308,7 @@ def test_the_grid_is_a_row_per_class_enlarged_with_each_class_name():
     label_w = grid.shape[1] - 3 * (8 * scale + PAD) - PAD
     for row, members in enumerate([[0, 1, 5], [2, 3, 4]]):
         top = PAD + row * (8 * scale + PAD)
-        assert (grid[top : top + 8 * scale, : label_w] < 128).any(), "no class name drawn"
+        assert (grid[top : top + 8 * scale, :label_w] < 128).any(), "no class name drawn"
         for col, i in enumerate(members):
             left = label_w + PAD + col * (8 * scale + PAD)
             cell = grid[top : top + 8 * scale, left : left + 8 * scale, 0].astype(int)

@@ -1,5 +1,6 @@
 """Data-parallel runs over torch.distributed (gloo, 2 processes on the CPU) give the loss of
 one process over the whole batch (SPEC §1: ECF sums and counts are additive)."""
+
 import json
 import os
 import subprocess
@@ -63,7 +64,11 @@ def test_two_process_losses_and_gradients_equal_one_process(tmp_path):
 
 
 def _cli(args, out, torchrun):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_port", "29517"] if torchrun else [sys.executable]
+    cmd = (
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_port", "29517"]
+        if torchrun
+        else [sys.executable]
+    )
     cmd += ["-m", "spectral_kernels.cli", "distill", *args, "--out", str(out)]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
@@ -74,8 +79,25 @@ def _cli(args, out, torchrun):
 
 @pytest.mark.parametrize("method", ["csdm", "ncfm", "csdm with the ncfm recipe"])
 def test_torchrun_distill_matches_one_process(tmp_path, method):
-    args = ["--dataset", "digits-lt", "--method", method.split()[0], "--ipc", "2", "--iterations", "3", "--width", "16",
-            "--batch-real", "16", "--num-freqs", "128", "--num-eval", "0", "--quiet"]
+    args = [
+        "--dataset",
+        "digits-lt",
+        "--method",
+        method.split()[0],
+        "--ipc",
+        "2",
+        "--iterations",
+        "3",
+        "--width",
+        "16",
+        "--batch-real",
+        "16",
+        "--num-freqs",
+        "128",
+        "--num-eval",
+        "0",
+        "--quiet",
+    ]
     if method == "ncfm":
         args.append("--learned-sampler")
     if method.endswith("recipe"):  # pool trained by rank 0 (once: cached), interpolated nets, calibration, AdamW
@@ -94,8 +116,26 @@ def test_torchrun_distill_matches_one_process(tmp_path, method):
 
 
 def test_pairwise_methods_refuse_to_run_data_parallel(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_port", "29518",
-           "-m", "spectral_kernels.cli", "distill", "--method", "dm", "--iterations", "1", "--num-eval", "0", "--quiet",
-           "--out", str(tmp_path / "dm")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(WORLD),
+        "--master_port",
+        "29518",
+        "-m",
+        "spectral_kernels.cli",
+        "distill",
+        "--method",
+        "dm",
+        "--iterations",
+        "1",
+        "--num-eval",
+        "0",
+        "--quiet",
+        "--out",
+        str(tmp_path / "dm"),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and "cannot run data-parallel" in done.stderr

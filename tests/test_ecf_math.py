@@ -1,6 +1,7 @@
 """csrc/ecf_math.h, the per-element math every C++ backend shares (the CPU kernels and the CUDA
 kernels call the same functions), tested on the CPU against float64 through the test ops
 spectral_kernels::_sincos and ::_grad_weight, which run the header's code element by element."""
+
 import pathlib
 import re
 

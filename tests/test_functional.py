@@ -56,7 +56,9 @@ def test_discrepancies_vanish_for_identical_sets(rng, backend):
     t = torch.randn(50, x.shape[1], generator=rng, dtype=torch.float64)
     assert float(sk.ncfd(x, x, t, y, y, sqrt=False, eps=0.0, backend=backend)) < 1e-14
     # With the sqrt, the eps clamp leaves exactly sqrt((1 - alpha) eps).
-    torch.testing.assert_close(sk.ncfd(x, x, t, y, y, backend=backend), torch.tensor(math.sqrt(0.5e-12), dtype=torch.float64))
+    torch.testing.assert_close(
+        sk.ncfd(x, x, t, y, y, backend=backend), torch.tensor(math.sqrt(0.5e-12), dtype=torch.float64)
+    )
     assert abs(float(sk.sdd(x, x, y, y, t=t, backend=backend))) < 1e-14
     assert abs(float(sk.csdm(x, x, y, y, class_counts=[5, 3, 1], t=t, backend=backend))) < 1e-14
     for kernel in ("gaussian", "linear", "laplacian", "cauchy", "matern"):
@@ -87,7 +89,9 @@ def test_reductions_and_classes_absent_from_both_sides(rng):
     assert per.shape == (5,) and per[1] == 0 and per[3] == 0 and (per[[0, 2, 4]] > 0).all()
     torch.testing.assert_close(sk.ncfd(real, syn, t, rl, sl, num_classes=5, reduction="sum"), per.sum())
     torch.testing.assert_close(sk.ncfd(real, syn, t, rl, sl, num_classes=5), per.sum() / 3)
-    torch.testing.assert_close(sk.mmd(real, syn, rl, sl, num_classes=5), sk.mmd(real, syn, rl, sl, num_classes=5, reduction="none").sum() / 3)
+    torch.testing.assert_close(
+        sk.mmd(real, syn, rl, sl, num_classes=5), sk.mmd(real, syn, rl, sl, num_classes=5, reduction="none").sum() / 3
+    )
 
 
 def test_no_labels_means_one_class(rng):
@@ -142,7 +146,9 @@ def test_csdm_log_linear_rule():
     alpha = sk.csdm_class_alpha([1000, 10, 100], alpha_head=0.8, alpha_rule="log-linear")
     # log10 counts 3, 1, 2: rarest 0.2, most frequent 0.8, the middle one halfway.
     torch.testing.assert_close(alpha, torch.tensor([0.8, 0.2, 0.5], dtype=torch.float64))
-    torch.testing.assert_close(sk.csdm_class_alpha([4, 4], alpha_rule="log-linear"), torch.tensor([0.8, 0.8], dtype=torch.float64))
+    torch.testing.assert_close(
+        sk.csdm_class_alpha([4, 4], alpha_rule="log-linear"), torch.tensor([0.8, 0.8], dtype=torch.float64)
+    )
 
 
 def test_mmd_linear_is_the_squared_mean_difference(rng):
@@ -178,7 +184,9 @@ def test_gradcheck_of_every_function_in_features_and_frequencies(rng, backend):
         tensor.requires_grad_(True)
     fns = {
         "ncfd": lambda a, b, f: sk.ncfd(a, b, f, rl, sl, backend=backend),
-        "ncfd_alpha": lambda a, b, f: sk.ncfd(a, b, f, rl, sl, alpha=torch.tensor([0.2, 0.9], dtype=torch.float64), sqrt=False, backend=backend),
+        "ncfd_alpha": lambda a, b, f: sk.ncfd(
+            a, b, f, rl, sl, alpha=torch.tensor([0.2, 0.9], dtype=torch.float64), sqrt=False, backend=backend
+        ),
         "sdd": lambda a, b, f: sk.sdd(a, b, rl, sl, t=f, backend=backend, reduction="none"),
         "csdm": lambda a, b, f: sk.csdm(a, b, rl, sl, class_counts=[9, 2], t=f, backend=backend),
         "ecf": lambda a, b, f: torch.cat(sk.ecf(a, f, rl, backend=backend)),
@@ -193,7 +201,7 @@ def test_gradcheck_of_mmd(rng, kernel):
     real.requires_grad_(True)
     syn.requires_grad_(True)
     for estimator in ("v", "u"):
-        fn = lambda a, b: sk.mmd(a, b, rl, sl, kernel=kernel, nu=2.5, estimator=estimator)
+        fn = lambda a, b, estimator=estimator: sk.mmd(a, b, rl, sl, kernel=kernel, nu=2.5, estimator=estimator)
         assert torch.autograd.gradcheck(fn, (real, syn))
 
 
@@ -207,7 +215,15 @@ def test_gradients_are_finite_for_identical_sets_and_vanishing_ecf(backend):
         lambda: sk.ncfd(real, syn, t, backend=backend),
         lambda: sk.ncfd(real, syn, t, alpha=1.0, backend=backend),
         lambda: sk.sdd(real, syn, t=t, backend=backend),
-        lambda: sk.csdm(real, syn, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), class_counts=[2], t=t, backend=backend),
+        lambda: sk.csdm(
+            real,
+            syn,
+            torch.zeros(2, dtype=torch.long),
+            torch.zeros(2, dtype=torch.long),
+            class_counts=[2],
+            t=t,
+            backend=backend,
+        ),
     ]
     for fn in fns:
         grads = torch.autograd.grad(fn(), (real, syn, t))

@@ -1,6 +1,7 @@
 """GPU-only checks of the Triton backend at real sizes (skipped without CUDA; run by
 benchmarks/gpu_suite.sh on a GPU machine). The interpreter-sized checks of the same kernels
 run everywhere in test_backends.py."""
+
 import pytest
 import torch
 
@@ -23,14 +24,18 @@ def _case(n, m, d, sizes, dtype, seed=0):
     return x.cuda(), t.cuda(), index
 
 
-@pytest.mark.parametrize("n,m,d,sizes", [(20000, 1000, 512, [15000, 4000, 1000]), (4097, 4099, 2048, [4000, 97]), (1, 7, 3, [1])])
+@pytest.mark.parametrize(
+    "n,m,d,sizes", [(20000, 1000, 512, [15000, 4000, 1000]), (4097, 4099, 2048, [4000, 97]), (1, 7, 3, [1])]
+)
 def test_triton_matches_float64_reference_at_real_sizes(n, m, d, sizes):
     x64, t64, index = _case(n, m, d, sizes, torch.float64)
     grad = torch.randn(len(sizes), 2, m, device="cuda", dtype=torch.float64)
     triton_backend = ops.resolve("triton", x64.float())
     ref = lambda a, b: ecf_sums_reference(a, b, index.labels, index.num_classes)
     truth = sums_and_grads(ref, x64, t64, grad)
-    ours = sums_and_grads(lambda a, b: triton_backend.ecf_sums(a, b, index, precision="ieee"), x64.float(), t64.float(), grad.float())
+    ours = sums_and_grads(
+        lambda a, b: triton_backend.ecf_sums(a, b, index, precision="ieee"), x64.float(), t64.float(), grad.float()
+    )
     base = sums_and_grads(ref, x64.float(), t64.float(), grad.float())
     for got, theirs, want in zip(ours, base, truth):
         assert max_error(got, want) <= 2 * max_error(theirs, want) + 1e-5 * max(1.0, want.abs().max().item())
@@ -113,8 +118,15 @@ needs_cuda_backend = pytest.mark.skipif(
 
 @needs_cuda_backend
 @pytest.mark.parametrize("chunk_bytes", [None, 65536])  # 64 KiB: many chunks even at these sizes
-@pytest.mark.parametrize("n,m,d,sizes", [(20000, 1000, 512, [15000, 4000, 1000]), (4097, 4099, 2048, [4000, 97]),
-                                         (3000, 300, 64, [1] * 500 + [0] * 20 + [2500]), (1, 7, 3, [1])])
+@pytest.mark.parametrize(
+    "n,m,d,sizes",
+    [
+        (20000, 1000, 512, [15000, 4000, 1000]),
+        (4097, 4099, 2048, [4000, 97]),
+        (3000, 300, 64, [1] * 500 + [0] * 20 + [2500]),
+        (1, 7, 3, [1]),
+    ],
+)
 def test_cuda_matches_float64_reference_at_real_sizes(monkeypatch, chunk_bytes, n, m, d, sizes):
     if chunk_bytes:
         monkeypatch.setenv("SPECTRAL_KERNELS_CUDA_CHUNK_BYTES", str(chunk_bytes))
@@ -126,7 +138,9 @@ def test_cuda_matches_float64_reference_at_real_sizes(monkeypatch, chunk_bytes, 
     ours64 = sums_and_grads(lambda a, b: backend.ecf_sums(a, b, index), x64, t64, grad)
     for got, want in zip(ours64, truth):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10 * max(1.0, want.abs().max().item()))
-    ours = sums_and_grads(lambda a, b: backend.ecf_sums(a, b, index, precision="ieee"), x64.float(), t64.float(), grad.float())
+    ours = sums_and_grads(
+        lambda a, b: backend.ecf_sums(a, b, index, precision="ieee"), x64.float(), t64.float(), grad.float()
+    )
     base = sums_and_grads(ref, x64.float(), t64.float(), grad.float())
     for got, theirs, want in zip(ours, base, truth):
         assert max_error(got, want) <= 2 * max_error(theirs, want) + 1e-5 * max(1.0, want.abs().max().item())
@@ -138,8 +152,12 @@ def test_cuda_and_triton_agree_on_the_same_inputs():
     x, t, index = _case(12000, 1500, 256, [9000, 2500, 500], torch.float32)
     x, t = x.float(), t.float()
     grad = torch.randn(3, 2, 1500, device="cuda")
-    results = {name: sums_and_grads(lambda a, b: ops.resolve(name, x).ecf_sums(a, b, index, precision="ieee"), x, t, grad)
-               for name in ("cuda", "triton")}
+    results = {
+        name: sums_and_grads(
+            lambda a, b, name=name: ops.resolve(name, x).ecf_sums(a, b, index, precision="ieee"), x, t, grad
+        )
+        for name in ("cuda", "triton")
+    }
     for a, b in zip(results["cuda"], results["triton"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item()))
 
@@ -155,7 +173,10 @@ def test_cuda_precision_reaches_the_products():
     for flag in (False, True):
         torch.backends.cuda.matmul.allow_tf32 = flag
         try:
-            errors[flag] = {p: max_error(backend.ecf_sums(x64.float(), t64.float(), index, precision=p), truth) for p in ("ieee", "tf32")}
+            errors[flag] = {
+                p: max_error(backend.ecf_sums(x64.float(), t64.float(), index, precision=p), truth)
+                for p in ("ieee", "tf32")
+            }
         finally:
             torch.backends.cuda.matmul.allow_tf32 = False
     for flag in (False, True):
@@ -180,9 +201,11 @@ def test_cuda_op_stays_in_bounds_whatever_perm_and_offsets_hold():
     x, t, _ = _case(400, 50, 16, [400], torch.float32)
     x, t = x.float(), t.float()
     grad = torch.randn(3, 2, 50, device="cuda")
-    layouts = [(torch.zeros(400, dtype=torch.long), torch.tensor([0, 100, 300, 400])),
-               (torch.arange(400) * 1000 - 7, torch.tensor([0, 100, 300, 400])),
-               (torch.arange(400), torch.tensor([5, -10**9, 10**12, 3]))]
+    layouts = [
+        (torch.zeros(400, dtype=torch.long), torch.tensor([0, 100, 300, 400])),
+        (torch.arange(400) * 1000 - 7, torch.tensor([0, 100, 300, 400])),
+        (torch.arange(400), torch.tensor([5, -(10**9), 10**12, 3])),
+    ]
     for perm, offsets in layouts:
         perm, offsets = perm.cuda(), offsets.cuda()
         sums = torch.ops.spectral_kernels.ecf_sums(x, t, perm, offsets, "ieee")

@@ -55,7 +55,9 @@ def test_sdd_of_one_class_matches_exact_mmd_per_class(rng):
     real, syn, rl, sl = make_pair(rng, n=30, s=18, d=4, num_classes=3, shift=0.5)
     exact = sk.mmd(real, syn, rl, sl, kernel="gaussian", bandwidth=1.5, reduction="none")
     gen = torch.Generator().manual_seed(3)
-    draws = torch.stack([sk.sdd(real, syn, rl, sl, bandwidth=1.5, num_freqs=4096, generator=gen, reduction="none") for _ in range(20)])
+    draws = torch.stack(
+        [sk.sdd(real, syn, rl, sl, bandwidth=1.5, num_freqs=4096, generator=gen, reduction="none") for _ in range(20)]
+    )
     se = draws.std(0) / math.sqrt(20)
     assert (abs(draws.mean(0) - exact) <= 5 * se).all()
 
@@ -86,7 +88,9 @@ def test_standard_gamma_has_the_gamma_law(shape):
 
 @pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "cauchy", "matern"])
 def test_seeded_sampling_is_reproducible_bit_for_bit(kernel):
-    draw = lambda seed: sk.sample_frequencies(kernel, 257, 9, bandwidth=[0.5, 2.0], generator=torch.Generator().manual_seed(seed))
+    draw = lambda seed: sk.sample_frequencies(
+        kernel, 257, 9, bandwidth=[0.5, 2.0], generator=torch.Generator().manual_seed(seed)
+    )
     assert torch.equal(draw(42), draw(42))
     assert not torch.equal(draw(42), draw(43))
 

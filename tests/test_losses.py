@@ -11,8 +11,14 @@ def test_modules_equal_their_functions(rng):
     torch.testing.assert_close(sk.NCFDLoss(alpha=0.3)(real, syn, t, rl, sl), sk.ncfd(real, syn, t, rl, sl, alpha=0.3))
     torch.testing.assert_close(sk.SDDLoss(kernel="cauchy")(real, syn, rl, sl, t=t), sk.sdd(real, syn, rl, sl, t=t))
     loss = sk.CSDMLoss([10, 5, 1], alpha_head=0.7, reduction="none")
-    torch.testing.assert_close(loss(real, syn, rl, sl, t=t), sk.csdm(real, syn, rl, sl, class_counts=[10, 5, 1], alpha_head=0.7, t=t, reduction="none"))
-    torch.testing.assert_close(sk.MMDLoss(kernel="laplacian", bandwidth=2.0)(real, syn, rl, sl), sk.mmd(real, syn, rl, sl, kernel="laplacian", bandwidth=2.0))
+    torch.testing.assert_close(
+        loss(real, syn, rl, sl, t=t),
+        sk.csdm(real, syn, rl, sl, class_counts=[10, 5, 1], alpha_head=0.7, t=t, reduction="none"),
+    )
+    torch.testing.assert_close(
+        sk.MMDLoss(kernel="laplacian", bandwidth=2.0)(real, syn, rl, sl),
+        sk.mmd(real, syn, rl, sl, kernel="laplacian", bandwidth=2.0),
+    )
 
 
 def test_sdd_loss_draws_fresh_seeded_frequencies_each_call(rng):

@@ -1,5 +1,6 @@
 """ops/precision.py: reading and setting torch's TF32 choice for CUDA matmuls through either of
 its APIs. The flags are process-wide and exist without a GPU, so this runs everywhere."""
+
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ NEW_API = hasattr(MATMUL, "fp32_precision")
 
 def _legacy_readable() -> bool:
     try:
-        MATMUL.allow_tf32
+        _ = MATMUL.allow_tf32
     except RuntimeError:
         return False
     return True

@@ -1,5 +1,6 @@
 """The recipe ingredients of the distillation driver (distill/formation.py, pool.py, the loop's
 optimiser, schedule, clamping and calibration, evaluation with CutMix) and the --recipe presets."""
+
 import json
 import os
 
@@ -15,8 +16,18 @@ from spectral_kernels.distill.loop import distill, initial_synthetic
 from spectral_kernels.distill.models import ConvNet
 from spectral_kernels.distill.pool import cache_dir, pool_key, pool_network
 
-FAST = dict(dataset="digits", ipc=2, iterations=6, width=16, batch_real=8, num_freqs=64, num_eval=0, quiet=True,
-            checkpoint_every=2, eval_epochs=2)
+FAST = dict(
+    dataset="digits",
+    ipc=2,
+    iterations=6,
+    width=16,
+    batch_real=8,
+    num_freqs=64,
+    num_eval=0,
+    quiet=True,
+    checkpoint_every=2,
+    eval_epochs=2,
+)
 RECIPE = dict(FAST, recipe="ncfm", net_pool=2, pool_epochs=1)
 
 
@@ -37,9 +48,33 @@ def test_a_recipe_sets_its_values_and_explicit_options_win(tmp_path):
 
 
 def test_the_cli_records_the_resolved_recipe_and_flags_win(tmp_path, capsys):
-    argv = ["distill", "--dataset", "digits", "--ipc", "1", "--iterations", "2", "--width", "8", "--batch-real", "4",
-            "--num-eval", "0", "--quiet", "--net-pool", "1", "--pool-epochs", "1", "--recipe", "ncfm", "--no-pool-interpolate",
-            "--eval-cutmix", "0", "--out", str(tmp_path / "run")]
+    argv = [
+        "distill",
+        "--dataset",
+        "digits",
+        "--ipc",
+        "1",
+        "--iterations",
+        "2",
+        "--width",
+        "8",
+        "--batch-real",
+        "4",
+        "--num-eval",
+        "0",
+        "--quiet",
+        "--net-pool",
+        "1",
+        "--pool-epochs",
+        "1",
+        "--recipe",
+        "ncfm",
+        "--no-pool-interpolate",
+        "--eval-cutmix",
+        "0",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert cli(argv) == 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["recipe"] == "ncfm" and saved["factor"] == 2 and saved["optimizer"] == "adamw"
@@ -64,7 +99,9 @@ def test_decoding_cuts_each_image_into_factor_squared_upsampled_tiles():
 
 
 def test_encoding_then_decoding_gives_back_smooth_images_and_gradients_flow():
-    smooth = torch.linspace(0, 1, 16).repeat(16, 1)[None, None].repeat(8, 3, 1, 1) + torch.arange(8.0)[:, None, None, None]
+    smooth = (
+        torch.linspace(0, 1, 16).repeat(16, 1)[None, None].repeat(8, 3, 1, 1) + torch.arange(8.0)[:, None, None, None]
+    )
     stored = formation.encode(smooth, 2).requires_grad_(True)
     assert stored.shape == (2, 3, 16, 16)
     decoded = formation.decode(stored, 2)

@@ -1,6 +1,7 @@
 """Orthogonal (ORF) and structured Hadamard (SORF) frequencies (spectral_kernels.structured,
 SPEC §4) and the fused op that evaluates SORF without materialising t
 (csrc/cpu/hadamard_cpu.cpp), against the dense product with the same signs and radii."""
+
 import statistics
 
 import pytest
@@ -10,7 +11,7 @@ from scipy import stats
 import spectral_kernels as sk
 from spectral_kernels.classes import class_index
 from spectral_kernels.ops.reference import ecf_sums_reference
-from spectral_kernels.structured import HadamardFrequencies, block_width, hadamard_frequencies, hadamard_matrix
+from spectral_kernels.structured import block_width, hadamard_frequencies, hadamard_matrix
 
 from .conftest import max_error, sums_and_grads
 
@@ -32,15 +33,18 @@ def _layout(n, sizes, gen):
 @pytest.mark.parametrize("dim", [1, 7, 16, 33])
 def test_orthogonal_blocks_hold_orthogonal_rows_with_radii_of_the_kernel(dim):
     gen = torch.Generator().manual_seed(dim)
-    t = sk.sample_frequencies("gaussian", 3 * dim + 2, dim, structure="orthogonal", bandwidth=2.0, generator=gen,
-                              dtype=torch.float64)
+    t = sk.sample_frequencies(
+        "gaussian", 3 * dim + 2, dim, structure="orthogonal", bandwidth=2.0, generator=gen, dtype=torch.float64
+    )
     assert t.shape == (3 * dim + 2, dim)  # the last block cut
     unit = t / t.norm(dim=1, keepdim=True)
     for b in range(3):
         block = unit[b * dim : (b + 1) * dim]
         torch.testing.assert_close(block @ block.T, torch.eye(dim, dtype=torch.float64), atol=1e-12, rtol=0)
     # 2 |t| ~ chi(d): the gaussian kernel's radius law at bandwidth 2.
-    many = sk.sample_frequencies("gaussian", 4000, dim, structure="orthogonal", bandwidth=2.0, generator=gen, dtype=torch.float64)
+    many = sk.sample_frequencies(
+        "gaussian", 4000, dim, structure="orthogonal", bandwidth=2.0, generator=gen, dtype=torch.float64
+    )
     assert stats.kstest((2 * many.norm(dim=1)).numpy(), stats.chi(dim).cdf).pvalue > 1e-3
 
 
@@ -78,8 +82,12 @@ def test_every_structure_estimates_the_exact_mmd_and_the_structured_ones_with_le
     exact = float(sk.mmd(real, syn, kernel=kernel, nu=nu, bandwidth=4.0))
     spread = {}
     for structure in ("iid", "orthogonal", "hadamard"):
-        values = [float(sk.sdd(real, syn, kernel=kernel, nu=nu, bandwidth=4.0, num_freqs=64, structure=structure,
-                               generator=gen)) for _ in range(300)]
+        values = [
+            float(
+                sk.sdd(real, syn, kernel=kernel, nu=nu, bandwidth=4.0, num_freqs=64, structure=structure, generator=gen)
+            )
+            for _ in range(300)
+        ]
         mean, std = statistics.fmean(values), statistics.stdev(values)
         z = (mean - exact) / (std / len(values) ** 0.5)
         assert abs(z) < 4.5, (structure, mean, exact, z)
@@ -116,10 +124,18 @@ def test_the_fused_op_equals_the_dense_product_with_the_same_signs_and_radii(cas
         torch.testing.assert_close(ours, want, rtol=1e-10, atol=1e-10 * max(1.0, want.abs().max().item()))
     # float32: at most twice PyTorch's own float32 error on the dense product, plus a floor.
     t32 = t.to(dtype=torch.float32)
-    got32 = sums_and_grads(lambda a, _: ops.hadamard_sums(a, t32.signs, t32.radii, index.perm, index.offsets, m),
-                           x.float(), t32.radii, grad.float())[:2]
-    base = sums_and_grads(lambda a, _: ecf_sums_reference(a, t32.dense(), index.labels, index.num_classes),
-                          x.float(), t32.radii, grad.float())[:2]
+    got32 = sums_and_grads(
+        lambda a, _: ops.hadamard_sums(a, t32.signs, t32.radii, index.perm, index.offsets, m),
+        x.float(),
+        t32.radii,
+        grad.float(),
+    )[:2]
+    base = sums_and_grads(
+        lambda a, _: ecf_sums_reference(a, t32.dense(), index.labels, index.num_classes),
+        x.float(),
+        t32.radii,
+        grad.float(),
+    )[:2]
     for ours, theirs, want in zip(got32, base, truth):
         assert max_error(ours, want) <= 2 * max_error(theirs, want) + 8e-7 * max(1.0, want.abs().max().item())
 
@@ -137,10 +153,15 @@ def test_phases_beyond_the_fast_range_take_the_full_range_sin_and_cos():
     grad = torch.randn(2, 2, m, generator=gen, dtype=torch.float64)
     truth = sums_and_grads(lambda a, _: ecf_sums_reference(a, t.dense(), index.labels, 2), x, t.radii, grad)[:2]
     t32 = t.to(dtype=torch.float32)
-    got = sums_and_grads(lambda a, _: ops.hadamard_sums(a, t32.signs, t32.radii, index.perm, index.offsets, m),
-                         x.float(), t32.radii, grad.float())[:2]
-    base = sums_and_grads(lambda a, _: ecf_sums_reference(a, t32.dense(), index.labels, 2), x.float(), t32.radii,
-                          grad.float())[:2]
+    got = sums_and_grads(
+        lambda a, _: ops.hadamard_sums(a, t32.signs, t32.radii, index.perm, index.offsets, m),
+        x.float(),
+        t32.radii,
+        grad.float(),
+    )[:2]
+    base = sums_and_grads(
+        lambda a, _: ecf_sums_reference(a, t32.dense(), index.labels, 2), x.float(), t32.radii, grad.float()
+    )[:2]
     for ours, theirs, want in zip(got, base, truth):
         assert torch.isfinite(ours).all()
         assert max_error(ours, want) <= 2 * max_error(theirs, want) + 1e-6 * max(1.0, want.abs().max().item())
@@ -178,7 +199,9 @@ def test_gradcheck_opcheck_and_double_backward_of_the_fused_op():
     assert torch.autograd.gradgradcheck(fn, (x,))
     torch.library.opcheck(ops.hadamard_sums.default, (x, t.signs, t.radii, index.perm, index.offsets, 10))
     grad = torch.randn(3, 2, 10, generator=gen, dtype=torch.float64)
-    torch.library.opcheck(ops.hadamard_sums_grad_x.default, (grad, x.detach(), t.signs, t.radii, index.perm, index.offsets, 10))
+    torch.library.opcheck(
+        ops.hadamard_sums_grad_x.default, (grad, x.detach(), t.signs, t.radii, index.perm, index.offsets, 10)
+    )
 
 
 TRITON_CASES = [  # block widths 16 (one product), 64, and 256 = 16 x 16 (the two-product transform)
@@ -198,20 +221,34 @@ def test_the_triton_op_equals_the_dense_product_with_the_same_signs_and_radii(ca
     t = hadamard_frequencies("gaussian", m, d, bandwidth=0.7, generator=gen, dtype=torch.float64)
     index = _layout(n, sizes, gen)
     grad = torch.randn(index.num_classes, 2, m, generator=gen, dtype=torch.float64)
-    truth = sums_and_grads(lambda a, _: ecf_sums_reference(a, t.dense(), index.labels, index.num_classes), x, t.radii, grad)[:2]
+    truth = sums_and_grads(
+        lambda a, _: ecf_sums_reference(a, t.dense(), index.labels, index.num_classes), x, t.radii, grad
+    )[:2]
     t32 = t.to(dtype=torch.float32)
-    got = sums_and_grads(lambda a, _: ops.hadamard_sums_triton(a, t32.signs, t32.radii, index.perm, index.offsets, m, "ieee"),
-                         x.float(), t32.radii, grad.float())[:2]
-    base = sums_and_grads(lambda a, _: ecf_sums_reference(a, t32.dense(), index.labels, index.num_classes),
-                          x.float(), t32.radii, grad.float())[:2]
+    got = sums_and_grads(
+        lambda a, _: ops.hadamard_sums_triton(a, t32.signs, t32.radii, index.perm, index.offsets, m, "ieee"),
+        x.float(),
+        t32.radii,
+        grad.float(),
+    )[:2]
+    base = sums_and_grads(
+        lambda a, _: ecf_sums_reference(a, t32.dense(), index.labels, index.num_classes),
+        x.float(),
+        t32.radii,
+        grad.float(),
+    )[:2]
     # Three float32 transforms (and, for dx, three more) round more often than one dense product:
     # within 4x PyTorch's float32 error on the dense form, plus a floor of 2e-6 relative.
     for ours, theirs, want in zip(got, base, truth):
         assert max_error(ours, want) <= 4 * max_error(theirs, want) + 2e-6 * max(1.0, want.abs().max().item())
     # The public route: backend="triton" takes HadamardFrequencies to this op.
-    loss = sk.sdd(x[: n // 2].float(), x[n // 2:].float(), None, None, t=t32, backend="triton")
-    torch.testing.assert_close(loss, sk.sdd(x[: n // 2].float(), x[n // 2:].float(), None, None, t=t32.dense(),
-                                            backend="reference"), rtol=1e-4, atol=1e-6)
+    loss = sk.sdd(x[: n // 2].float(), x[n // 2 :].float(), None, None, t=t32, backend="triton")
+    torch.testing.assert_close(
+        loss,
+        sk.sdd(x[: n // 2].float(), x[n // 2 :].float(), None, None, t=t32.dense(), backend="reference"),
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 @needs_triton

@@ -1,6 +1,7 @@
 import torch
 
-from spectral_kernels.terms import amplitude_phase, modulus, safe_sqrt
+from spectral_kernels.safe_math import safe_sqrt
+from spectral_kernels.terms import amplitude_phase, modulus
 
 
 def test_amplitude_plus_phase_equals_squared_difference(rng):

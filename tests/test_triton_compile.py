@@ -1,6 +1,7 @@
 """Compile the Triton kernels for Hopper (sm_90) without a GPU and check the machine code: the
 interpreter never compiles, so a kernel that fails to build, misses the tensor cores or spills
 in its inner loop would otherwise go unnoticed until a GPU run."""
+
 import json
 import os
 import pathlib
@@ -21,7 +22,9 @@ def test_triton_kernels_compile_for_hopper_use_tensor_cores_and_keep_the_k_loop_
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     # The script must compile this checkout's kernels, whatever else the environment can import.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    out = subprocess.run([sys.executable, str(SCRIPT), "--json", "--quick"], capture_output=True, text=True, env=env, timeout=900)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--json", "--quick"], capture_output=True, text=True, env=env, timeout=900
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     # forward and weight kernels: 4 float32-accumulating variants x 2 sin/cos modes + float64; the class

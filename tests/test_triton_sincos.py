@@ -1,5 +1,6 @@
 """The Triton epilogue's sin/cos (ops/triton_ecf.py) against float64, on both of its paths: the
 shared Cody-Waite reduction, and libdevice for tiles that hold a phase beyond 8192."""
+
 import pytest
 import torch
 
@@ -38,7 +39,9 @@ def _run(phases: torch.Tensor, mode: str):
 def test_sincos_is_accurate_to_a_few_ulp_on_every_path(mode, bound):
     gen = torch.Generator().manual_seed(int(bound))
     phases = (torch.rand(8 * TILE * TILE, generator=gen, dtype=torch.float64) * 2 - 1) * bound
-    phases[:4] = torch.tensor([0.0, bound, -bound, 0.5 * torch.pi * round(bound / torch.pi)])  # edges, a multiple of pi/2
+    phases[:4] = torch.tensor(
+        [0.0, bound, -bound, 0.5 * torch.pi * round(bound / torch.pi)]
+    )  # edges, a multiple of pi/2
     err_sin, err_cos = _run(phases, mode)
     # float32 sin/cos of 1-ulp-correct implementations land within 6e-8 of the float64 value.
     assert err_sin.max() < 1.5e-7 and err_cos.max() < 1.5e-7, (err_sin.max(), err_cos.max())

@@ -2,6 +2,7 @@
 not create, crashing, running code from a file, returning a silent wrong number. Each test
 reproduces the original symptom (it fails on the code before the fix). The catalogue of bad
 inputs and their one-line errors is tests/test_bad_input.py."""
+
 import fcntl
 import json
 import os
@@ -20,7 +21,6 @@ from spectral_kernels.distill.config import DistillConfig
 from spectral_kernels.distill.evaluate import evaluate_run
 from spectral_kernels.distill.files import RunFileError
 from spectral_kernels.distill.loop import distill
-from spectral_kernels.ops.reference import ecf_sums_reference
 
 from .conftest import CLI_SCRIPT, FAST_CLI, FUSED_BACKENDS, assert_one_line_error, run_cli
 
@@ -52,7 +52,9 @@ def test_overwrite_checks_every_option_before_removing_the_old_run(tmp_path):
     run = tmp_path / "run"
     assert run_cli("distill", *FAST_CLI, "--out", run).returncode == 0
     files = {p.name: p.read_bytes() for p in run.iterdir()}
-    proc = run_cli("distill", *FAST_CLI, "--dataset", "cifar10", "--data-root", tmp_path / "nowhere", "--out", run, "--overwrite")
+    proc = run_cli(
+        "distill", *FAST_CLI, "--dataset", "cifar10", "--data-root", tmp_path / "nowhere", "--out", run, "--overwrite"
+    )
     assert_one_line_error(proc, "does not exist")
     assert {p.name: p.read_bytes() for p in run.iterdir()} == files
 
@@ -68,8 +70,23 @@ def test_overwrite_replaces_a_run_but_keeps_files_the_run_did_not_write(tmp_path
 
 
 def _start_long_run(run, *extra):
-    return subprocess.Popen([CLI_SCRIPT, "distill", *FAST_CLI, "--iterations", "100000", "--checkpoint-every", "1", "--out", str(run),
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            CLI_SCRIPT,
+            "distill",
+            *FAST_CLI,
+            "--iterations",
+            "100000",
+            "--checkpoint-every",
+            "1",
+            "--out",
+            str(run),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(path, proc, timeout=120):
@@ -87,7 +104,9 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(tmp_path):
     try:
         _wait_for(run / "checkpoint.pt", first)
         for flag in ("--overwrite", "--resume"):
-            assert_one_line_error(run_cli("distill", *FAST_CLI, "--out", run, flag), "in use by another", f"pid {first.pid}")
+            assert_one_line_error(
+                run_cli("distill", *FAST_CLI, "--out", run, flag), "in use by another", f"pid {first.pid}"
+            )
         assert first.poll() is None  # undisturbed
     finally:
         first.kill()
@@ -135,8 +154,10 @@ def test_the_cpu_op_refuses_a_perm_that_is_not_a_permutation():
     """Was: a duplicated row was accepted and gave wrong gradients (two threads wrote one row)."""
     x, t = torch.randn(6, 3), torch.randn(4, 3)
     perm, offsets = torch.tensor([0, 1, 2, 3, 4, 4]), torch.tensor([0, 3, 6])
-    for call in (lambda: torch.ops.spectral_kernels.ecf_sums(x, t, perm, offsets, "ieee"),
-                 lambda: torch.ops.spectral_kernels.ecf_sums_grad_x(torch.ones(2, 2, 4), x, t, perm, offsets, "ieee")):
+    for call in (
+        lambda: torch.ops.spectral_kernels.ecf_sums(x, t, perm, offsets, "ieee"),
+        lambda: torch.ops.spectral_kernels.ecf_sums_grad_x(torch.ones(2, 2, 4), x, t, perm, offsets, "ieee"),
+    ):
         with pytest.raises(ValueError, match=r"perm must be a permutation.*perm\[4\] = perm\[5\] = 4"):
             call()
 
@@ -162,7 +183,7 @@ def test_the_triton_kernels_stay_in_bounds_whatever_perm_and_offsets_hold():
     bad_layouts = [
         (torch.tensor([0] * 40), torch.tensor([0, 10, 30, 40])),  # every entry the same row
         (torch.arange(40) * 1000 - 7, torch.tensor([0, 10, 30, 40])),  # rows far out of range
-        (torch.arange(40), torch.tensor([5, -10**9, 10**12, 3])),  # offsets anything but a CSR index
+        (torch.arange(40), torch.tensor([5, -(10**9), 10**12, 3])),  # offsets anything but a CSR index
     ]
     for perm, offsets in bad_layouts:
         sums = triton_ecf._forward(x, t, perm, offsets, "ieee")
@@ -188,8 +209,22 @@ class _RunsCode:
 
 
 def _fast_config(out, **kw):
-    return DistillConfig(**{**dict(dataset="digits", ipc=1, iterations=4, width=8, batch_real=4, num_eval=0, quiet=True,
-                                   checkpoint_every=2, out=str(out)), **kw})
+    return DistillConfig(
+        **{
+            **dict(
+                dataset="digits",
+                ipc=1,
+                iterations=4,
+                width=8,
+                batch_real=4,
+                num_eval=0,
+                quiet=True,
+                checkpoint_every=2,
+                out=str(out),
+            ),
+            **kw,
+        }
+    )
 
 
 @pytest.mark.parametrize("target", ["checkpoint.pt", "synthetic.pt", "net_pool.pt"])
@@ -225,9 +260,19 @@ def test_a_nan_frequency_is_an_error_not_a_dropped_term():
     """Was: NCFD quietly dropped a NaN frequency (safe_sqrt(NaN) = 0) and returned a plausible value."""
     real, syn, t = torch.randn(30, 4), torch.randn(12, 4) + 0.3, torch.randn(16, 4)
     t[3, 1] = float("nan")
-    for call in (lambda **kw: sk.ncfd(real, syn, t, **kw), lambda **kw: sk.sdd(real, syn, t=t, **kw),
-                 lambda **kw: sk.csdm(real, syn, torch.zeros(30, dtype=torch.long), torch.zeros(12, dtype=torch.long),
-                                      class_counts=[30], t=t, **kw)):
+    for call in (
+        lambda **kw: sk.ncfd(real, syn, t, **kw),
+        lambda **kw: sk.sdd(real, syn, t=t, **kw),
+        lambda **kw: sk.csdm(
+            real,
+            syn,
+            torch.zeros(30, dtype=torch.long),
+            torch.zeros(12, dtype=torch.long),
+            class_counts=[30],
+            t=t,
+            **kw,
+        ),
+    ):
         with pytest.raises(ValueError, match=r"t contains a non-finite value \(nan at index \(3, 1\)\)"):
             call()
         assert torch.isnan(call(check_finite=False))  # unchecked: NaN shows, never a number
@@ -243,13 +288,16 @@ def test_nan_features_never_score_a_perfect_match():
     assert torch.isnan(compiled(real, syn, t))
 
 
-@pytest.mark.parametrize("kwargs,dtype,words", [
-    (dict(bandwidth=1e-40), torch.float32, ["bandwidth=1e-40", "largest finite", "4.7e-38"]),
-    (dict(bandwidth=1e40), torch.float32, ["bandwidth=1e+40", "round to 0", "8.51e+37"]),
-    (dict(bandwidth=1e-4), torch.float16, ["bandwidth=0.0001", "float16"]),
-    (dict(kernel="matern", nu=0.005), torch.float32, ["matern", "heavy", "larger nu"]),
-    (dict(kernel="laplacian", bandwidth=1e-36), torch.float32, ["laplacian", "Cauchy"]),
-])
+@pytest.mark.parametrize(
+    "kwargs,dtype,words",
+    [
+        (dict(bandwidth=1e-40), torch.float32, ["bandwidth=1e-40", "largest finite", "4.7e-38"]),
+        (dict(bandwidth=1e40), torch.float32, ["bandwidth=1e+40", "round to 0", "8.51e+37"]),
+        (dict(bandwidth=1e-4), torch.float16, ["bandwidth=0.0001", "float16"]),
+        (dict(kernel="matern", nu=0.005), torch.float32, ["matern", "heavy", "larger nu"]),
+        (dict(kernel="laplacian", bandwidth=1e-36), torch.float32, ["laplacian", "Cauchy"]),
+    ],
+)
 def test_frequencies_that_would_not_be_finite_are_refused_with_the_limit(kwargs, dtype, words):
     """Was: valid-looking arguments drew infinite (or all-zero) frequencies, then NaN or a zero loss."""
     kwargs = dict(kwargs)
@@ -259,8 +307,15 @@ def test_frequencies_that_would_not_be_finite_are_refused_with_the_limit(kwargs,
     assert all(w in str(info.value) for w in words), str(info.value)
     real, syn = torch.randn(20, 3, dtype=dtype), torch.randn(8, 3, dtype=dtype)
     with pytest.raises(ValueError):  # and so do the discrepancies that draw them
-        sk.sdd(real, syn, kernel=kernel, num_freqs=4096, generator=torch.Generator().manual_seed(0), backend="reference",
-               **kwargs)
+        sk.sdd(
+            real,
+            syn,
+            kernel=kernel,
+            num_freqs=4096,
+            generator=torch.Generator().manual_seed(0),
+            backend="reference",
+            **kwargs,
+        )
 
 
 def test_the_frequency_sampler_refuses_scales_its_dtype_cannot_hold():
@@ -357,8 +412,20 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_checkpoint(tmp_path):
     """A learning rate that blows the images up: one line naming the loss and --lr, exit 2, and
     the checkpoint written before it stays loadable."""
     run = tmp_path / "run"
-    proc = run_cli("distill", *FAST_CLI, "--iterations", "50", "--checkpoint-every", "1", "--lr", "1e30", "--method", "mmd",
-                   "--out", run)
+    proc = run_cli(
+        "distill",
+        *FAST_CLI,
+        "--iterations",
+        "50",
+        "--checkpoint-every",
+        "1",
+        "--lr",
+        "1e30",
+        "--method",
+        "mmd",
+        "--out",
+        run,
+    )
     assert_one_line_error(proc, "iteration", "non-finite", "--lr")
     assert not (run / "synthetic.pt").exists()
     if (run / "checkpoint.pt").exists():

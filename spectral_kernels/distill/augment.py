@@ -1,6 +1,7 @@
 """Siamese differentiable augmentation (after DSA): one random transform, drawn from a seed,
 applied identically to the real and the synthetic batch, and differentiable in the images so
 the synthetic ones learn through it."""
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,9 @@ def siamese_augment(x: torch.Tensor, seed: int, strategy=STRATEGY) -> torch.Tens
         theta[0, 0], theta[1, 1] = u(0.8, 1.2), u(0.8, 1.2)
     if "rotate" in strategy:
         angle = u(-15.0, 15.0) * math.pi / 180.0
-        rotation = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=x.dtype)
+        rotation = torch.tensor(
+            [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=x.dtype
+        )
         theta[:, :2] = rotation @ theta[:, :2]
     if "crop" in strategy:
         theta[0, 2], theta[1, 2] = u(-0.25, 0.25), u(-0.25, 0.25)  # translate by up to 1/8 of the image

@@ -7,6 +7,7 @@ its declared type first (a bool is a bool: the string "false" is refused, not re
 then its range. Integer options have upper limits so that a typo such as --ipc 1000000000
 is an error message, not an attempt to allocate terabytes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,9 +58,21 @@ EVAL_SCHEDULES = {"half": ((0.5,), 0.1), "steps": ((0.2, 0.4, 0.6, 0.8), 0.5)}
 # a step schedule and CutMix. Which of them help here is measured (benchmarks/bench_recipe.py).
 RECIPES = {
     "thin": {},
-    "ncfm": dict(net_pool=5, pool_epochs=60, pool_interpolate=True, factor=2, calib_weight=1.0, optimizer="adamw", lr=1e-3,
-                 weight_decay=5e-4, lr_schedule="plateau", clamp_pixels=True, eval_optimizer="adamw", eval_schedule="steps",
-                 eval_cutmix=0.5),
+    "ncfm": dict(
+        net_pool=5,
+        pool_epochs=60,
+        pool_interpolate=True,
+        factor=2,
+        calib_weight=1.0,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=5e-4,
+        lr_schedule="plateau",
+        clamp_pixels=True,
+        eval_optimizer="adamw",
+        eval_schedule="steps",
+        eval_cutmix=0.5,
+    ),
 }
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
@@ -111,9 +124,9 @@ class DistillConfig:
     # directory may have been moved or be named by another path).
     RESUMABLE_CHANGES = ("num_eval", "eval_epochs", "quiet", "device", "checkpoint_every", "out")
 
-    def validate(self, *, check_device: bool = True) -> "DistillConfig":
+    def validate(self, *, check_device: bool = True) -> DistillConfig:
         """Check every option's type, then its range; returns self. Raises ConfigError.
-        check_device=False accepts a CUDA device this machine lacks (a stored config read
+        check_device=False accepts a CUDA device that is not present (a stored config read
         back on another machine, for evaluation on the CPU)."""
         for field, hint in typing.get_type_hints(type(self)).items():
             if field in {f.name for f in dataclasses.fields(self)}:
@@ -125,39 +138,68 @@ class DistillConfig:
 
         check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         check(self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        check(self.kernel in SPECTRAL_KERNELS, f"unknown kernel {self.kernel!r}; choose one of {', '.join(SPECTRAL_KERNELS)}")
-        check(self.head_rule in HEAD_RULES, f"unknown head rule {self.head_rule!r}; choose one of {', '.join(HEAD_RULES)}")
-        for name, allowed in (("recipe", tuple(RECIPES)), ("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
-                              ("frequencies", STRUCTURES),
-                              ("eval_optimizer", EVAL_OPTIMIZERS), ("eval_schedule", tuple(EVAL_SCHEDULES))):
-            check(getattr(self, name) in allowed, f"{flag(name)} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        check(
+            self.kernel in SPECTRAL_KERNELS,
+            f"unknown kernel {self.kernel!r}; choose one of {', '.join(SPECTRAL_KERNELS)}",
+        )
+        check(
+            self.head_rule in HEAD_RULES, f"unknown head rule {self.head_rule!r}; choose one of {', '.join(HEAD_RULES)}"
+        )
+        for name, allowed in (
+            ("recipe", tuple(RECIPES)),
+            ("optimizer", OPTIMIZERS),
+            ("lr_schedule", LR_SCHEDULES),
+            ("frequencies", STRUCTURES),
+            ("eval_optimizer", EVAL_OPTIMIZERS),
+            ("eval_schedule", tuple(EVAL_SCHEDULES)),
+        ):
+            check(
+                getattr(self, name) in allowed,
+                f"{flag(name)} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}",
+            )
         for name, (low, high) in INT_LIMITS.items():
             value = getattr(self, name)
             check(low <= value <= high, f"{flag(name)} must be an integer in [{low}, {high}], got {value}")
-        check(self.imbalance is None or (math.isfinite(self.imbalance) and self.imbalance >= 1),
-              f"--imbalance must be a finite number >= 1 (n_max / n_min), got {self.imbalance}")
-        check(self.bandwidth is None or (math.isfinite(self.bandwidth) and self.bandwidth > 0),
-              f"--bandwidth must be a finite number > 0, got {self.bandwidth}")
+        check(
+            self.imbalance is None or (math.isfinite(self.imbalance) and self.imbalance >= 1),
+            f"--imbalance must be a finite number >= 1 (n_max / n_min), got {self.imbalance}",
+        )
+        check(
+            self.bandwidth is None or (math.isfinite(self.bandwidth) and self.bandwidth > 0),
+            f"--bandwidth must be a finite number > 0, got {self.bandwidth}",
+        )
         if self.bandwidth is not None:  # frequencies are drawn in float32: refuse what it cannot hold, now
             low, high = (1.0 / v for v in reversed(frequency_scale_limits(torch.float32)))
-            check(low <= self.bandwidth <= high, f"--bandwidth {self.bandwidth} gives frequencies float32 cannot hold; "
-                                                 f"use a bandwidth in [{low:.3g}, {high:.3g}]")
+            check(
+                low <= self.bandwidth <= high,
+                f"--bandwidth {self.bandwidth} gives frequencies float32 cannot hold; "
+                f"use a bandwidth in [{low:.3g}, {high:.3g}]",
+            )
         check(0.0 <= self.alpha_head <= 1.0, f"--alpha-head must lie in [0, 1], got {self.alpha_head}")
         check(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a finite number > 0, got {self.lr}")
         for name in ("calib_weight", "weight_decay"):
             value = getattr(self, name)
             check(math.isfinite(value) and value >= 0, f"{flag(name)} must be a finite number >= 0, got {value}")
         check(0.0 <= self.eval_cutmix <= 1.0, f"--eval-cutmix is a probability in [0, 1], got {self.eval_cutmix}")
-        check(self.frequencies == "iid" or self.method == "ncfm" or self.kernel in RADIAL_KERNELS,
-              f"--frequencies {self.frequencies} needs a radial kernel (gaussian, matern), got --kernel {self.kernel}")
-        check(self.frequencies == "iid" or not (self.method == "ncfm" and self.learned_sampler),
-              "--frequencies applies to drawn frequencies; the learned sampler makes its own")
+        check(
+            self.frequencies == "iid" or self.method == "ncfm" or self.kernel in RADIAL_KERNELS,
+            f"--frequencies {self.frequencies} needs a radial kernel (gaussian, matern), got --kernel {self.kernel}",
+        )
+        check(
+            self.frequencies == "iid" or not (self.method == "ncfm" and self.learned_sampler),
+            "--frequencies applies to drawn frequencies; the learned sampler makes its own",
+        )
         if self.net_pool == 0:
-            check(self.calib_weight == 0, f"--calib-weight {self.calib_weight} needs trained networks: set --net-pool >= 1")
+            check(
+                self.calib_weight == 0,
+                f"--calib-weight {self.calib_weight} needs trained networks: set --net-pool >= 1",
+            )
             check(not self.pool_interpolate, "--pool-interpolate needs trained networks: set --net-pool >= 1")
         check(self.out != "" and "\0" not in self.out, f"--out must name a directory, got {self.out!r}")
-        check(self.data_root is None or (self.data_root != "" and "\0" not in self.data_root),
-              f"--data-root must name a folder, got {self.data_root!r}")
+        check(
+            self.data_root is None or (self.data_root != "" and "\0" not in self.data_root),
+            f"--data-root must name a folder, got {self.data_root!r}",
+        )
         check(_DEVICE.fullmatch(self.device) is not None, f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
         if self.device.startswith("cuda") and check_device:
             check(torch.cuda.is_available(), f"--device {self.device}: no CUDA device is available")
@@ -170,7 +212,7 @@ class DistillConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "DistillConfig":
+    def from_dict(cls, values: dict) -> DistillConfig:
         """A config from option names to values (dashes or underscores), on top of the values of
         its recipe (values["recipe"], default "thin"); types and ranges are checked by
         validate(). Constructing DistillConfig directly applies no recipe."""
@@ -201,8 +243,10 @@ def _typed(name: str, value, hint):
         str: isinstance(value, str),
     }[base]
     if not ok:
-        raise ConfigError(f"{flag(name)} must be {_KIND[base]}{' or null' if optional else ''}, "
-                          f"got {value!r} (a {type(value).__name__})")
+        raise ConfigError(
+            f"{flag(name)} must be {_KIND[base]}{' or null' if optional else ''}, "
+            f"got {value!r} (a {type(value).__name__})"
+        )
     if base is float:
         try:
             return float(value)

@@ -8,6 +8,7 @@ n_c = floor(n_max * imbalance^(-c / (C - 1))) images of class c (fixed seed); te
 balanced. Pickled files are read with a restricted unpickler that only rebuilds numpy arrays,
 so a tampered data file cannot run code.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -81,8 +82,17 @@ def _unpickle(raw: bytes):
 
 
 # What reading a damaged or foreign data file can raise: each becomes a one-line DataError.
-_READ_ERRORS = (pickle.UnpicklingError, EOFError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,
-                RuntimeError)
+_READ_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    RuntimeError,
+)
 
 
 def _reason(error: BaseException) -> str:
@@ -136,8 +146,10 @@ def _animals():
         if x.ndim != 4 or x.shape[0] != y.shape[0]:
             raise ValueError(f"images of shape {x.shape[1:]} and {y.shape[0]} labels")
     except _READ_ERRORS as error:
-        raise DataError(f"animals: the data files under {folder} are damaged ({_reason(error)}); "
-                        "reinstall with pip install --no-deps --force-reinstall animal-mnist==0.4") from None
+        raise DataError(
+            f"animals: the data files under {folder} are damaged ({_reason(error)}); "
+            "reinstall with pip install --no-deps --force-reinstall animal-mnist==0.4"
+        ) from None
     return _stratified_split(x, y, 0.2, seed=0)
 
 
@@ -147,7 +159,9 @@ def _cifar(root: Path | None, which: str):
         "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
     }[which]
     if root is None:
-        raise DataError(f"{which} needs --data-root pointing at a folder that holds {folder_name}/ (torchvision's python format)")
+        raise DataError(
+            f"{which} needs --data-root pointing at a folder that holds {folder_name}/ (torchvision's python format)"
+        )
     folder = Path(root) / folder_name
     missing = [f for f in train_files + test_files if not (folder / f).is_file()]
     if missing:
@@ -167,7 +181,9 @@ def _cifar(root: Path | None, which: str):
                 if xs[-1].shape[0] != ys[-1].shape[0] or (ys[-1].size and ys[-1].min() < 0):
                     raise ValueError(f"{xs[-1].shape[0]} images but {ys[-1].shape[0]} labels, or a negative label")
             except _READ_ERRORS as error:
-                raise DataError(f"{which}: {folder / name} is damaged or not a CIFAR batch ({_reason(error)})") from None
+                raise DataError(
+                    f"{which}: {folder / name} is damaged or not a CIFAR batch ({_reason(error)})"
+                ) from None
         return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
 
     return (*read(train_files), *read(test_files))
@@ -175,20 +191,27 @@ def _cifar(root: Path | None, which: str):
 
 def _imagefolder(root: Path | None, image_size: int):
     if root is None:
-        raise DataError("imagefolder needs --data-root: a folder with one subfolder of images per class (or train/ and test/ of those)")
+        raise DataError(
+            "imagefolder needs --data-root: a folder with one subfolder of images per class (or train/ and test/ of "
+            "those)"
+        )
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"imagefolder: --data-root {root} is not a folder")
-    transform = v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)])
+    transform = v2.Compose(
+        [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
+    )
 
     def read(folder):
         try:
             data = ImageFolder(str(folder), transform=transform)
         except (FileNotFoundError, OSError) as error:
-            raise DataError(f"imagefolder: {folder} is not a folder of class folders holding images ({_reason(error)})") from None
+            raise DataError(
+                f"imagefolder: {folder} is not a folder of class folders holding images ({_reason(error)})"
+            ) from None
         if len(data) == 0:
             raise DataError(f"imagefolder: no images under {folder}")
         samples = []
@@ -204,8 +227,10 @@ def _imagefolder(root: Path | None, image_size: int):
         train_x, train_y, train_classes = read(root / "train")
         test_x, test_y, test_classes = read(root / "test")
         if train_classes != test_classes:
-            raise DataError(f"imagefolder: {root}/train and {root}/test must hold the same class folders, "
-                            f"got {train_classes[:5]}... and {test_classes[:5]}...")
+            raise DataError(
+                f"imagefolder: {root}/train and {root}/test must hold the same class folders, "
+                f"got {train_classes[:5]}... and {test_classes[:5]}..."
+            )
         return train_x, train_y, test_x, test_y, tuple(train_classes)
     x, y, classes = read(root)
     return (*_stratified_split(x, y, 0.2, seed=0), tuple(classes))
@@ -215,11 +240,21 @@ def long_tail_counts(counts: np.ndarray, imbalance: float) -> np.ndarray:
     """n_c = floor(n_max * imbalance^(-c / (C - 1))), capped by the images class c has."""
     num_classes = len(counts)
     n_max = counts.max()
-    target = [math.floor(n_max * imbalance ** (-c / (num_classes - 1))) if num_classes > 1 else n_max for c in range(num_classes)]
+    target = [
+        math.floor(n_max * imbalance ** (-c / (num_classes - 1))) if num_classes > 1 else n_max
+        for c in range(num_classes)
+    ]
     return np.minimum(np.asarray(target), counts)
 
 
-def load_dataset(name: str, *, data_root: str | Path | None = None, imbalance: float | None = None, image_size: int = 32, seed: int = 0) -> ImageDataset:
+def load_dataset(
+    name: str,
+    *,
+    data_root: str | Path | None = None,
+    imbalance: float | None = None,
+    image_size: int = 32,
+    seed: int = 0,
+) -> ImageDataset:
     """Load `name` (one of DATASETS). `imbalance` >= 1 makes the training set long-tailed
     (default 10 for the -lt names, 1 otherwise). Raises DataError with what to do."""
     if name not in DATASETS:
@@ -262,5 +297,14 @@ def load_dataset(name: str, *, data_root: str | Path | None = None, imbalance: f
     std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
     norm = lambda x: (x - mean[None, :, None, None]) / std[None, :, None, None]
     names = tuple(class_names[:num_classes]) + tuple(str(c) for c in range(len(class_names), num_classes))
-    return ImageDataset(name, norm(train_x), torch.from_numpy(train_y), norm(test_x), torch.from_numpy(test_y), num_classes, mean, std,
-                        names)
+    return ImageDataset(
+        name,
+        norm(train_x),
+        torch.from_numpy(train_y),
+        norm(test_x),
+        torch.from_numpy(test_y),
+        num_classes,
+        mean,
+        std,
+        names,
+    )

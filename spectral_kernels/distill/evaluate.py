@@ -7,6 +7,7 @@ epochs; "steps": x0.5 at each fifth, NCFM's), the Siamese augmentation drawn per
 with probability --eval-cutmix, CutMix (a box of a shuffled batch pasted in, lambda ~ U(0, 1)
 as Beta(1, 1), the loss weighted by area). A multi-formation set is decoded first.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,20 @@ def cutmix(x: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, prob: fl
     return mixed, labels, labels[perm], 1.0 - (y2 - y1) * (x2 - x1) / (h * w)
 
 
-def train_convnet(images, labels, dataset: ImageDataset, *, seed: int, epochs: int, width: int, optimizer: str = "sgd",
-                  milestones=(0.5,), gamma: float = 0.1, cutmix_prob: float = 0.0, batch_size: int = 256) -> ConvNet:
+def train_convnet(
+    images,
+    labels,
+    dataset: ImageDataset,
+    *,
+    seed: int,
+    epochs: int,
+    width: int,
+    optimizer: str = "sgd",
+    milestones=(0.5,),
+    gamma: float = 0.1,
+    cutmix_prob: float = 0.0,
+    batch_size: int = 256,
+) -> ConvNet:
     """A fresh ConvNet trained on (images, labels): SGD (lr 0.01, momentum 0.9, wd 5e-4) or AdamW
     (lr 1e-3, wd 0.01), the learning rate times `gamma` at each fraction of the epochs in
     `milestones`, the Siamese augmentation per batch, then CutMix with probability cutmix_prob."""
@@ -66,7 +79,11 @@ def train_convnet(images, labels, dataset: ImageDataset, *, seed: int, epochs: i
             x = siamese_augment(images[idx], int(torch.randint(2**62, (1,), generator=gen)))
             x, y_a, y_b, lam = cutmix(x, labels[idx], gen, cutmix_prob)
             logits = net(x)
-            loss = F.cross_entropy(logits, y_a) if lam == 1.0 else lam * F.cross_entropy(logits, y_a) + (1 - lam) * F.cross_entropy(logits, y_b)
+            loss = (
+                F.cross_entropy(logits, y_a)
+                if lam == 1.0
+                else lam * F.cross_entropy(logits, y_a) + (1 - lam) * F.cross_entropy(logits, y_b)
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -96,9 +113,17 @@ def load_synthetic(path: Path) -> dict:
     the run's config (validated as a DistillConfig), mean and std (channels,)."""
     saved = load_torch_file(path, "synthetic set")
     keys = {"images", "labels", "config", "mean", "std"}
-    expect(isinstance(saved, dict) and keys <= set(saved), path, f"not a synthetic set (expected a dict with {sorted(keys)})")
+    expect(
+        isinstance(saved, dict) and keys <= set(saved),
+        path,
+        f"not a synthetic set (expected a dict with {sorted(keys)})",
+    )
     images = expect_tensor(path, "images", saved["images"], floating=True)
-    expect(images.dim() == 4 and images.shape[0] >= 1, path, f"images must have shape (K, channels, H, W), got {tuple(images.shape)}")
+    expect(
+        images.dim() == 4 and images.shape[0] >= 1,
+        path,
+        f"images must have shape (K, channels, H, W), got {tuple(images.shape)}",
+    )
     labels = expect_tensor(path, "labels", saved["labels"], shape=(images.shape[0],), floating=False)
     for name in ("mean", "std"):
         expect_tensor(path, name, saved[name], shape=(images.shape[1],), floating=True)
@@ -110,8 +135,14 @@ def load_synthetic(path: Path) -> dict:
     return saved
 
 
-def evaluate_run(run: str | Path, *, num_eval: int = 3, epochs: int | None = None, dataset: ImageDataset | None = None,
-                 locked: bool = False) -> dict:
+def evaluate_run(
+    run: str | Path,
+    *,
+    num_eval: int = 3,
+    epochs: int | None = None,
+    dataset: ImageDataset | None = None,
+    locked: bool = False,
+) -> dict:
     """Evaluate run/synthetic.pt; appends an "eval" row to metrics.jsonl and writes eval.json.
 
     Holds the run's lock while it works (unless the caller, the distillation itself, holds it:
@@ -120,7 +151,9 @@ def evaluate_run(run: str | Path, *, num_eval: int = 3, epochs: int | None = Non
     """
     run = Path(run)
     for name, value, low in (("num_eval", num_eval, 1), ("epochs", epochs, 1)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1_000_000):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1_000_000
+        ):
             raise ConfigError(f"--{name.replace('_', '-')} must be an integer in [{low}, 1000000], got {value!r}")
     if not locked:
         saved_config(run)  # only a run directory is locked and written into
@@ -133,23 +166,46 @@ def evaluate_run(run: str | Path, *, num_eval: int = 3, epochs: int | None = Non
         if dataset is None:
             dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, imbalance=cfg.imbalance, seed=cfg.seed)
         images, labels = saved["images"], saved["labels"]
-        expect(images.shape[0] == dataset.num_classes * cfg.ipc, run / "synthetic.pt",
-               f"{images.shape[0]} images, but the run's {dataset.num_classes} classes x IPC {cfg.ipc} make "
-               f"{dataset.num_classes * cfg.ipc}")
+        expect(
+            images.shape[0] == dataset.num_classes * cfg.ipc,
+            run / "synthetic.pt",
+            f"{images.shape[0]} images, but the run's {dataset.num_classes} classes x IPC {cfg.ipc} make "
+            f"{dataset.num_classes * cfg.ipc}",
+        )
         images = images.float()
-        expect(tuple(images.shape[1:]) == dataset.image_shape, run / "synthetic.pt",
-               f"images of shape {tuple(images.shape[1:])} do not match the dataset's {dataset.image_shape}")
-        expect(int(labels.min()) >= 0 and int(labels.max()) < dataset.num_classes, run / "synthetic.pt",
-               f"labels must lie in [0, {dataset.num_classes}), got {int(labels.min())}..{int(labels.max())}")
+        expect(
+            tuple(images.shape[1:]) == dataset.image_shape,
+            run / "synthetic.pt",
+            f"images of shape {tuple(images.shape[1:])} do not match the dataset's {dataset.image_shape}",
+        )
+        expect(
+            int(labels.min()) >= 0 and int(labels.max()) < dataset.num_classes,
+            run / "synthetic.pt",
+            f"labels must lie in [0, {dataset.num_classes}), got {int(labels.min())}..{int(labels.max())}",
+        )
         epochs = cfg.eval_epochs if epochs is None else epochs
         images, labels = formation.decode(images, cfg.factor), formation.decoded_labels(labels, cfg.factor)
         began = time.perf_counter()
-        accs = [train_and_test(images, labels, dataset, seed=cfg.seed * 1000 + k, epochs=epochs, width=cfg.width,
-                               **evaluation_training(cfg)) for k in range(num_eval)]
+        accs = [
+            train_and_test(
+                images,
+                labels,
+                dataset,
+                seed=cfg.seed * 1000 + k,
+                epochs=epochs,
+                width=cfg.width,
+                **evaluation_training(cfg),
+            )
+            for k in range(num_eval)
+        ]
         result = {
-            "event": "eval", "accuracy_mean": statistics.fmean(accs),
+            "event": "eval",
+            "accuracy_mean": statistics.fmean(accs),
             "accuracy_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
-            "accuracies": accs, "num_eval": num_eval, "epochs": epochs, "seconds": round(time.perf_counter() - began, 2),
+            "accuracies": accs,
+            "num_eval": num_eval,
+            "epochs": epochs,
+            "seconds": round(time.perf_counter() - began, 2),
         }
         atomic_write_text(json.dumps(result, indent=2) + "\n", run / "eval.json")
         append_line(run / "metrics.jsonl", json.dumps(result))

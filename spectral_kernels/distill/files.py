@@ -14,6 +14,7 @@ and every loaded object is checked (keys, types, shapes, dense CPU tensors, fini
 use. Any problem is a RunFileError naming the file and what is wrong, which the CLI prints on
 one line.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -176,12 +177,14 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def _expect_number(path, number, row, key, integer=False, low=None):
+def _expect_number(path, number, row, key, *, integer=False, low=None):
     value = row.get(key)
     ok = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
     if isinstance(value, bool) or not ok or (low is not None and value < low):
         kind = "an integer" if integer else "a finite number"
-        raise RunFileError(f"{path} line {number}: {key!r} must be {kind}{f' >= {low}' if low is not None else ''}, got {value!r}")
+        raise RunFileError(
+            f"{path} line {number}: {key!r} must be {kind}{f' >= {low}' if low is not None else ''}, got {value!r}"
+        )
 
 
 def expect(ok: bool, path: Path, message: str) -> None:
@@ -195,10 +198,16 @@ def expect_tensor(path: Path, name: str, value, *, shape=None, floating=None, fi
     expect(isinstance(value, torch.Tensor), path, f"{name} must be a tensor, got {type(value).__name__}")
     expect(value.layout == torch.strided, path, f"{name} must be a dense tensor, got layout {value.layout}")
     expect(value.device.type == "cpu", path, f"{name} must be a CPU tensor, got one on {value.device}")
-    expect(value.is_contiguous(), path, f"{name} must be a dense contiguous tensor (as torch.save writes one), "
-                                        f"got a view with strides {value.stride()}")
+    expect(
+        value.is_contiguous(),
+        path,
+        f"{name} must be a dense contiguous tensor (as torch.save writes one), "
+        f"got a view with strides {value.stride()}",
+    )
     if shape is not None:
-        expect(tuple(value.shape) == tuple(shape), path, f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+        expect(
+            tuple(value.shape) == tuple(shape), path, f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)}"
+        )
     if floating is True:
         expect(value.is_floating_point(), path, f"{name} must be floating point, got {value.dtype}")
     if floating is False:

@@ -9,6 +9,7 @@ Decoding is differentiable (the stored pixels learn through it) and is used both
 distillation and in evaluation. Initialisation tiles downsampled real images the same way.
 factor = 1 is the identity.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,9 @@ import torch.nn.functional as F
 
 def check_factor(factor: int, image_size: int) -> None:
     if image_size % factor != 0:
-        raise ValueError(f"--factor {factor} must divide the image size {image_size} (each stored image holds factor x factor tiles)")
+        raise ValueError(
+            f"--factor {factor} must divide the image size {image_size} (each stored image holds factor x factor tiles)"
+        )
 
 
 def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
@@ -27,7 +30,9 @@ def decode(images: torch.Tensor, factor: int) -> torch.Tensor:
         return images
     k, ch, h, w = images.shape
     th, tw = h // factor, w // factor
-    tiles = images.reshape(k, ch, factor, th, factor, tw).permute(0, 2, 4, 1, 3, 5).reshape(k * factor * factor, ch, th, tw)
+    tiles = (
+        images.reshape(k, ch, factor, th, factor, tw).permute(0, 2, 4, 1, 3, 5).reshape(k * factor * factor, ch, th, tw)
+    )
     return F.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
 
 

@@ -17,6 +17,7 @@ calibration term (cross-entropy of the pool network's trained weights on the aug
 images, times calib_weight), and take an optimiser step; then clamp pixels and step the
 learning-rate schedule where the recipe asks for it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,12 +32,20 @@ import torch
 import torch.nn.functional as F
 
 from . import formation
-from .config import ConfigError, DistillConfig  # noqa: F401  (DistillConfig is re-exported)
 from .augment import siamese_augment
+from .config import ConfigError, DistillConfig  # noqa: F401  (DistillConfig is re-exported)
 from .data import DataError, ImageDataset, load_dataset
 from .files import (
-    RunFileError, atomic_save, atomic_write_text, durable_write, expect, expect_finite_state, expect_tensor,
-    load_torch_file, open_append, read_metrics,
+    RunFileError,
+    atomic_save,
+    atomic_write_text,
+    durable_write,
+    expect,
+    expect_finite_state,
+    expect_tensor,
+    load_torch_file,
+    open_append,
+    read_metrics,
 )
 from .methods import Objective
 from .models import ConvNet
@@ -130,7 +139,9 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
     config.validate()
     group, rank, world = _distributed(torch.device(config.device))
     if group is not None and config.method in ("dm", "mmd"):
-        raise ConfigError(f"--method {config.method} compares samples pairwise and cannot run data-parallel; use ncfm, sdd or csdm")
+        raise ConfigError(
+            f"--method {config.method} compares samples pairwise and cannot run data-parallel; use ncfm, sdd or csdm"
+        )
     try:
         dataset = load_dataset(config.dataset, data_root=config.data_root, imbalance=config.imbalance, seed=config.seed)
         formation.check_factor(config.factor, dataset.image_shape[1])
@@ -144,9 +155,12 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
             torch.distributed.barrier()
         run = _set_up(config, dataset, group, rank, world, resume=resume)
         began = time.perf_counter()
-        progress = _progress(range(run.start, run.iterations), config if rank == 0 else dataclasses.replace(config, quiet=True),
-                             desc=f"{config.method} on {config.dataset}")
-        with (open_append(run.path / "metrics.jsonl") if rank == 0 else open(os.devnull, "a")) as run.metrics:
+        progress = _progress(
+            range(run.start, run.iterations),
+            config if rank == 0 else dataclasses.replace(config, quiet=True),
+            desc=f"{config.method} on {config.dataset}",
+        )
+        with open_append(run.path / "metrics.jsonl") if rank == 0 else open(os.devnull, "a") as run.metrics:
             for it in progress:
                 if on_iteration is not None:
                     on_iteration(it)
@@ -174,12 +188,27 @@ def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, worl
     params = [syn] + [p for m in objective.maximisers for p in m.parameters()]
     optimizer = _optimizer(config, params) if config.method != "random" else None
     iterations = 0 if config.method == "random" else config.iterations
-    run = _Run(config, dataset, path, device, group, rank, world, syn, syn_y.to(device), objective, optimizer, iterations,
-               start=0, members=class_members(dataset))
+    run = _Run(
+        config,
+        dataset,
+        path,
+        device,
+        group,
+        rank,
+        world,
+        syn,
+        syn_y.to(device),
+        objective,
+        optimizer,
+        iterations,
+        start=0,
+        members=class_members(dataset),
+    )
     if optimizer is not None and config.lr_schedule == "plateau":
         # NCFM halves the rate after 500 of its 20000 steps without improvement: the same fraction.
-        run.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
-                                                                   patience=max(1, config.iterations // 40))
+        run.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=0.5, patience=max(1, config.iterations // 40)
+        )
     if config.clamp_pixels:  # pixels in [0, 1], in the normalised space the images live in
         mean, std = (v.to(device)[None, :, None, None] for v in (dataset.mean, dataset.std))
         run.pixel_range = ((0.0 - mean) / std, (1.0 - mean) / std)
@@ -193,7 +222,9 @@ def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, worl
         kept = [row for row in read_metrics(metrics) if row.get("iteration", -1) < run.start]
         atomic_write_text("".join(json.dumps(row) + "\n" for row in kept), metrics)
     if config.net_pool and run.iterations > run.start:
-        run.pool = network_pool(config, dataset, path, rank, group, seed_of=lambda k: iteration_seed(config.seed, -1 - k))
+        run.pool = network_pool(
+            config, dataset, path, rank=rank, group=group, seed_of=lambda k: iteration_seed(config.seed, -1 - k)
+        )
     return run
 
 
@@ -208,19 +239,31 @@ def _restore_checkpoint(path: Path, run: _Run) -> int:
     it is one of this run's checkpoints; returns the iteration to continue from."""
     state = load_torch_file(path, "checkpoint")
     keys = {"iteration", "images", "optimizer", "maximisers"}  # and "scheduler" (absent before it existed: None)
-    expect(isinstance(state, dict) and keys <= set(state), path, f"not a checkpoint (expected a dict with {sorted(keys)})")
+    expect(
+        isinstance(state, dict) and keys <= set(state), path, f"not a checkpoint (expected a dict with {sorted(keys)})"
+    )
     iteration = state["iteration"]
-    expect(isinstance(iteration, int) and not isinstance(iteration, bool) and 0 <= iteration <= run.iterations, path,
-           f"iteration {iteration!r} is outside [0, {run.iterations}] (--iterations)")
+    expect(
+        isinstance(iteration, int) and not isinstance(iteration, bool) and 0 <= iteration <= run.iterations,
+        path,
+        f"iteration {iteration!r} is outside [0, {run.iterations}] (--iterations)",
+    )
     images = expect_tensor(path, "images", state["images"], shape=run.syn.shape, floating=True)
     _check_optimizer_state(path, state["optimizer"], run.optimizer)
     maximisers = state["maximisers"]
-    expect(isinstance(maximisers, list) and len(maximisers) == len(run.objective.maximisers), path,
-           f"maximisers must be a list of {len(run.objective.maximisers)} state dicts")
+    expect(
+        isinstance(maximisers, list) and len(maximisers) == len(run.objective.maximisers),
+        path,
+        f"maximisers must be a list of {len(run.objective.maximisers)} state dicts",
+    )
     expect_finite_state(path, "maximisers", maximisers)
     scheduler = state.get("scheduler")
-    expect((scheduler is None) == (run.scheduler is None) and (scheduler is None or isinstance(scheduler, dict)), path,
-           f"scheduler state must be {'a dict' if run.scheduler is not None else 'None'} for --lr-schedule {run.config.lr_schedule}")
+    expect(
+        (scheduler is None) == (run.scheduler is None) and (scheduler is None or isinstance(scheduler, dict)),
+        path,
+        f"scheduler state must be {'a dict' if run.scheduler is not None else 'None'} for --lr-schedule "
+        f"{run.config.lr_schedule}",
+    )
     try:
         run.optimizer.load_state_dict(state["optimizer"])
         for module, module_state in zip(run.objective.maximisers, maximisers):
@@ -239,35 +282,69 @@ def _check_optimizer_state(path: Path, state, optimizer: torch.optim.Optimizer) 
     optimiser of this config (only the learning rate may have been lowered by the schedule), and
     moments that are dense float tensors of their parameters' shapes. load_state_dict checks
     little of this, and a damaged value would otherwise fail later, inside a step."""
-    expect(isinstance(state, dict) and isinstance(state.get("state"), dict) and isinstance(state.get("param_groups"), list),
-           path, "optimizer must be an optimizer state dict")
+    expect(
+        isinstance(state, dict)
+        and isinstance(state.get("state"), dict)
+        and isinstance(state.get("param_groups"), list),
+        path,
+        "optimizer must be an optimizer state dict",
+    )
     fresh = optimizer.state_dict()["param_groups"]
-    expect(len(state["param_groups"]) == len(fresh), path, f"optimizer has {len(state['param_groups'])} parameter groups, "
-           f"this run {len(fresh)}")
+    expect(
+        len(state["param_groups"]) == len(fresh),
+        path,
+        f"optimizer has {len(state['param_groups'])} parameter groups, this run {len(fresh)}",
+    )
     for saved, group in zip(state["param_groups"], fresh):
-        expect(isinstance(saved, dict) and set(saved) == set(group), path, "optimizer parameter group settings do not fit this run")
+        expect(
+            isinstance(saved, dict) and set(saved) == set(group),
+            path,
+            "optimizer parameter group settings do not fit this run",
+        )
         for key, value in group.items():
             if key == "lr":
                 lr = saved[key]
-                expect(isinstance(lr, float) and math.isfinite(lr) and 0 < lr <= value * (1 + 1e-9), path,
-                       f"optimizer learning rate {lr!r} outside (0, {value}]")
+                expect(
+                    isinstance(lr, float) and math.isfinite(lr) and 0 < lr <= value * (1 + 1e-9),
+                    path,
+                    f"optimizer learning rate {lr!r} outside (0, {value}]",
+                )
             else:
-                expect(saved[key] == value, path, f"optimizer setting {key!r} is {saved[key]!r}, this run uses {value!r}")
+                expect(
+                    saved[key] == value, path, f"optimizer setting {key!r} is {saved[key]!r}, this run uses {value!r}"
+                )
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, moments in state["state"].items():
-        expect(isinstance(index, int) and 0 <= index < len(params) and isinstance(moments, dict), path,
-               f"optimizer state for parameter {index!r} does not fit this run")
+        expect(
+            isinstance(index, int) and 0 <= index < len(params) and isinstance(moments, dict),
+            path,
+            f"optimizer state for parameter {index!r} does not fit this run",
+        )
         for name, value in moments.items():
             if name == "step":
                 step = value if isinstance(value, (int, float)) else None
                 if isinstance(value, torch.Tensor):
                     expect_tensor(path, f"optimizer state {index}['step']", value, shape=(), floating=True)
                     step = float(value)
-                expect(step is not None and step >= 0, path, f"optimizer state {index}['step'] must be a count >= 0, got {value!r}")
+                expect(
+                    step is not None and step >= 0,
+                    path,
+                    f"optimizer state {index}['step'] must be a count >= 0, got {value!r}",
+                )
             else:
-                expect(name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), path, f"optimizer state {index} has an unknown entry {name!r}")
-                expect_tensor(path, f"optimizer state {index}[{name!r}]", value, shape=params[index].shape, floating=True)
-                expect(name == "exp_avg" or bool((value >= 0).all()), path, f"optimizer state {index}[{name!r}] must be >= 0")
+                expect(
+                    name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                    path,
+                    f"optimizer state {index} has an unknown entry {name!r}",
+                )
+                expect_tensor(
+                    path, f"optimizer state {index}[{name!r}]", value, shape=params[index].shape, floating=True
+                )
+                expect(
+                    name == "exp_avg" or bool((value >= 0).all()),
+                    path,
+                    f"optimizer state {index}[{name!r}] must be >= 0",
+                )
 
 
 def _networks(run: _Run, gen: torch.Generator, seed: int) -> tuple[ConvNet, ConvNet | None]:
@@ -293,7 +370,10 @@ def _step(run: _Run, it: int, began: float) -> None:
     gen = torch.Generator().manual_seed(seed)
     net, trained = _networks(run, gen, seed)
     real, real_y = _real_batch(dataset, run.members, config.batch_real, gen)
-    real, real_y = real[run.rank :: run.world].to(device), real_y[run.rank :: run.world].to(device)  # this process's shard
+    real, real_y = (
+        real[run.rank :: run.world].to(device),
+        real_y[run.rank :: run.world].to(device),
+    )  # this process's shard
     aug_seed = int(torch.randint(2**62, (1,), generator=gen))
     calib_seed = int(torch.randint(2**62, (1,), generator=gen)) if trained is not None else None
     syn = formation.decode(run.syn, config.factor)
@@ -337,9 +417,16 @@ def _step(run: _Run, it: int, began: float) -> None:
     if (it + 1) % config.checkpoint_every == 0 or it + 1 == run.iterations:
         run.metrics.flush()  # the rows up to a checkpoint are durable with it
         os.fsync(run.metrics.fileno())
-        atomic_save({"iteration": it + 1, "images": run.syn.detach().cpu(), "optimizer": run.optimizer.state_dict(),
-                     "maximisers": [m.state_dict() for m in run.objective.maximisers],
-                     "scheduler": None if run.scheduler is None else run.scheduler.state_dict()}, run.path / "checkpoint.pt")
+        atomic_save(
+            {
+                "iteration": it + 1,
+                "images": run.syn.detach().cpu(),
+                "optimizer": run.optimizer.state_dict(),
+                "maximisers": [m.state_dict() for m in run.objective.maximisers],
+                "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
+            },
+            run.path / "checkpoint.pt",
+        )
 
 
 def _diverged(it: int, what: str, every: int) -> str:
@@ -351,8 +438,16 @@ def _diverged(it: int, what: str, every: int) -> str:
 def _finish(run: _Run) -> None:
     config, dataset = run.config, run.dataset
     images = run.syn.detach().cpu()
-    atomic_save({"images": images, "labels": run.syn_y.cpu(), "config": config.to_dict(),
-                 "mean": dataset.mean, "std": dataset.std}, run.path / "synthetic.pt")
+    atomic_save(
+        {
+            "images": images,
+            "labels": run.syn_y.cpu(),
+            "config": config.to_dict(),
+            "mean": dataset.mean,
+            "std": dataset.std,
+        },
+        run.path / "synthetic.pt",
+    )
     save_grid(images, run.syn_y.cpu(), dataset, config.ipc, run.path / "grid.png")
     if config.num_eval > 0:
         from .evaluate import evaluate_run

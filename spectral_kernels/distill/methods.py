@@ -1,14 +1,16 @@
 """Distillation objectives on network features. Each computes one loss for all classes at
 once (the library's discrepancies are per class by construction), never a loss per class."""
+
 from __future__ import annotations
 
 import torch
 
 import spectral_kernels as sk
+from spectral_kernels.functional import ALPHA_RULES
 from spectral_kernels.structured import hadamard_frequencies
 
 METHODS = ("random", "dm", "mmd", "ncfm", "sdd", "csdm")
-HEAD_RULES = ("binary", "log-linear")
+HEAD_RULES = ALPHA_RULES  # --head-rule is csdm's alpha_rule
 
 
 def median_bandwidth(features: torch.Tensor, generator: torch.Generator, max_rows: int = 512) -> float:
@@ -49,7 +51,9 @@ class Objective:
         self.num_classes = num_classes
         self.maximisers: list[torch.nn.Module] = []
         if config.method == "ncfm" and config.learned_sampler:
-            self.sampler = sk.FrequencySampler(feature_dim, num_freqs=config.num_freqs, bandwidth=(2.0 * feature_dim) ** 0.5)
+            self.sampler = sk.FrequencySampler(
+                feature_dim, num_freqs=config.num_freqs, bandwidth=(2.0 * feature_dim) ** 0.5
+            )
             self.maximisers.append(self.sampler)
 
     def _bandwidth(self, real_features, generator) -> float:
@@ -66,21 +70,44 @@ class Objective:
         if cfg.method == "dm":
             return sk.mmd(real_f, syn_f, real_y, syn_y, kernel="linear", **common)
         if cfg.method == "mmd":
-            return sk.mmd(real_f, syn_f, real_y, syn_y, kernel="gaussian", bandwidth=self._bandwidth(real_f, generator), **common)
+            return sk.mmd(
+                real_f, syn_f, real_y, syn_y, kernel="gaussian", bandwidth=self._bandwidth(real_f, generator), **common
+            )
         if cfg.method == "ncfm":
             if cfg.learned_sampler:
                 t = self.sampler(generator=generator).to(real_f.device)
             else:
-                draw = dict(bandwidth=self._bandwidth(real_f, generator), generator=generator, device=real_f.device,
-                            dtype=real_f.dtype)
+                draw = dict(
+                    bandwidth=self._bandwidth(real_f, generator),
+                    generator=generator,
+                    device=real_f.device,
+                    dtype=real_f.dtype,
+                )
                 if cfg.frequencies == "hadamard":  # structured, never materialised on the cpu backend
                     t = hadamard_frequencies("gaussian", cfg.num_freqs, real_f.shape[1], **draw)
                 else:
-                    t = sk.sample_frequencies("gaussian", cfg.num_freqs, real_f.shape[1], structure=cfg.frequencies, **draw)
+                    t = sk.sample_frequencies(
+                        "gaussian", cfg.num_freqs, real_f.shape[1], structure=cfg.frequencies, **draw
+                    )
             return sk.ncfd(real_f, syn_f, t, real_y, syn_y, real_group=self.real_group, **common)
-        spectral = dict(real_group=self.real_group, kernel=cfg.kernel, bandwidth=self._bandwidth(real_f, generator),
-                        num_freqs=cfg.num_freqs, generator=generator, structure=cfg.frequencies, **common)
+        spectral = dict(
+            real_group=self.real_group,
+            kernel=cfg.kernel,
+            bandwidth=self._bandwidth(real_f, generator),
+            num_freqs=cfg.num_freqs,
+            generator=generator,
+            structure=cfg.frequencies,
+            **common,
+        )
         if cfg.method == "sdd":
             return sk.sdd(real_f, syn_f, real_y, syn_y, **spectral)
-        return sk.csdm(real_f, syn_f, real_y, syn_y, class_counts=self.class_counts, alpha_head=cfg.alpha_head,
-                       alpha_rule=cfg.head_rule, **spectral)
+        return sk.csdm(
+            real_f,
+            syn_f,
+            real_y,
+            syn_y,
+            class_counts=self.class_counts,
+            alpha_head=cfg.alpha_head,
+            alpha_rule=cfg.head_rule,
+            **spectral,
+        )

@@ -1,5 +1,6 @@
 """The ConvNet of dataset distillation (DC/DM): conv 3x3 -> instance norm -> ReLU -> 2x2
 average pooling, repeated until the feature map is at most 4x4, then a linear classifier."""
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,12 @@ class ConvNet(nn.Module):
         layers, in_ch, size = [], channels, image_size
         for _ in range(depth):
             # GroupNorm with one group per channel is instance norm with a learned affine map.
-            layers += [nn.Conv2d(in_ch, width, 3, padding=1), nn.GroupNorm(width, width, affine=True), nn.ReLU(inplace=True), nn.AvgPool2d(2)]
+            layers += [
+                nn.Conv2d(in_ch, width, 3, padding=1),
+                nn.GroupNorm(width, width, affine=True),
+                nn.ReLU(inplace=True),
+                nn.AvgPool2d(2),
+            ]
             in_ch, size = width, size // 2
         self.features = nn.Sequential(*layers)
         self.feature_dim = width * size * size

@@ -1,6 +1,7 @@
 """Pictures of synthetic sets that a person can read: one row per class, its name on the left,
 every image enlarged by an integer factor with nearest-neighbour sampling (no blur, so each
 stored pixel stays visible) to at least MIN_CELL pixels on its shorter side."""
+
 from __future__ import annotations
 
 import math

@@ -14,6 +14,7 @@ that determines it (dataset, imbalance, data root, seed, width, K, epochs, CutMi
 version). A later run on the same data and settings loads it instead of training; the run
 directory keeps its own copy (net_pool.pt) for --resume. Every load is weights_only and checked.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,9 +42,21 @@ def cache_dir() -> Path:
 def pool_key(config: DistillConfig) -> str:
     """What determines the pool, hashed: two runs with the same key get the same networks."""
     root = str(Path(config.data_root).resolve()) if config.data_root else None
-    parts = dict(dataset=config.dataset, imbalance=config.imbalance, data_root=root, seed=config.seed, width=config.width,
-                 net_pool=config.net_pool, pool_epochs=config.pool_epochs, cutmix=config.eval_cutmix,
-                 milestones=POOL_MILESTONES, gamma=POOL_GAMMA, batch=POOL_BATCH, torch=torch.__version__, library=__version__)
+    parts = dict(
+        dataset=config.dataset,
+        imbalance=config.imbalance,
+        data_root=root,
+        seed=config.seed,
+        width=config.width,
+        net_pool=config.net_pool,
+        pool_epochs=config.pool_epochs,
+        cutmix=config.eval_cutmix,
+        milestones=POOL_MILESTONES,
+        gamma=POOL_GAMMA,
+        batch=POOL_BATCH,
+        torch=torch.__version__,
+        library=__version__,
+    )
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -55,32 +68,52 @@ def _train_pool(config: DistillConfig, dataset: ImageDataset, seed_of) -> list[d
         seed = seed_of(k)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            init = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width).state_dict()
-        net = train_convnet(dataset.train_x, dataset.train_y, dataset, seed=seed, epochs=config.pool_epochs, width=config.width,
-                            optimizer="sgd", milestones=POOL_MILESTONES, gamma=POOL_GAMMA, cutmix_prob=config.eval_cutmix,
-                            batch_size=POOL_BATCH)
+            init = ConvNet(
+                dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width
+            ).state_dict()
+        net = train_convnet(
+            dataset.train_x,
+            dataset.train_y,
+            dataset,
+            seed=seed,
+            epochs=config.pool_epochs,
+            width=config.width,
+            optimizer="sgd",
+            milestones=POOL_MILESTONES,
+            gamma=POOL_GAMMA,
+            cutmix_prob=config.eval_cutmix,
+            batch_size=POOL_BATCH,
+        )
         pool.append({"init": {k_: v.clone() for k_, v in init.items()}, "trained": net.state_dict()})
     return pool
 
 
 def check_pool(path: Path, pool, config: DistillConfig, dataset: ImageDataset) -> list[dict]:
     """A loaded pool: a list of net_pool entries {"init", "trained"} that fit this run's ConvNet."""
-    expect(isinstance(pool, list) and len(pool) == config.net_pool, path,
-           f"expected a list of {config.net_pool} networks (each with init and trained weights)")
+    expect(
+        isinstance(pool, list) and len(pool) == config.net_pool,
+        path,
+        f"expected a list of {config.net_pool} networks (each with init and trained weights)",
+    )
     net = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
     for k, entry in enumerate(pool):
-        expect(isinstance(entry, dict) and set(entry) == {"init", "trained"}, path,
-               f"network {k} must hold 'init' and 'trained' weights")
+        expect(
+            isinstance(entry, dict) and set(entry) == {"init", "trained"},
+            path,
+            f"network {k} must hold 'init' and 'trained' weights",
+        )
         for part in ("init", "trained"):
             expect_finite_state(path, f"network {k} {part}", entry[part])
             try:
                 net.load_state_dict(entry[part])
             except (RuntimeError, TypeError, AttributeError, KeyError) as error:
-                raise RunFileError(f"{path}: network {k} does not fit this run ({str(error).splitlines()[0][:200]})") from None
+                raise RunFileError(
+                    f"{path}: network {k} does not fit this run ({str(error).splitlines()[0][:200]})"
+                ) from None
     return pool
 
 
-def network_pool(config: DistillConfig, dataset: ImageDataset, run: Path, rank: int, group, seed_of) -> list[dict]:
+def network_pool(config: DistillConfig, dataset: ImageDataset, run: Path, *, rank: int, group, seed_of) -> list[dict]:
     """The run's pool: its own copy (run/net_pool.pt) if it has one, else the cache, else trained
     now (rank 0) and written to both; the other processes wait and load the run's copy."""
     path = run / "net_pool.pt"
@@ -103,7 +136,11 @@ def pool_network(entry: dict, lam: float | None, net: ConvNet) -> ConvNet:
     if lam is None:
         net.load_state_dict(entry["trained"])
         return net
-    mixed = {name: lam * entry["init"][name] + (1.0 - lam) * entry["trained"][name] if entry["trained"][name].is_floating_point()
-             else entry["trained"][name] for name in entry["trained"]}
+    mixed = {
+        name: lam * entry["init"][name] + (1.0 - lam) * entry["trained"][name]
+        if entry["trained"][name].is_floating_point()
+        else entry["trained"][name]
+        for name in entry["trained"]
+    }
     net.load_state_dict(mixed)
     return net

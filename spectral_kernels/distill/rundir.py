@@ -10,6 +10,7 @@ Rules (each a promise the README makes):
   works in the folder. The OS drops the lock when the holder exits or dies, so a killed run
   never leaves a stale lock; a second process is refused, naming the holder's pid.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,7 +44,7 @@ class RunLock:
         self.path = self.run / LOCK_NAME
         self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         try:
             # O_NOFOLLOW: a link planted at .lock must not make us write someone else's file.
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -84,7 +85,7 @@ class RunLock:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -92,7 +93,9 @@ class RunLock:
 
 
 def write_config(run: Path, config: DistillConfig) -> None:
-    atomic_write_text(json.dumps({FORMAT_KEY: RUN_FORMAT, **config.to_dict()}, indent=2) + "\n", Path(run) / "config.json")
+    atomic_write_text(
+        json.dumps({FORMAT_KEY: RUN_FORMAT, **config.to_dict()}, indent=2) + "\n", Path(run) / "config.json"
+    )
 
 
 def saved_config(run: Path) -> DistillConfig:
@@ -100,7 +103,7 @@ def saved_config(run: Path) -> DistillConfig:
     path = Path(run) / "config.json"
     values = read_json(path, "run configuration")
     if not isinstance(values, dict) or values.get(FORMAT_KEY) != RUN_FORMAT:
-        raise RunFileError(f"{path}: not written by spectral-distill (no \"{FORMAT_KEY}\": \"{RUN_FORMAT}\")")
+        raise RunFileError(f'{path}: not written by spectral-distill (no "{FORMAT_KEY}": "{RUN_FORMAT}")')
     values = {k: v for k, v in values.items() if k != FORMAT_KEY}
     try:
         return DistillConfig.from_dict(values).validate(check_device=False)
@@ -160,12 +163,18 @@ def _take_over(run: Path, config: DistillConfig, *, resume: bool, overwrite: boo
         try:
             saved = saved_config(run)
         except RunFileError as error:
-            raise ConfigError(f"--out {run} does not hold a run this tool can recognise ({error}); nothing was changed") from None
+            raise ConfigError(
+                f"--out {run} does not hold a run this tool can recognise ({error}); nothing was changed"
+            ) from None
         if resume:
             current, previous = config.to_dict(), saved.to_dict()
-            differing = [k for k, v in current.items() if k not in DistillConfig.RESUMABLE_CHANGES and previous.get(k) != v]
+            differing = [
+                k for k, v in current.items() if k not in DistillConfig.RESUMABLE_CHANGES and previous.get(k) != v
+            ]
             if differing:
-                raise ConfigError(f"--resume: options differ from the interrupted run's config.json: {', '.join(differing)}")
+                raise ConfigError(
+                    f"--resume: options differ from the interrupted run's config.json: {', '.join(differing)}"
+                )
         elif overwrite:
             remove_run_files(run)
         else:

@@ -15,6 +15,7 @@ its forward is fully fused (no phase matrix in memory at all) and it is autotune
 the cuda backend needs no JIT or autotuning and is the fallback where Triton is missing.
 Which is faster is for the GPU benchmark to say (benchmarks/bench_ops.py --device cuda).
 """
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,9 @@ class Backend(Protocol):
     def unsupported_reason(self, x: torch.Tensor) -> str | None:
         """None when this backend can take tensors like x (device, dtype), else why not."""
 
-    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
+    def ecf_sums(
+        self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None
+    ) -> torch.Tensor:
         """Per-class sums S (C, 2, M) of cos and sin of x t^T, differentiable in x and t.
 
         precision: None (follow torch's TF32 setting for CUDA matmuls), "ieee" or "tf32"; CPU

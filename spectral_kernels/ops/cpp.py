@@ -6,19 +6,22 @@ opcheck can trace the ops without running them) and how to differentiate ecf_sum
 backward calls the fused gradient ops, and only for inputs that need a gradient. Two backends
 use these ops: "cpu" (below) and "cuda" (ops/cuda.py).
 """
+
 from __future__ import annotations
 
 import torch
 
 from ..classes import ClassIndex
-from .reference import ecf_sums_backward_unfused
+from .autograd import register_dense_autograd
 
 try:
     from .. import _C  # noqa: F401  (loading the library registers the ops)
 
     LOAD_ERROR: str | None = None
 except ImportError as error:  # a source checkout that was never built
-    LOAD_ERROR = f"the C++ extension spectral_kernels._C is not built ({error}); run `pip install -e . --no-build-isolation`"
+    LOAD_ERROR = (
+        f"the C++ extension spectral_kernels._C is not built ({error}); run `pip install -e . --no-build-isolation`"
+    )
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
@@ -41,7 +44,9 @@ class CppBackend:
             return f"it takes float32 or float64, got {x.dtype} (use backend='reference' or cast)"
         return None
 
-    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
+    def ecf_sums(
+        self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None
+    ) -> torch.Tensor:
         return torch.ops.spectral_kernels.ecf_sums(x, t, index.perm, index.offsets, "ieee")  # CPU products: IEEE
 
 
@@ -76,24 +81,7 @@ def _register() -> None:
         _one_device(grad, x, t, perm, offsets)
         return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(t) if need_t else t.new_empty(0))
 
-    def setup_context(ctx, inputs, output):
-        x, t, perm, offsets, precision = inputs
-        ctx.save_for_backward(x, t, perm, offsets)
-        ctx.precision = precision
-
-    def backward(ctx, grad):
-        x, t, perm, offsets = ctx.saved_tensors
-        need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if torch.is_grad_enabled():
-            # create_graph=True: the gradient will itself be differentiated, and the fused
-            # gradient ops have no derivative of their own, so take the differentiable path.
-            return (*ecf_sums_backward_unfused(grad, x, t, perm, offsets, need_x, need_t), None, None, None)
-        if not (need_x or need_t):
-            return None, None, None, None, None
-        grad_x, grad_t = ops.ecf_sums_backward(grad, x, t, perm, offsets, ctx.precision, need_x, need_t)
-        return (grad_x if need_x else None), (grad_t if need_t else None), None, None, None
-
-    torch.library.register_autograd("spectral_kernels::ecf_sums", backward, setup_context=setup_context)
+    register_dense_autograd("spectral_kernels::ecf_sums", ops.ecf_sums_backward)
 
 
 if LOAD_ERROR is None:

@@ -6,15 +6,13 @@ the sin/cos epilogue, the per-class sums and W (csrc/cuda/ecf_cuda.cu). It needs
 no JIT: a build of torch without Triton, a program that cannot afford a compile and autotuning
 on its first call, or a second, independent GPU implementation to check the Triton one against.
 """
+
 from __future__ import annotations
 
 import torch
 
-from ..classes import ClassIndex
 from .cpp import LOAD_ERROR
-from .precision import resolve_precision
-
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+from .gpu import GpuBackend
 
 
 def built_cuda_version() -> int:
@@ -25,24 +23,23 @@ def built_cuda_version() -> int:
     return int(torch.ops.spectral_kernels.cuda_version())
 
 
-class CudaBackend:
+class CudaBackend(GpuBackend):
     name = "cuda"
 
     def unavailable_reason(self) -> str | None:
         if LOAD_ERROR is not None:
             return LOAD_ERROR
         if built_cuda_version() == 0:
-            return "spectral_kernels._C was built without CUDA (no nvcc or a CPU-only torch at build time; FORCE_CUDA=1 forces it)"
+            return (
+                "spectral_kernels._C was built without CUDA (no nvcc or a CPU-only torch at build time; "
+                "FORCE_CUDA=1 forces it)"
+            )
         if not torch.cuda.is_available():
             return "no CUDA GPU is visible to torch"
         return None
 
-    def unsupported_reason(self, x: torch.Tensor) -> str | None:
-        if x.device.type != "cuda":
-            return f"it runs on CUDA tensors only, got a tensor on {x.device}"
-        if x.dtype not in FLOAT_DTYPES:
-            return f"it takes float32, float64, bfloat16 or float16, got {x.dtype}"
-        return None
+    def device_reason(self, x: torch.Tensor) -> str | None:
+        return None if x.device.type == "cuda" else f"it runs on CUDA tensors only, got a tensor on {x.device}"
 
-    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
-        return torch.ops.spectral_kernels.ecf_sums(x, t, index.perm, index.offsets, resolve_precision(precision))
+    def dense_op(self):
+        return torch.ops.spectral_kernels.ecf_sums

@@ -8,15 +8,16 @@ the size of an input) and runs its dense op, so the values are the same and only
 differs. Registration here: fake kernels and autograd (dx only:
 the signs and radii are samples, not parameters).
 """
+
 from __future__ import annotations
 
 import torch
 
 from ..classes import ClassIndex
 from . import triton_hadamard
+from .autograd import register_sorf_autograd
 from .cpp import LOAD_ERROR
 from .precision import resolve_precision
-from .reference import ecf_sums_backward_unfused
 
 
 def hadamard_ecf_sums(x: torch.Tensor, t, index: ClassIndex, backend, precision) -> torch.Tensor:
@@ -25,15 +26,10 @@ def hadamard_ecf_sums(x: torch.Tensor, t, index: ClassIndex, backend, precision)
     if backend.name == "cpu":
         return torch.ops.spectral_kernels.hadamard_sums(x, t.signs, t.radii, index.perm, index.offsets, t.num_freqs)
     if backend.name == "triton" and triton_hadamard.supports(x, t.width):
-        return torch.ops.spectral_kernels.hadamard_sums_triton(x, t.signs.float(), t.radii.float(), index.perm, index.offsets,
-                                                               t.num_freqs, resolve_precision(precision))
+        return torch.ops.spectral_kernels.hadamard_sums_triton(
+            x, t.signs.float(), t.radii.float(), index.perm, index.offsets, t.num_freqs, resolve_precision(precision)
+        )
     return backend.ecf_sums(x, t.dense(), index, precision)
-
-
-def _dense(signs: torch.Tensor, radii: torch.Tensor, num_freqs: int, dim: int) -> torch.Tensor:
-    from ..structured import HadamardFrequencies
-
-    return HadamardFrequencies(signs, radii, num_freqs, dim).dense()
 
 
 def _register() -> None:
@@ -47,23 +43,7 @@ def _register() -> None:
     def _grad_fake(grad, x, signs, radii, perm, offsets, num_freqs):
         return torch.empty_like(x)
 
-    def setup_context(ctx, inputs, output):
-        x, signs, radii, perm, offsets, num_freqs = inputs
-        ctx.save_for_backward(x, signs, radii, perm, offsets)
-        ctx.num_freqs = num_freqs
-
-    def backward(ctx, grad):
-        x, signs, radii, perm, offsets = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None
-        if torch.is_grad_enabled():  # create_graph=True: differentiate the unfused formula (see ops/cpp.py)
-            t = _dense(signs, radii, ctx.num_freqs, x.shape[1])
-            dx, _ = ecf_sums_backward_unfused(grad, x, t, perm, offsets, True, False)
-        else:
-            dx = ops.hadamard_sums_grad_x(grad, x, signs, radii, perm, offsets, ctx.num_freqs)
-        return dx, None, None, None, None, None
-
-    torch.library.register_autograd("spectral_kernels::hadamard_sums", backward, setup_context=setup_context)
+    register_sorf_autograd("spectral_kernels::hadamard_sums", ops.hadamard_sums_grad_x)
 
 
 if LOAD_ERROR is None:

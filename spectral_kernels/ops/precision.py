@@ -7,6 +7,7 @@ torch >= 2.9 has the new `torch.backends.cuda.matmul.fp32_precision` ("tf32" / "
 `fp32_precision` first and fall back to `allow_tf32` only when it says "none", and must restore
 a setting through the same API the program used, or it breaks the program's own reads later.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,7 +42,7 @@ def cuda_matmul_uses_tf32() -> bool:
 
 
 def resolve_precision(precision: str | None) -> str:
-    """"ieee" or "tf32": the explicit choice, else what torch's setting says."""
+    """ "ieee" or "tf32": the explicit choice, else what torch's setting says."""
     if precision is None:
         return "tf32" if cuda_matmul_uses_tf32() else "ieee"
     if precision not in PRECISIONS:

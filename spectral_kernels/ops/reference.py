@@ -4,6 +4,7 @@ It is what one writes without this library (and what the public NCFM code does):
 and sin of it, then a per-class sum; autograd stores the N x M intermediates for the backward.
 Every other backend is tested against it in float64.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,9 @@ class ReferenceBackend:
     def unsupported_reason(self, x: torch.Tensor) -> str | None:
         return None
 
-    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
+    def ecf_sums(
+        self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None
+    ) -> torch.Tensor:
         return ecf_sums_reference(x, t, index.labels, index.num_classes, precision)
 
 
@@ -45,8 +48,9 @@ class _PhaseProduct(torch.autograd.Function):
         return dx, dt, None
 
 
-def ecf_sums_reference(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, num_classes: int,
-                       precision: str | None = None) -> torch.Tensor:
+def ecf_sums_reference(
+    x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, num_classes: int, precision: str | None = None
+) -> torch.Tensor:
     """S (C, 2, M) with S[c,0,m] = sum_{labels_i = c} cos(<t_m, x_i>) and S[c,1,m] the sine sum.
 
     precision: None follows torch's TF32 setting; "ieee" or "tf32" fixes CUDA float32 products."""

@@ -40,15 +40,17 @@ Triton interpreter (how CI runs these kernels, on CPU tensors) only the former p
 and torch.compile. The price: on the GPU inductor sees one opaque call instead of kernels it
 could look into.
 """
+
 from __future__ import annotations
 
 import os
 
 import torch
 
-from ..classes import ClassIndex
-from .precision import cuda_matmul_precision, resolve_precision
-from .reference import ecf_sums_backward_unfused, row_classes
+from .autograd import register_dense_autograd
+from .gpu import FLOAT_DTYPES, GpuBackend
+from .precision import PRECISIONS, cuda_matmul_precision
+from .reference import row_classes
 
 try:
     import triton
@@ -60,7 +62,6 @@ except ImportError as error:  # pragma: no cover - triton ships with CUDA builds
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 SINCOS_MODES = ("reduced", "libdevice")
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 # Rows per chunk of W in the backward are chosen so W takes at most this many bytes.
 W_CHUNK_BYTES = 32 * 2**20
 # The largest |phase| the fast sin/cos reduction takes (csrc/ecf_math.h: kMaxFastPhase, the same
@@ -101,6 +102,10 @@ def _prune_configs(configs, named_args, **kwargs):
     return configs
 
 
+# The kernels below keep their parameters and calls packed, not one per line: Triton kernels take long
+# lists of pointers and compile-time constants, and the formatter's one-per-line layout would make them
+# several screens long and repeat each list in every kernel that shares it.
+# fmt: off
 if _IMPORT_ERROR is None:
     FAST_PHASE_LIMIT = tl.constexpr(MAX_FAST_PHASE)  # globals read by @triton.jit code must be constexpr
     FP64_CONFIG = triton.Config({"BLOCK_N": 32, "BLOCK_M": 64, "BLOCK_K": 16}, num_warps=4, num_stages=2)
@@ -116,8 +121,10 @@ if _IMPORT_ERROR is None:
         for k0 in range(0, D, BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K)
             k_mask = k < D
-            xa = tl.load(x_ptr + rows[:, None] * stride_x + k[None, :], mask=row_mask[:, None] & k_mask[None, :], other=0.0)
-            tb = tl.load(t_ptr + m_offs[None, :] * stride_t + k[:, None], mask=m_mask[None, :] & k_mask[:, None], other=0.0)
+            xa = tl.load(x_ptr + rows[:, None] * stride_x + k[None, :], mask=row_mask[:, None] & k_mask[None, :],
+                         other=0.0)
+            tb = tl.load(t_ptr + m_offs[None, :] * stride_t + k[:, None], mask=m_mask[None, :] & k_mask[:, None],
+                         other=0.0)
             acc = tl.dot(xa.to(ACC), tb.to(ACC), acc, input_precision=PRECISION, out_dtype=ACC)
         return acc
 
@@ -173,8 +180,8 @@ if _IMPORT_ERROR is None:
             pos = r0 + tl.arange(0, BLOCK_N)
             row_mask = pos < end
             rows = tl.load(perm_ptr + pos, mask=row_mask, other=0)
-            p = _phase_tile(x_ptr, t_ptr, rows, row_mask, m_offs, m_mask, D, stride_x, stride_t, BLOCK_N, BLOCK_M, BLOCK_K,
-                            PRECISION, ACC)
+            p = _phase_tile(x_ptr, t_ptr, rows, row_mask, m_offs, m_mask, D, stride_x, stride_t, BLOCK_N, BLOCK_M,
+                            BLOCK_K, PRECISION, ACC)
             sin_p, cos_p = _sincos(p, ACC, SINCOS)
             # Masked rows have p = 0, whose cosine is 1: they must be zeroed, not just skipped.
             sum_cos += tl.sum(tl.where(row_mask[:, None], cos_p, 0.0), axis=0)
@@ -219,6 +226,7 @@ if _IMPORT_ERROR is None:
         sin_p, cos_p = _sincos(p, ACC, SINCOS)
         w = g_im * cos_p - g_re * sin_p
         tl.store(w_ptr + rows[:, None] * M + m_offs[None, :], w, mask=mask)
+# fmt: on
 
 
 def _check_inputs(x, t, perm, offsets, precision, check_values):
@@ -250,7 +258,7 @@ def _check_inputs(x, t, perm, offsets, precision, check_values):
     for name, tensor in (("t", t), ("perm", perm), ("offsets", offsets)):
         if tensor.device != x.device:
             raise ValueError(f"{where} {name} is on {tensor.device} but x is on {x.device}")
-    if precision not in ("ieee", "tf32"):
+    if precision not in PRECISIONS:
         raise ValueError(f"{where} precision must be 'ieee' or 'tf32', got {precision!r}")
     if not check_values:
         return
@@ -261,8 +269,10 @@ def _check_inputs(x, t, perm, offsets, precision, check_values):
     steps = offsets[1:] - offsets[:-1]
     if bool((steps < 0).any()):
         c = int(torch.nonzero(steps < 0)[0, 0]) + 1
-        raise ValueError(f"{where} offsets must be non-decreasing, offsets[{c}]={int(offsets[c])} < "
-                         f"offsets[{c - 1}]={int(offsets[c - 1])}")
+        raise ValueError(
+            f"{where} offsets must be non-decreasing, offsets[{c}]={int(offsets[c])} < "
+            f"offsets[{c - 1}]={int(offsets[c - 1])}"
+        )
     outside = (perm < 0) | (perm >= n)
     if bool(outside.any()):
         i = int(torch.nonzero(outside)[0, 0])
@@ -286,7 +296,7 @@ def _check_grad(grad, offsets, t):
         raise ValueError(f"spectral_kernels (triton): grad must have shape {expected}, got {tuple(grad.shape)}")
 
 
-def _fixed_config(acc_type) -> "triton.Config":
+def _fixed_config(acc_type) -> triton.Config:
     """The one tile shape used when autotuning is off for determinism (see _launch)."""
     if INTERPRETED:
         return _configs()[0]
@@ -356,7 +366,9 @@ def _work_items(offsets: torch.Tensor, num_rows: int, rows_per_item: int):
     return start.contiguous(), end.contiguous(), item_offsets.contiguous()
 
 
-def _forward(x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor, precision: str) -> torch.Tensor:
+def _forward(
+    x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor, precision: str
+) -> torch.Tensor:
     x, t = x.contiguous(), t.contiguous()
     n, d = x.shape
     m, num_classes = t.shape[0], offsets.shape[0] - 1
@@ -365,15 +377,31 @@ def _forward(x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torc
     if n == 0 or m == 0:
         return out
     perm, offsets = _safe_layout(perm, offsets, n)
-    # Enough items that items x frequency blocks fill the device (with the largest BLOCK_M).
+    # Enough items that items x frequency blocks fill the device, counting blocks of 128 frequencies
+    # (the first tile shape's BLOCK_M; the 256 and 64 shapes give half and twice as many programs).
     freq_blocks = triton.cdiv(m, 128)
     target_items = max(1, triton.cdiv(_target_programs(x.device), freq_blocks))
     rows_per_item = 128 * max(1, triton.cdiv(n, 128 * target_items))
     start, end, item_offsets = _work_items(offsets, n, rows_per_item)
     partial = torch.empty(start.shape[0], 2, m, device=x.device, dtype=out.dtype)
     grid = lambda meta: (start.shape[0] * triton.cdiv(m, meta["BLOCK_M"]),)
-    _launch(_forward_kernel, grid, x, t, perm, start, end, partial, m, d, x.stride(0), t.stride(0), PRECISION=precision,
-            ACC=acc_type, SINCOS=_sincos_mode())
+    _launch(
+        _forward_kernel,
+        grid,
+        x,
+        t,
+        perm,
+        start,
+        end,
+        partial,
+        m,
+        d,
+        x.stride(0),
+        t.stride(0),
+        PRECISION=precision,
+        ACC=acc_type,
+        SINCOS=_sincos_mode(),
+    )
     block = 256
     _class_reduce_kernel[(num_classes, triton.cdiv(2 * m, block))](partial, item_offsets, out, m, BLOCK=block)
     return out
@@ -404,9 +432,24 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
         for r0 in range(0, n, chunk):
             r = min(chunk, n - r0)
             w, x_rows = w_buffer[:r], x[r0 : r0 + r]
-            grid = lambda meta: (triton.cdiv(r, meta["BLOCK_N"]) * triton.cdiv(m, meta["BLOCK_M"]),)
-            _launch(_weight_kernel, grid, x_rows, t, row_class[r0 : r0 + r], grad, w, r, m, d, x.stride(0), t.stride(0),
-                    PRECISION=precision, ACC=acc_type, SINCOS=sincos)
+            grid = lambda meta, r=r: (triton.cdiv(r, meta["BLOCK_N"]) * triton.cdiv(m, meta["BLOCK_M"]),)
+            _launch(
+                _weight_kernel,
+                grid,
+                x_rows,
+                t,
+                row_class[r0 : r0 + r],
+                grad,
+                w,
+                r,
+                m,
+                d,
+                x.stride(0),
+                t.stride(0),
+                PRECISION=precision,
+                ACC=acc_type,
+                SINCOS=sincos,
+            )
             if need_x:
                 torch.mm(w, t_work, out=dx[r0 : r0 + r])
             if need_t:
@@ -418,7 +461,9 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
 if _IMPORT_ERROR is None:
 
     @torch.library.custom_op("spectral_kernels::ecf_sums_triton", mutates_args=())
-    def ecf_sums_triton(x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor, precision: str) -> torch.Tensor:
+    def ecf_sums_triton(
+        x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor, precision: str
+    ) -> torch.Tensor:
         """Per-class sums (C, 2, M) of cos/sin of x t^T; float32 for half inputs."""
         _check_inputs(x, t, perm, offsets, precision, check_values=x.device.type == "cpu")
         return _forward(x, t, perm, offsets, precision)
@@ -430,8 +475,14 @@ if _IMPORT_ERROR is None:
 
     @torch.library.custom_op("spectral_kernels::ecf_sums_triton_backward", mutates_args=())
     def ecf_sums_triton_backward(
-        grad: torch.Tensor, x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor,
-        precision: str, need_x: bool, need_t: bool,
+        grad: torch.Tensor,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        perm: torch.Tensor,
+        offsets: torch.Tensor,
+        precision: str,
+        need_x: bool,
+        need_t: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(dx, dt); an empty tensor in place of a gradient that is not needed."""
         _check_inputs(x, t, perm, offsets, precision, check_values=x.device.type == "cpu")
@@ -444,36 +495,19 @@ if _IMPORT_ERROR is None:
         _check_grad(grad, offsets, t)
         return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(t) if need_t else t.new_empty(0))
 
-    def _setup_context(ctx, inputs, output):
-        x, t, perm, offsets, precision = inputs
-        ctx.save_for_backward(x, t, perm, offsets)
-        ctx.precision = precision
-
-    def _autograd_backward(ctx, grad):
-        x, t, perm, offsets = ctx.saved_tensors
-        need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (need_x or need_t):
-            return None, None, None, None, None
-        if torch.is_grad_enabled():  # create_graph=True: see ops/cpp.py
-            return (*ecf_sums_backward_unfused(grad, x, t, perm, offsets, need_x, need_t), None, None, None)
-        dx, dt = ecf_sums_triton_backward(grad, x, t, perm, offsets, ctx.precision, need_x, need_t)
-        return (dx if need_x else None), (dt if need_t else None), None, None, None
-
-    ecf_sums_triton.register_autograd(_autograd_backward, setup_context=_setup_context)
+    register_dense_autograd(ecf_sums_triton, ecf_sums_triton_backward)
 
 
-class TritonBackend:
+class TritonBackend(GpuBackend):
     name = "triton"
 
     def unavailable_reason(self) -> str | None:
         return _IMPORT_ERROR
 
-    def unsupported_reason(self, x: torch.Tensor) -> str | None:
-        if x.device.type != "cuda" and not (INTERPRETED and x.device.type == "cpu"):
-            return f"it runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got a tensor on {x.device}"
-        if x.dtype not in FLOAT_DTYPES:
-            return f"it takes float32, float64, bfloat16 or float16, got {x.dtype}"
-        return None
+    def device_reason(self, x: torch.Tensor) -> str | None:
+        if x.device.type == "cuda" or (INTERPRETED and x.device.type == "cpu"):
+            return None
+        return f"it runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got a tensor on {x.device}"
 
-    def ecf_sums(self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
-        return torch.ops.spectral_kernels.ecf_sums_triton(x, t, index.perm, index.offsets, resolve_precision(precision))
+    def dense_op(self):
+        return torch.ops.spectral_kernels.ecf_sums_triton

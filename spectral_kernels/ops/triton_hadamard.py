@@ -23,15 +23,22 @@ transposed chain D3 H D2 H D1 H (radii * W), accumulated over blocks: no atomics
 
 D < 16 (d < 9) is below tl.dot's smallest shape: those calls materialise t and run the dense op.
 """
+
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
-from .reference import ecf_sums_backward_unfused, row_classes
+from .autograd import register_sorf_autograd
+from .reference import row_classes
 from .triton_ecf import _IMPORT_ERROR, _check_inputs, _safe_layout, _sincos_mode, _work_items
 
 MIN_WIDTH = 16  # tl.dot's smallest dimension
 
+# The kernels below keep their parameters and calls packed, not one per line: Triton kernels take long
+# lists of pointers and compile-time constants, and the formatter's one-per-line layout would make them
+# several screens long and repeat each list in every kernel that shares it.
+# fmt: off
 if _IMPORT_ERROR is None:
     import triton
     import triton.language as tl
@@ -52,17 +59,17 @@ if _IMPORT_ERROR is None:
         return out
 
     @triton.jit
-    def _block_phases(x_ptr, rows, row_mask, signs_ptr, radii_ptr, h_a, h_b, b, D_IN, stride_x, scale,
+    def _block_phases(x_ptr, rows, row_mask, signs_ptr, radii_ptr, h_a, h_b, b, D_IN,
                       BLOCK_N: tl.constexpr, A: tl.constexpr, B: tl.constexpr, PRECISION: tl.constexpr):
         cols = tl.arange(0, A * B)
-        x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=row_mask[:, None] & (cols[None, :] < D_IN),
+        x = tl.load(x_ptr + rows[:, None] * D_IN + cols[None, :], mask=row_mask[:, None] & (cols[None, :] < D_IN),
                     other=0.0).to(tl.float32)
         base = signs_ptr + b * 3 * (A * B)
         v = x * tl.load(base + 2 * (A * B) + cols)[None, :]
         v = _hadamard(v, h_a, h_b, BLOCK_N, A, B, PRECISION) * tl.load(base + (A * B) + cols)[None, :]
         v = _hadamard(v, h_a, h_b, BLOCK_N, A, B, PRECISION) * tl.load(base + cols)[None, :]
         v = _hadamard(v, h_a, h_b, BLOCK_N, A, B, PRECISION)
-        return v * (tl.load(radii_ptr + b * (A * B) + cols) * scale)[None, :]
+        return v * tl.load(radii_ptr + b * (A * B) + cols)[None, :]
 
     @triton.jit
     def _load_square(ptr, N: tl.constexpr):
@@ -71,7 +78,7 @@ if _IMPORT_ERROR is None:
 
     @triton.jit
     def _hadamard_forward_kernel(x_ptr, signs_ptr, radii_ptr, ha_ptr, hb_ptr, perm_ptr, item_start_ptr, item_end_ptr,
-                                 partial_ptr, M, D_IN, NUM_BLOCKS, stride_x, scale, BLOCK_N: tl.constexpr, A: tl.constexpr,
+                                 partial_ptr, M, D_IN, NUM_BLOCKS, BLOCK_N: tl.constexpr, A: tl.constexpr,
                                  B: tl.constexpr, PRECISION: tl.constexpr, SINCOS: tl.constexpr):
         item = tl.program_id(0) // NUM_BLOCKS
         b = tl.program_id(0) % NUM_BLOCKS
@@ -85,8 +92,7 @@ if _IMPORT_ERROR is None:
             pos = r0 + tl.arange(0, BLOCK_N)
             row_mask = pos < end
             rows = tl.load(perm_ptr + pos, mask=row_mask, other=0).to(tl.int64)
-            p = _block_phases(x_ptr, rows, row_mask, signs_ptr, radii_ptr, h_a, h_b, b, D_IN, stride_x, scale, BLOCK_N, A, B,
-                              PRECISION)
+            p = _block_phases(x_ptr, rows, row_mask, signs_ptr, radii_ptr, h_a, h_b, b, D_IN, BLOCK_N, A, B, PRECISION)
             sin_p, cos_p = _sincos(p, tl.float32, SINCOS)
             sum_cos += tl.sum(tl.where(row_mask[:, None], cos_p, 0.0), axis=0)
             sum_sin += tl.sum(tl.where(row_mask[:, None], sin_p, 0.0), axis=0)
@@ -96,8 +102,8 @@ if _IMPORT_ERROR is None:
         tl.store(out + M + m, sum_sin, mask=m < M)
 
     @triton.jit
-    def _hadamard_backward_kernel(x_ptr, signs_ptr, radii_ptr, ha_ptr, hb_ptr, row_class_ptr, grad_ptr, dx_ptr, N, M, D_IN,
-                                  NUM_BLOCKS, stride_x, scale, BLOCK_N: tl.constexpr, A: tl.constexpr, B: tl.constexpr,
+    def _hadamard_backward_kernel(x_ptr, signs_ptr, radii_ptr, ha_ptr, hb_ptr, row_class_ptr, grad_ptr, dx_ptr, N, M,
+                                  D_IN, NUM_BLOCKS, BLOCK_N: tl.constexpr, A: tl.constexpr, B: tl.constexpr,
                                   PRECISION: tl.constexpr, SINCOS: tl.constexpr):
         rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
         row_mask = rows < N
@@ -107,20 +113,20 @@ if _IMPORT_ERROR is None:
         cls = tl.load(row_class_ptr + rows, mask=row_mask, other=0)
         acc = tl.zeros((BLOCK_N, A * B), dtype=tl.float32)
         for b in range(0, NUM_BLOCKS):
-            p = _block_phases(x_ptr, rows, row_mask, signs_ptr, radii_ptr, h_a, h_b, b, D_IN, stride_x, scale, BLOCK_N, A, B,
-                              PRECISION)
+            p = _block_phases(x_ptr, rows, row_mask, signs_ptr, radii_ptr, h_a, h_b, b, D_IN, BLOCK_N, A, B, PRECISION)
             sin_p, cos_p = _sincos(p, tl.float32, SINCOS)
             m = b * (A * B) + cols
             mask = row_mask[:, None] & (m[None, :] < M)
             g = grad_ptr + cls[:, None] * 2 * M + m[None, :]
             w = tl.load(g + M, mask=mask, other=0.0) * cos_p - tl.load(g, mask=mask, other=0.0) * sin_p
             base = signs_ptr + b * 3 * (A * B)
-            u = w * (tl.load(radii_ptr + b * (A * B) + cols) * scale)[None, :]
+            u = w * tl.load(radii_ptr + b * (A * B) + cols)[None, :]
             u = _hadamard(u, h_a, h_b, BLOCK_N, A, B, PRECISION) * tl.load(base + cols)[None, :]
             u = _hadamard(u, h_a, h_b, BLOCK_N, A, B, PRECISION) * tl.load(base + (A * B) + cols)[None, :]
             u = _hadamard(u, h_a, h_b, BLOCK_N, A, B, PRECISION) * tl.load(base + 2 * (A * B) + cols)[None, :]
             acc += u
         tl.store(dx_ptr + rows[:, None] * D_IN + cols[None, :], acc, mask=row_mask[:, None] & (cols[None, :] < D_IN))
+# fmt: on
 
 
 def _factors(width: int) -> tuple[int, int]:
@@ -161,17 +167,29 @@ def _block_rows(width: int) -> int:
 def _check(x, signs, radii, perm, offsets, num_freqs, precision, check_values) -> None:
     d = x.shape[1] if x.dim() == 2 else 0
     _check_inputs(x, x.new_empty((max(num_freqs, 1), d)), perm, offsets, precision, check_values)
-    if signs.dim() != 3 or signs.shape[1] != 3 or radii.dim() != 2 or tuple(radii.shape) != (signs.shape[0], signs.shape[2]):
-        raise ValueError(f"spectral_kernels (triton): signs must be (B, 3, D) and radii (B, D), got {tuple(signs.shape)} and "
-                         f"{tuple(radii.shape)}")
+    if (
+        signs.dim() != 3
+        or signs.shape[1] != 3
+        or radii.dim() != 2
+        or tuple(radii.shape) != (signs.shape[0], signs.shape[2])
+    ):
+        raise ValueError(
+            f"spectral_kernels (triton): signs must be (B, 3, D) and radii (B, D), got {tuple(signs.shape)} and "
+            f"{tuple(radii.shape)}"
+        )
     blocks, width = signs.shape[0], signs.shape[2]
     if width < MIN_WIDTH or width & (width - 1) or width < d:
-        raise ValueError(f"spectral_kernels (triton): the block width D={width} must be a power of two >= max(16, d={d})")
+        raise ValueError(
+            f"spectral_kernels (triton): the block width D={width} must be a power of two >= max(16, d={d})"
+        )
     if not (blocks - 1) * width < num_freqs <= blocks * width:
         raise ValueError(f"spectral_kernels (triton): num_freqs={num_freqs} does not fit {blocks} blocks of {width}")
     for name, tensor in (("signs", signs), ("radii", radii)):
         if tensor.device != x.device or tensor.dtype != torch.float32:
-            raise TypeError(f"spectral_kernels (triton): {name} must be float32 on {x.device}, got {tensor.dtype} on {tensor.device}")
+            raise TypeError(
+                f"spectral_kernels (triton): {name} must be float32 on {x.device}, got {tensor.dtype} on "
+                f"{tensor.device}"
+            )
 
 
 def _forward(x, signs, radii, perm, offsets, num_freqs, precision):
@@ -187,10 +205,28 @@ def _forward(x, signs, radii, perm, offsets, num_freqs, precision):
     start, end, item_offsets = _work_items(offsets, n, rows_per_item)
     partial = torch.empty(start.shape[0], 2, num_freqs, device=x.device, dtype=torch.float32)
     _hadamard_forward_kernel[(start.shape[0] * blocks,)](
-        x, signs, radii, h_a, h_b, perm, start, end, partial, num_freqs, d, blocks, x.stride(0), width ** -1.5,
-        BLOCK_N=_block_rows(width), A=a, B=b, PRECISION=_dot_precision(precision), SINCOS=_sincos_mode(),
-        num_warps=_num_warps(width))
-    _class_reduce_kernel[(num_classes, triton.cdiv(2 * num_freqs, 256))](partial, item_offsets, out, num_freqs, BLOCK=256)
+        x,
+        signs,
+        radii * width**-1.5,  # the kernels take the radii with D^{-3/2} folded in
+        h_a,
+        h_b,
+        perm,
+        start,
+        end,
+        partial,
+        num_freqs,
+        d,
+        blocks,
+        BLOCK_N=_block_rows(width),
+        A=a,
+        B=b,
+        PRECISION=_dot_precision(precision),
+        SINCOS=_sincos_mode(),
+        num_warps=_num_warps(width),
+    )
+    _class_reduce_kernel[(num_classes, triton.cdiv(2 * num_freqs, 256))](
+        partial, item_offsets, out, num_freqs, BLOCK=256
+    )
     return out
 
 
@@ -204,17 +240,34 @@ def _backward(grad, x, signs, radii, perm, offsets, num_freqs, precision):
     h_a, h_b = _matrices(width, x.device)
     rows = _block_rows(width)
     _hadamard_backward_kernel[(triton.cdiv(n, rows),)](
-        x, signs, radii, h_a, h_b, row_classes(perm, offsets, n), grad.float().contiguous(), dx, n, num_freqs, d, blocks,
-        x.stride(0), width ** -1.5, BLOCK_N=rows, A=a, B=b, PRECISION=_dot_precision(precision), SINCOS=_sincos_mode(),
-        num_warps=_num_warps(width))
+        x,
+        signs,
+        radii * width**-1.5,
+        h_a,
+        h_b,
+        row_classes(perm, offsets, n),
+        grad.float().contiguous(),
+        dx,
+        n,
+        num_freqs,
+        d,
+        blocks,
+        BLOCK_N=rows,
+        A=a,
+        B=b,
+        PRECISION=_dot_precision(precision),
+        SINCOS=_sincos_mode(),
+        num_warps=_num_warps(width),
+    )
     return dx
 
 
 if _IMPORT_ERROR is None:
 
     @torch.library.custom_op("spectral_kernels::hadamard_sums_triton", mutates_args=())
-    def hadamard_sums_triton(x: torch.Tensor, signs: torch.Tensor, radii: torch.Tensor, perm: torch.Tensor,
-                             offsets: torch.Tensor, num_freqs: int, precision: str) -> torch.Tensor:
+    def hadamard_sums_triton(
+        x: Tensor, signs: Tensor, radii: Tensor, perm: Tensor, offsets: Tensor, num_freqs: int, precision: str
+    ) -> Tensor:
         """Per-class sums (C, 2, M) at SORF frequencies, float32 (x float32, bfloat16 or float16)."""
         _check(x, signs, radii, perm, offsets, num_freqs, precision, check_values=x.device.type == "cpu")
         return _forward(x.contiguous(), signs.contiguous(), radii.contiguous(), perm, offsets, num_freqs, precision)
@@ -225,40 +278,31 @@ if _IMPORT_ERROR is None:
         return x.new_empty((offsets.shape[0] - 1, 2, num_freqs), dtype=torch.float32)
 
     @torch.library.custom_op("spectral_kernels::hadamard_sums_triton_grad_x", mutates_args=())
-    def hadamard_sums_triton_grad_x(grad: torch.Tensor, x: torch.Tensor, signs: torch.Tensor, radii: torch.Tensor,
-                                    perm: torch.Tensor, offsets: torch.Tensor, num_freqs: int, precision: str) -> torch.Tensor:
+    def hadamard_sums_triton_grad_x(
+        grad: Tensor,
+        x: Tensor,
+        signs: Tensor,
+        radii: Tensor,
+        perm: Tensor,
+        offsets: Tensor,
+        num_freqs: int,
+        precision: str,
+    ) -> Tensor:
         _check(x, signs, radii, perm, offsets, num_freqs, precision, check_values=x.device.type == "cpu")
         expected = (offsets.shape[0] - 1, 2, num_freqs)
         if tuple(grad.shape) != expected:
             raise ValueError(f"spectral_kernels (triton): grad must have shape {expected}, got {tuple(grad.shape)}")
-        return _backward(grad, x.contiguous(), signs.contiguous(), radii.contiguous(), perm, offsets, num_freqs,
-                         precision).to(x.dtype)
+        return _backward(
+            grad, x.contiguous(), signs.contiguous(), radii.contiguous(), perm, offsets, num_freqs, precision
+        ).to(x.dtype)
 
     @hadamard_sums_triton_grad_x.register_fake
     def _(grad, x, signs, radii, perm, offsets, num_freqs, precision):
         return torch.empty_like(x)
 
-    def _setup(ctx, inputs, output):
-        x, signs, radii, perm, offsets, num_freqs, precision = inputs
-        ctx.save_for_backward(x, signs, radii, perm, offsets)
-        ctx.num_freqs, ctx.precision = num_freqs, precision
-
-    def _grad(ctx, grad):
-        x, signs, radii, perm, offsets = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None, None
-        if torch.is_grad_enabled():  # create_graph=True: the unfused formula (see ops/cpp.py)
-            from ..structured import HadamardFrequencies
-
-            t = HadamardFrequencies(signs, radii, ctx.num_freqs, x.shape[1]).dense().to(x.dtype)
-            dx, _ = ecf_sums_backward_unfused(grad, x, t, perm, offsets, True, False)
-        else:
-            dx = hadamard_sums_triton_grad_x(grad, x, signs, radii, perm, offsets, ctx.num_freqs, ctx.precision)
-        return dx, None, None, None, None, None, None
-
-    hadamard_sums_triton.register_autograd(_grad, setup_context=_setup)
+    register_sorf_autograd(hadamard_sums_triton, hadamard_sums_triton_grad_x)
 
 
-def supports(x: torch.Tensor, width: int) -> bool:
+def supports(x: Tensor, width: int) -> bool:
     """Whether the Triton SORF kernels take this call (else t is materialised)."""
     return _IMPORT_ERROR is None and width >= MIN_WIDTH and x.dtype != torch.float64

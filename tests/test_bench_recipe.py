@@ -1,0 +1,62 @@
+"""The statistics and bookkeeping of benchmarks/bench_recipe.py: the intervals its tables print
+(against scipy's t distribution), the seed-by-seed pairing, the order cells run in, and the
+rerun rule (a finished cell is read back, never run again)."""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_recipe", ROOT / "benchmarks" / "bench_recipe.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_recipe"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("values", [[51.0, 53.5], [40.1, 42.0, 39.5, 41.2, 43.3], [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]])
+def test_interval_is_the_95_percent_t_interval(bench, values):
+    mean, half = bench.interval(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=stats.tmean(values), scale=stats.sem(values))
+    assert mean == pytest.approx((low + high) / 2) and half == pytest.approx((high - low) / 2, rel=1e-3)
+
+
+def test_one_value_has_no_interval(bench):
+    mean, half = bench.interval([57.0])
+    assert mean == 57.0 and math.isnan(half)
+
+
+def test_paired_differences_are_taken_seed_by_seed(bench):
+    a = {"accuracies": "50.00 52.00 54.00"}
+    b = {"accuracies": "51.00 54.00 57.00"}  # +1, +2, +3
+    mean, half = bench.paired(a, b)
+    assert mean == pytest.approx(2.0)
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3), rel=1e-3)
+
+
+def test_grid_cells_run_the_headline_comparisons_first_and_each_cell_once(bench):
+    cells = bench.grid_cells(bench.SETTINGS)
+    assert cells[:3] == [("animals-lt", 50, 10), ("animals-lt", 10, 10), ("animals-lt", 100, 10)]
+    assert len(cells) == len(set(cells))
+    expected = {(d, i, p) for d, s in bench.SETTINGS.items() for i in s["imbalances"] for p in s["ipcs"]}
+    assert set(cells) == expected
+    assert [c[0] for c in cells].index("digits-lt") > max(i for i, c in enumerate(cells) if c[0] == "animals-lt")
+
+
+def test_a_finished_cell_is_read_back_not_run_again(bench, tmp_path, monkeypatch):
+    row = dict(stage="grid", dataset="digits-lt", imbalance=10, ipc=1, method="dm", variant="recipe", seed=0,
+               accuracy_mean=80.0, accuracy_std=1.0, accuracies="79.00 81.00", distill_seconds=1.0, eval_seconds=1.0,
+               flags="", device="test")  # fmt: skip
+    path = tmp_path / "cells.csv"
+    bench.append_row(path, row)
+    monkeypatch.setattr(bench, "cli", lambda argv: pytest.fail(f"ran a finished cell: {argv}"))
+    got = bench.run_cell("grid", "digits-lt", 10, 1, "dm", "recipe", [], bench.QUICK, path)
+    assert got["accuracies"] == "79.00 81.00"
