@@ -1,4 +1,5 @@
 """The README's Quickstart is what CI runs, and its example code runs as printed."""
+
 import pathlib
 import re
 
@@ -25,7 +26,16 @@ def test_ci_runs_the_readme_test_command_and_nothing_else():
     assert commands == ["make test"]
 
 
-def test_training_step_example_runs():
+def test_the_first_example_runs_and_prints_what_the_readme_shows(capsys):
     example = _blocks("python")[0]
-    assert "loss.backward()" in example
+    after = README.split(example, 1)[1]  # the block's closing fence, then the output block
+    shown = after.split("```")[2].strip()
     exec(compile(example, "README example", "exec"), {})
+    assert capsys.readouterr().out.strip() == shown
+
+
+def test_the_training_step_example_of_the_api_page_runs():
+    api = (ROOT / "docs" / "api.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", api, flags=re.S)[0]
+    assert "loss.backward()" in example
+    exec(compile(example, "docs/api.md example", "exec"), {})
