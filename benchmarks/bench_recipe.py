@@ -278,7 +278,7 @@ def grid_cells(settings) -> list[tuple[str, int, int]]:
 
 def stage_grid(args, settings):
     path = args.results / "distill_recipe.csv"
-    cells = grid_cells(settings if not args.quick else {d: QUICK for d in settings})
+    cells = grid_cells(settings if not args.quick else {d: QUICK for d in settings})[: args.groups]
     rows = {}
     for dataset, imbalance, ipc in cells:
         s = settings[dataset] if not args.quick else QUICK
@@ -536,6 +536,9 @@ def main() -> None:
     parser.add_argument("stage", choices=["curves", "ablation", "grid", "alpha", "structure", "report"])
     parser.add_argument("--quick", action="store_true", help="tiny settings into a temporary folder")
     parser.add_argument("--curve-iterations", type=int, default=1500)
+    parser.add_argument(
+        "--groups", type=int, default=None, help="grid: only the first N (dataset, imbalance, IPC) cells"
+    )
     args = parser.parse_args()
     global RUNS, POOL
     if args.quick:

@@ -102,21 +102,21 @@ class _SpectralLoss(nn.Module):
         self.generator = _checks.generator("generator", generator)
         self.precision = _checks.choice("precision", precision, functional.PRECISIONS)
 
+    # What forward passes on to the function: the configuration, and t (None: draw afresh).
+    _FORWARDED = (
+        "kernel",
+        "bandwidth",
+        "nu",
+        "num_freqs",
+        "generator",
+        "reduction",
+        "backend",
+        "precision",
+        "structure",
+    )
+
     def _spectral_kwargs(self, t):
-        return dict(
-            t=t,
-            kernel=self.kernel,
-            bandwidth=self.bandwidth,
-            nu=self.nu,
-            num_freqs=self.num_freqs,
-            generator=self.generator,
-            reduction=self.reduction,
-            backend=self.backend,
-            precision=self.precision,
-            check_finite=None,
-            real_group=None,
-            structure=self.structure,
-        )
+        return dict(t=t, check_finite=None, real_group=None, **{name: getattr(self, name) for name in self._FORWARDED})
 
     # The generator's state is what decides the next frequencies: save and restore it.
     def get_extra_state(self):

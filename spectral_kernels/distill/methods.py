@@ -101,13 +101,5 @@ class Objective:
         )
         if cfg.method == "sdd":
             return sk.sdd(real_f, syn_f, real_y, syn_y, **spectral)
-        return sk.csdm(
-            real_f,
-            syn_f,
-            real_y,
-            syn_y,
-            class_counts=self.class_counts,
-            alpha_head=cfg.alpha_head,
-            alpha_rule=cfg.head_rule,
-            **spectral,
-        )
+        weights = dict(class_counts=self.class_counts, alpha_head=cfg.alpha_head, alpha_rule=cfg.head_rule)
+        return sk.csdm(real_f, syn_f, real_y, syn_y, **weights, **spectral)
