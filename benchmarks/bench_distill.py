@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_recipe import distill_argv  # this folder is on sys.path when the script runs
 
 from spectral_kernels.cli import main as cli
 from spectral_kernels.distill.methods import METHODS
@@ -56,35 +57,7 @@ FIELDS = [
 
 def run_cell(dataset, imbalance, ipc, method, settings, workdir: Path, device: str) -> dict:
     out = workdir / f"{dataset}_{imbalance}_{ipc}_{method}"
-    argv = [
-        "distill",
-        "--dataset",
-        dataset,
-        "--imbalance",
-        str(imbalance),
-        "--ipc",
-        str(ipc),
-        "--method",
-        method,
-        "--width",
-        str(settings["width"]),
-        "--batch-real",
-        str(settings["batch_real"]),
-        "--iterations",
-        str(settings["iterations"]),
-        "--eval-epochs",
-        str(settings["eval_epochs"]),
-        "--num-eval",
-        str(NUM_EVAL),
-        "--num-freqs",
-        "1024",
-        "--seed",
-        "0",
-        "--quiet",
-        "--overwrite",
-        "--out",
-        str(out),
-    ]
+    argv = distill_argv(dataset, imbalance, ipc, method, settings, num_eval=NUM_EVAL, seed=0, out=out)
     began = time.perf_counter()
     if cli(argv) != 0:
         raise RuntimeError(f"run failed: {' '.join(argv)}")

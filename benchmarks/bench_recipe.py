@@ -125,6 +125,17 @@ def cell_key(row: dict) -> tuple:
     return tuple(str(row[k]) for k in ("stage", "dataset", "imbalance", "ipc", "method", "variant", "seed"))
 
 
+def distill_argv(dataset, imbalance, ipc, method, settings, *, num_eval, seed, out) -> list[str]:
+    """The `spectral-distill distill` command of one cell (bench_distill.py uses it too)."""
+    options = (
+        f"--dataset {dataset} --imbalance {imbalance} --ipc {ipc} --method {method} --width {settings['width']} "
+        f"--batch-real {settings['batch_real']} --iterations {settings['iterations']} "
+        f"--eval-epochs {settings['eval_epochs']} --num-eval {num_eval} --num-freqs 1024 --seed {seed} "
+        "--quiet --overwrite"
+    )
+    return ["distill", *options.split(), "--out", str(out)]
+
+
 def run_cell(stage, dataset, imbalance, ipc, method, variant, flags, settings, csv_path, *, seed=0, num_eval=NUM_EVAL):
     """One distillation + evaluation, unless its row is already in csv_path; returns the row."""
     row = dict(stage=stage, dataset=dataset, imbalance=imbalance, ipc=ipc, method=method, variant=variant, seed=seed)
@@ -132,36 +143,7 @@ def run_cell(stage, dataset, imbalance, ipc, method, variant, flags, settings, c
     if cell_key(row) in done:
         return done[cell_key(row)]
     out = RUNS / stage / f"{dataset}_{imbalance}_{ipc}_{method}_{variant}_{seed}".replace(" ", "").replace("+", "p")
-    argv = [
-        "distill",
-        "--dataset",
-        dataset,
-        "--imbalance",
-        str(imbalance),
-        "--ipc",
-        str(ipc),
-        "--method",
-        method,
-        "--width",
-        str(settings["width"]),
-        "--batch-real",
-        str(settings["batch_real"]),
-        "--iterations",
-        str(settings["iterations"]),
-        "--eval-epochs",
-        str(settings["eval_epochs"]),
-        "--num-eval",
-        str(num_eval),
-        "--num-freqs",
-        "1024",
-        "--seed",
-        str(seed),
-        "--quiet",
-        "--overwrite",
-        "--out",
-        str(out),
-        *flags,
-    ]
+    argv = distill_argv(dataset, imbalance, ipc, method, settings, num_eval=num_eval, seed=seed, out=out) + flags
     print(
         f"[{time.strftime('%H:%M:%S')}] {stage}: {dataset} imb {imbalance} IPC {ipc} {method} {variant} seed {seed}",
         flush=True,

@@ -89,21 +89,7 @@ def max_error(a, b) -> float:
 # The console script of this environment: CLI tests run it as a user would, in a subprocess.
 CLI_SCRIPT = os.path.join(os.path.dirname(sys.executable), "spectral-distill")
 # Options of a distillation that takes a second or two.
-FAST_CLI = [
-    "--dataset",
-    "digits",
-    "--ipc",
-    "1",
-    "--iterations",
-    "2",
-    "--width",
-    "8",
-    "--batch-real",
-    "4",
-    "--num-eval",
-    "0",
-    "--quiet",
-]
+FAST_CLI = "--dataset digits --ipc 1 --iterations 2 --width 8 --batch-real 4 --num-eval 0 --quiet".split()
 
 
 def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:

@@ -14,6 +14,8 @@ from spectral_kernels.distill.data import DataError, load_dataset, long_tail_cou
 from spectral_kernels.distill.loop import DistillConfig, distill
 from spectral_kernels.distill.models import ConvNet, depth_for
 
+from .conftest import FAST_CLI
+
 FAST = dict(
     dataset="digits",
     ipc=2,
@@ -196,25 +198,7 @@ def test_evaluation_reports_mean_and_std_over_seeds(tmp_path):
 
 
 def _argv(tmp_path, *extra):
-    return [
-        "distill",
-        "--dataset",
-        "digits",
-        "--ipc",
-        "1",
-        "--iterations",
-        "2",
-        "--width",
-        "8",
-        "--batch-real",
-        "4",
-        "--num-eval",
-        "0",
-        "--quiet",
-        "--out",
-        str(tmp_path / "run"),
-        *extra,
-    ]
+    return ["distill", *FAST_CLI, "--out", str(tmp_path / "run"), *extra]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ from spectral_kernels.distill.loop import distill, initial_synthetic
 from spectral_kernels.distill.models import ConvNet
 from spectral_kernels.distill.pool import cache_dir, pool_key, pool_network
 
+from .conftest import FAST_CLI
+
 FAST = dict(
     dataset="digits",
     ipc=2,
@@ -48,33 +50,8 @@ def test_a_recipe_sets_its_values_and_explicit_options_win(tmp_path):
 
 
 def test_the_cli_records_the_resolved_recipe_and_flags_win(tmp_path, capsys):
-    argv = [
-        "distill",
-        "--dataset",
-        "digits",
-        "--ipc",
-        "1",
-        "--iterations",
-        "2",
-        "--width",
-        "8",
-        "--batch-real",
-        "4",
-        "--num-eval",
-        "0",
-        "--quiet",
-        "--net-pool",
-        "1",
-        "--pool-epochs",
-        "1",
-        "--recipe",
-        "ncfm",
-        "--no-pool-interpolate",
-        "--eval-cutmix",
-        "0",
-        "--out",
-        str(tmp_path / "run"),
-    ]
+    recipe = "--net-pool 1 --pool-epochs 1 --recipe ncfm --no-pool-interpolate --eval-cutmix 0".split()
+    argv = ["distill", *FAST_CLI, *recipe, "--out", str(tmp_path / "run")]
     assert cli(argv) == 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["recipe"] == "ncfm" and saved["factor"] == 2 and saved["optimizer"] == "adamw"
