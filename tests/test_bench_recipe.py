@@ -60,3 +60,32 @@ def test_a_finished_cell_is_read_back_not_run_again(bench, tmp_path, monkeypatch
     monkeypatch.setattr(bench, "cli", lambda argv: pytest.fail(f"ran a finished cell: {argv}"))
     got = bench.run_cell("grid", "digits-lt", 10, 1, "dm", "recipe", [], bench.QUICK, path)
     assert got["accuracies"] == "79.00 81.00"
+
+
+def test_an_ingredient_that_costs_accuracy_is_left_out_of_the_later_steps(bench, tmp_path, monkeypatch):
+    # Fake cells: the third step costs 5 points on every seed (whole interval below 0), the
+    # others gain 1; the flags each step ran with are recorded.
+    steps = [("base", []), ("+ good", ["--good"]), ("+ bad", ["--bad"]), ("+ later", ["--later"])]
+    gains = {"base": 0.0, "+ good": 1.0, "+ bad": -4.0, "+ later": 2.0}
+    ran = {}
+
+    def fake_cell(stage, dataset, imbalance, ipc, method, variant, flags, settings, csv_path, **_):
+        ran[method, variant] = list(flags)
+        accuracies = [50 + gains[variant] + seed / 10 for seed in range(5)]
+        row = dict(stage=stage, dataset=dataset, imbalance=imbalance, ipc=ipc, method=method, variant=variant,
+                   seed=0, accuracy_mean=sum(accuracies) / 5, accuracy_std=0.16,
+                   accuracies=" ".join(f"{a:.2f}" for a in accuracies), distill_seconds=0, eval_seconds=0,
+                   flags=" ".join(flags), device="test")  # fmt: skip
+        bench.append_row(csv_path, row)
+        return row
+
+    monkeypatch.setattr(bench, "STEPS", steps)
+    monkeypatch.setattr(bench, "run_cell", fake_cell)
+    bench.stage_ablation(type("Args", (), dict(results=tmp_path, quick=True))(), bench.SETTINGS)
+    for method in bench.ABLATION_METHODS:
+        assert ran[method, "+ bad"] == ["--good", "--bad"]
+        assert ran[method, "+ later"] == ["--good", "--later"]  # built on the last step kept
+    table = (tmp_path / "recipe_ablation.md").read_text()
+    bad = next(line for line in table.splitlines() if line.startswith("| + bad | "))
+    assert bad.count("(left out)") == len(bench.ABLATION_METHODS) and "(left out)" not in table.split("| + bad")[0]
+    assert "| + later | 52.20 ± 0.16 | +1.00 ± 0.00 |" in table  # against "+ good", not "+ bad"
