@@ -156,7 +156,8 @@ def test_clamped_pixels_stay_in_the_valid_range_and_adamw_is_used(tmp_path):
 
 
 def test_evaluation_decodes_the_set_and_trains_with_cutmix(tmp_path):
-    run = distill(_config(tmp_path / "r", **dict(RECIPE, num_eval=2, eval_epochs=2)))
+    evaluation = dict(eval_optimizer="adamw", eval_schedule="steps", eval_cutmix=0.5)
+    run = distill(_config(tmp_path / "r", **dict(RECIPE, num_eval=2, eval_epochs=2, **evaluation)))
     result = json.loads((run / "eval.json").read_text())
     assert len(result["accuracies"]) == 2 and all(0 <= a <= 1 for a in result["accuracies"])
 
