@@ -37,11 +37,13 @@ from pathlib import Path
 
 import torch
 
+from spectral_kernels.cli import _parser as cli_parser
 from spectral_kernels.cli import main as cli
+from spectral_kernels.distill.config import DistillConfig
 from spectral_kernels.distill.methods import METHODS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-RUNS = Path("runs/recipe")
+RUNS = DEFAULT_RUNS = Path("runs/recipe")
 NUM_EVAL = 5
 # t quantiles (0.975) by degrees of freedom, for 95% intervals of small samples.
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -143,14 +145,50 @@ def distill_argv(dataset, imbalance, ipc, method, settings, *, num_eval, seed, o
     return ["distill", *options.split(), "--out", str(out)]
 
 
+def run_dir(row: dict) -> Path:
+    name = f"{row['dataset']}_{row['imbalance']}_{row['ipc']}_{row['method']}_{row['variant']}_{row['seed']}"
+    return RUNS / row["stage"] / name.replace(" ", "").replace("+", "p")
+
+
+def resolved_options(argv: list[str]) -> dict:
+    """The options a distill command runs with, presets applied, less where it writes."""
+    args = vars(cli_parser().parse_args(argv))
+    given = {k: v for k, v in args.items() if k not in ("command", "config", "resume", "overwrite")}
+    options = DistillConfig.from_dict(given).to_dict()
+    return {k: v for k, v in options.items() if k not in ("out", "recipe")}
+
+
+def finished_twin(argv: list[str]) -> dict | None:
+    """A finished cell of any stage that ran these very options. The driver is deterministic
+    (every random draw comes from the seed and the step), so its result is this cell's: the
+    grid's dm, ncfm and csdm cells at imbalance 50 are the ablation's last steps kept."""
+    mine = resolved_options(argv)
+    for path in sorted(RESULTS.glob("*.csv")) if RUNS == DEFAULT_RUNS else []:
+        for row in read_rows(path):
+            config = run_dir(row) / "config.json" if "stage" in row and "variant" in row else None
+            if config and config.is_file() and (run_dir(row) / "eval.json").is_file():
+                theirs = json.loads(config.read_text())
+                if {k: theirs.get(k) for k in mine} == mine:
+                    return row
+    return None
+
+
 def run_cell(stage, dataset, imbalance, ipc, method, variant, flags, settings, csv_path, *, seed=0, num_eval=NUM_EVAL):
-    """One distillation + evaluation, unless its row is already in csv_path; returns the row."""
+    """One distillation + evaluation, unless its row is already in csv_path, or a finished cell
+    ran the same options (finished_twin); returns the row."""
     row = dict(stage=stage, dataset=dataset, imbalance=imbalance, ipc=ipc, method=method, variant=variant, seed=seed)
     done = {cell_key(r): r for r in read_rows(csv_path)}
     if cell_key(row) in done:
         return done[cell_key(row)]
-    out = RUNS / stage / f"{dataset}_{imbalance}_{ipc}_{method}_{variant}_{seed}".replace(" ", "").replace("+", "p")
+    out = run_dir(row)
     argv = distill_argv(dataset, imbalance, ipc, method, settings, num_eval=num_eval, seed=seed, out=out) + flags
+    twin = finished_twin(argv)
+    if twin is not None:
+        print(f"{stage}: {dataset} imb {imbalance} IPC {ipc} {method} {variant}: the run of {run_dir(twin)}")
+        copied = ("accuracy_mean", "accuracy_std", "accuracies", "distill_seconds", "eval_seconds", "device")
+        row.update({k: twin[k] for k in copied}, flags=" ".join(flags))
+        append_row(csv_path, row)
+        return row
     print(
         f"[{time.strftime('%H:%M:%S')}] {stage}: {dataset} imb {imbalance} IPC {ipc} {method} {variant} seed {seed}",
         flush=True,

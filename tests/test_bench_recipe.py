@@ -3,6 +3,7 @@
 rerun rule (a finished cell is read back, never run again)."""
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -89,3 +90,34 @@ def test_an_ingredient_that_costs_accuracy_is_left_out_of_the_later_steps(bench,
     bad = next(line for line in table.splitlines() if line.startswith("| + bad | "))
     assert bad.count("(left out)") == len(bench.ABLATION_METHODS) and "(left out)" not in table.split("| + bad")[0]
     assert "| + later | 52.20 ± 0.16 | +1.00 ± 0.00 |" in table  # against "+ good", not "+ bad"
+
+
+def test_a_cell_whose_options_a_finished_run_had_is_read_from_that_run(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(bench, "DEFAULT_RUNS", tmp_path / "runs")
+    finished = dict(stage="ablation", dataset="digits-lt", imbalance=10, ipc=1, method="dm", variant="+ x", seed=0,
+                    accuracy_mean=80.0, accuracy_std=1.0, accuracies="79.00 81.00", distill_seconds=3.0,
+                    eval_seconds=1.0, flags="--factor 2", device="test")  # fmt: skip
+    bench.append_row(bench.RESULTS / "recipe_ablation.csv", finished)
+    run = bench.run_dir(finished)
+    run.mkdir(parents=True)
+    argv = bench.distill_argv("digits-lt", 10, 1, "dm", bench.QUICK, num_eval=2, seed=0, out=run) + ["--factor", "2"]
+    (run / "config.json").write_text(json.dumps({**bench.resolved_options(argv), "out": str(run), "recipe": "thin"}))
+    (run / "eval.json").write_text("{}")
+
+    monkeypatch.setattr(bench, "cli", lambda argv: pytest.fail(f"ran a cell a finished run had: {argv}"))
+    grid = tmp_path / "grid.csv"
+    got = bench.run_cell("grid", "digits-lt", 10, 1, "dm", "recipe", ["--factor", "2"], bench.QUICK, grid, num_eval=2)
+    assert (got["accuracies"], got["flags"], got["stage"]) == ("79.00 81.00", "--factor 2", "grid")
+    assert bench.read_rows(grid)[0]["accuracies"] == "79.00 81.00"
+
+    class Ran(Exception):
+        pass
+
+    def run_it(argv):
+        raise Ran(argv)
+
+    monkeypatch.setattr(bench, "cli", run_it)
+    with pytest.raises(Ran):  # one option differs: a run of its own
+        bench.run_cell("grid", "digits-lt", 10, 1, "dm", "other", ["--factor", "3"], bench.QUICK, grid, num_eval=2)
