@@ -23,8 +23,9 @@ namespace math {
 // kMaxFastPhase: the largest |p| for which the reduction stays accurate; beyond it the callers
 // switch to a full-range routine (ATen/Sleef on the CPU per tile, sincosf on the GPU per
 // element). kFastSinCosMaxAbsError: the stated bound against float64 sin/cos for
-// |p| <= kMaxFastPhase (tests/test_cuda_backend.py checks it on this very function, with and
-// without FMA contraction). Branch-free, so GCC vectorises the CPU loops that call it.
+// |p| <= kMaxFastPhase (tests/test_ecf_math.py checks it on this very function as the CPU build
+// compiles it; the GPU build may contract to FMA, which the Cody-Waite split tolerates).
+// Branch-free, so GCC vectorises the CPU loops that call it.
 constexpr float kMaxFastPhase = 8192.0f;
 constexpr double kFastSinCosMaxAbsError = 1.0e-7;
 

@@ -1,6 +1,7 @@
-"""GPU-only checks of the Triton backend at real sizes (skipped without CUDA; run by
-benchmarks/gpu_suite.sh on a GPU machine). The interpreter-sized checks of the same kernels
-run everywhere in test_backends.py."""
+"""GPU-only checks of the Triton and cuda backends at real sizes, and of the two against each
+other (skipped without CUDA; run by benchmarks/gpu_suite.sh on a GPU machine). The small
+checks of the same code run everywhere: test_backends.py (Triton in the interpreter, gradcheck
+for every backend that can run), test_chunk_walk.py (the cuda backend's walk on the CPU)."""
 
 import pytest
 import torch
