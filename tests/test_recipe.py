@@ -128,7 +128,7 @@ def test_the_pool_is_trained_once_and_reused_by_later_runs_on_the_same_settings(
 
 
 def test_the_full_recipe_resumes_to_the_uninterrupted_result(tmp_path):
-    config = dict(RECIPE, method="csdm", iterations=7, lr_schedule="plateau")  # every state resumes
+    config = dict(RECIPE, method="csdm", iterations=7, lr_schedule="plateau", calib_weight=1.0)  # every state resumes
     whole = distill(_config(tmp_path / "whole", **config))
 
     def interrupt(iteration):
