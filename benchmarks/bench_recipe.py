@@ -39,7 +39,7 @@ import torch
 
 from spectral_kernels.cli import _parser as cli_parser
 from spectral_kernels.cli import main as cli
-from spectral_kernels.distill.config import DistillConfig
+from spectral_kernels.distill.config import RECIPES, DistillConfig
 from spectral_kernels.distill.methods import METHODS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -234,6 +234,12 @@ def paired(a: dict, b: dict) -> tuple[float, float]:
 def recipe_flags() -> list[str]:
     """The grid's recipe: the `ncfm` preset with the pool of the ablation."""
     return ["--recipe", "ncfm", *POOL]
+
+
+def recipe_text() -> str:
+    """The grid's recipe for a table's caption: its flags and what the preset sets."""
+    preset = ", ".join(f"{k}={v}" for k, v in RECIPES["ncfm"].items())
+    return f"{' '.join(recipe_flags())}; the preset sets {preset}"
 
 
 def stage_curves(args, settings):
@@ -439,7 +445,7 @@ def write_grid_table(csv_path: Path, md_path: Path) -> None:
         return
     summary = grid_summary(rows)
     lines = [
-        f"Results grid with the recipe ({' '.join(recipe_flags())}). Test accuracy (%), mean ± 95% t-interval over "
+        f"Results grid with the recipe ({recipe_text()}). Test accuracy (%), mean ± 95% t-interval over "
         f"{NUM_EVAL} evaluation seeds (x2 distillation seeds where two methods were within 2 points; n in brackets). "
         f"Device: {rows[0]['device']}.",
         "",
@@ -497,7 +503,7 @@ def write_structure_table(results: Path, md_path: Path) -> None:
     }
     lines = [
         f"i.i.d. against structured (SORF, --frequencies hadamard) frequencies on animals-lt, imbalance 50, "
-        f"IPC {structured[0]['ipc']}, with the recipe ({' '.join(recipe_flags())}), 1024 frequencies, the same "
+        f"IPC {structured[0]['ipc']}, with the recipe ({recipe_text()}), 1024 frequencies, the same "
         f"seeds and iterations. Accuracy (%) mean ± 95% t-interval over {NUM_EVAL} evaluation seeds; difference "
         f"to i.i.d. seed by seed. Device: {structured[0]['device']}.",
         "",
