@@ -464,9 +464,32 @@ def write_grid_table(csv_path: Path, md_path: Path) -> None:
                 got = summary.get((dataset, i, p, m))
                 cells.append(f"{got[0]:.2f} ± {got[1]:.2f} ({got[2]})" if got else "")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "csdm minus each method, paired (the same distillation seed and evaluation seed on both sides): "
+            "mean ± 95% t-interval (n pairs).",
+            "",
+            "| csdm minus | " + " | ".join(f"imb {i}, IPC {p}" for i, p in cols) + " |",
+            "|---|" + "---|" * len(cols),
+        ]
+        for m in METHODS:
+            if m != "csdm":
+                cells = [paired_with_csdm(rows, (dataset, i, p), m) for i, p in cols]
+                lines.append(f"| {m} | " + " | ".join(f"{_fmt(*c[:2])} ({c[2]})" if c else "" for c in cells) + " |")
         lines.append("")
     md_path.write_text("\n".join(lines))
     plot_grid(summary, md_path.with_suffix(".png"))
+
+
+def paired_with_csdm(rows: list[dict], cell: tuple, other: str) -> tuple | None:
+    """csdm minus `other` in one (dataset, imbalance, ipc) cell, seed by seed over every
+    distillation seed both ran: (mean, 95% half-width, n pairs), or None."""
+    here = {(r["method"], r["seed"]): r for r in rows if (r["dataset"], int(r["imbalance"]), int(r["ipc"])) == cell}
+    diffs = []
+    for (method, seed), row in sorted(here.items()):
+        if method == "csdm" and (other, seed) in here:
+            diffs += [c - o for c, o in zip(accuracies(row), accuracies(here[other, seed]))]
+    return (*interval(diffs), len(diffs)) if diffs else None
 
 
 def write_alpha_table(csv_path: Path, md_path: Path) -> None:

@@ -121,3 +121,18 @@ def test_a_cell_whose_options_a_finished_run_had_is_read_from_that_run(bench, tm
     monkeypatch.setattr(bench, "cli", run_it)
     with pytest.raises(Ran):  # one option differs: a run of its own
         bench.run_cell("grid", "digits-lt", 10, 1, "dm", "other", ["--factor", "3"], bench.QUICK, grid, num_eval=2)
+
+
+def test_csdm_is_compared_with_each_method_over_the_seeds_both_ran(bench):
+    def row(method, seed, accuracies):
+        return dict(
+            dataset="animals-lt", imbalance="50", ipc="10", method=method, seed=str(seed), accuracies=accuracies
+        )
+
+    rows = [row("csdm", 0, "50 52"), row("csdm", 1, "51 55"), row("dm", 0, "49 50"), row("dm", 1, "50 50"),
+            row("random", 0, "40 40"), row("dm", 0, "0 0") | dict(imbalance="10")]  # fmt: skip
+    mean, half, n = bench.paired_with_csdm(rows, ("animals-lt", 50, 10), "dm")
+    assert n == 4 and mean == pytest.approx((1 + 2 + 1 + 5) / 4)  # the imbalance-10 row is another cell
+    assert half == pytest.approx(bench.interval([1, 2, 1, 5])[1])
+    assert bench.paired_with_csdm(rows, ("animals-lt", 50, 10), "random")[2] == 2  # random has seed 0 only
+    assert bench.paired_with_csdm(rows, ("animals-lt", 50, 10), "sdd") is None
