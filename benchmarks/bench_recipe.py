@@ -321,13 +321,16 @@ def grid_cells(settings) -> list[tuple[str, int, int]]:
 def stage_grid(args, settings):
     path = args.results / "distill_recipe.csv"
     cells = grid_cells(settings if not args.quick else {d: QUICK for d in settings})[: args.groups]
+    methods = args.methods or METHODS
     rows = {}
     for dataset, imbalance, ipc in cells:
         s = settings[dataset] if not args.quick else QUICK
         rows[dataset, imbalance, ipc] = {
-            m: run_cell("grid", dataset, imbalance, ipc, m, "recipe", recipe_flags(), s, path) for m in METHODS
+            m: run_cell("grid", dataset, imbalance, ipc, m, "recipe", recipe_flags(), s, path) for m in methods
         }
         write_grid_table(path, args.results / "distill_recipe.md")
+    if methods != METHODS:
+        return  # second seeds once every method of a cell has its first
     # Then, where two methods of a cell are within 2 points, a second distillation seed for both.
     for (dataset, imbalance, ipc), cell in rows.items():
         s = settings[dataset] if not args.quick else QUICK
@@ -602,6 +605,15 @@ def plot_curves(rows: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def method_list(text: str) -> list[str]:
+    """--methods: known names, comma-separated, returned in METHODS order."""
+    names = text.split(",")
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    return [m for m in METHODS if m in names]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["curves", "ablation", "grid", "alpha", "structure", "report"])
@@ -609,6 +621,12 @@ def main() -> None:
     parser.add_argument("--curve-iterations", type=int, default=1500)
     parser.add_argument(
         "--groups", type=int, default=None, help="grid: only the first N (dataset, imbalance, IPC) cells"
+    )
+    parser.add_argument(
+        "--methods",
+        type=method_list,
+        default=None,
+        help="grid: only these methods (comma-separated), first seeds only; a later full run adds the rest",
     )
     args = parser.parse_args()
     global RUNS, POOL
