@@ -1,10 +1,10 @@
 """The recipe study: what each ingredient of the published recipe is worth, and what each method
 is worth with it, on long-tailed data, with statistics.
 
-    python benchmarks/bench_recipe.py curves      # loss curves of dm, ncfm, csdm with the full recipe
+    python benchmarks/bench_recipe.py curves      # loss curves of dm, ncfm, csdm with the ncfm preset
     python benchmarks/bench_recipe.py ablation    # animals-lt, imbalance 50, IPC 10: the thin loop,
                                                   # then one ingredient added at a time, for dm, ncfm, csdm
-    python benchmarks/bench_recipe.py grid        # every method x imbalance x IPC with the recipe
+    python benchmarks/bench_recipe.py grid        # every method x imbalance x IPC with the recipe (--groups, --methods)
     python benchmarks/bench_recipe.py alpha       # CSDM alpha_head sweep, and head/tail reversed
     python benchmarks/bench_recipe.py structure   # csdm and ncfm with i.i.d. against structured frequencies
     python benchmarks/bench_recipe.py report      # tables (MD) and plots (PNG) from the CSVs
@@ -13,7 +13,8 @@ is worth with it, on long-tailed data, with statistics.
 Every cell is one `spectral-distill distill` run (in this process, through the CLI's main) whose
 row is appended to the stage's CSV under benchmarks/results/ as soon as it finishes; a rerun
 skips the cells already there, so a stage can be stopped and continued, and its results
-committed as they land. Run directories go to runs/recipe/ (not committed).
+committed as they land. Run directories go to runs/recipe/ (not committed); a cell whose
+resolved options a finished run of any stage had is read from that run (finished_twin).
 
 Statistics. Every cell is evaluated on the same NUM_EVAL evaluation seeds (the ConvNets that
 are trained on the synthetic set start from the same weights and see the same batches), so two
