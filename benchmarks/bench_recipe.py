@@ -38,9 +38,9 @@ from pathlib import Path
 
 import torch
 
-from spectral_kernels.cli import _parser as cli_parser
 from spectral_kernels.cli import main as cli
-from spectral_kernels.distill.config import RECIPES, DistillConfig
+from spectral_kernels.cli import parse_distill
+from spectral_kernels.distill.config import RECIPES
 from spectral_kernels.distill.methods import METHODS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -153,9 +153,7 @@ def run_dir(row: dict) -> Path:
 
 def resolved_options(argv: list[str]) -> dict:
     """The options a distill command runs with, presets applied, less where it writes."""
-    args = vars(cli_parser().parse_args(argv))
-    given = {k: v for k, v in args.items() if k not in ("command", "config", "resume", "overwrite")}
-    options = DistillConfig.from_dict(given).to_dict()
+    options = parse_distill(argv).to_dict()
     return {k: v for k, v in options.items() if k not in ("out", "recipe")}
 
 
@@ -224,9 +222,14 @@ def interval(values: list[float]) -> tuple[float, float]:
     return mean, T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
 
 
+def differences(a: dict, b: dict) -> list[float]:
+    """b minus a, evaluation seed by evaluation seed."""
+    return [y - x for x, y in zip(accuracies(a), accuracies(b))]
+
+
 def paired(a: dict, b: dict) -> tuple[float, float]:
     """b minus a, seed by seed: (mean difference, 95% half-width)."""
-    return interval([y - x for x, y in zip(accuracies(a), accuracies(b))])
+    return interval(differences(a, b))
 
 
 # ----------------------------------------------------------------------------- stages
@@ -492,7 +495,7 @@ def paired_with_csdm(rows: list[dict], cell: tuple, other: str) -> tuple | None:
     diffs = []
     for (method, seed), row in sorted(here.items()):
         if method == "csdm" and (other, seed) in here:
-            diffs += [c - o for c, o in zip(accuracies(row), accuracies(here[other, seed]))]
+            diffs += differences(here[other, seed], row)
     return (*interval(diffs), len(diffs)) if diffs else None
 
 
@@ -610,7 +613,7 @@ def method_list(text: str) -> list[str]:
     """--methods: known names, comma-separated, returned in METHODS order."""
     names = text.split(",")
     unknown = [n for n in names if n not in METHODS]
-    if unknown or not names:
+    if unknown:
         raise argparse.ArgumentTypeError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     return [m for m in METHODS if m in names]
 

@@ -205,14 +205,25 @@ def _fail(message: str, status: int = 2) -> int:
     return status
 
 
+def distill_config(args: argparse.Namespace) -> DistillConfig:
+    """The options a parsed `distill` command runs with: its config file, then its flags, then
+    the preset they name (flags win). Raises ConfigError."""
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "overwrite")}
+    values = _read_config_file(args.config) if args.config else {}
+    values.update(given)
+    return DistillConfig.from_dict(values)
+
+
+def parse_distill(argv: list[str]) -> DistillConfig:
+    """distill_config of a `distill ...` argument list, without running it."""
+    return distill_config(_parser().parse_args(argv))
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "distill":
-            given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "overwrite")}
-            values = _read_config_file(args.config) if args.config else {}
-            values.update(given)
-            config = DistillConfig.from_dict(values)
+            config = distill_config(args)
             run = distill(config, resume=args.resume, overwrite=args.overwrite)
             if not config.quiet and int(os.environ.get("RANK", "0")) == 0:
                 _show(run)
