@@ -7,6 +7,7 @@ is worth with it, on long-tailed data, with statistics.
     python benchmarks/bench_recipe.py grid        # every method x imbalance x IPC with the recipe (--groups, --methods)
     python benchmarks/bench_recipe.py alpha       # CSDM alpha_head sweep, and head/tail reversed
     python benchmarks/bench_recipe.py structure   # csdm and ncfm with i.i.d. against structured frequencies
+    python benchmarks/bench_recipe.py fill        # short classes padded with noise against augmented copies
     python benchmarks/bench_recipe.py report      # tables (MD) and plots (PNG) from the CSVs
     ... --quick                                   # tiny settings in a temporary folder: checks the script
 
@@ -313,12 +314,14 @@ def hurts(base: dict, row: dict) -> bool:
 
 
 def grid_cells(settings) -> list[tuple[str, int, int]]:
-    """(dataset, imbalance, ipc) in the order they are run: the comparisons the results lean on
-    first (animals-lt at IPC 10, imbalance 50, 10, 100), then the rest of animals-lt by IPC, then
-    digits-lt, so that a study cut short has its most useful cells."""
+    """(dataset, imbalance, ipc) in the order they are run, so that a study cut short has its most
+    useful cells: the comparisons the results lean on first (animals-lt at IPC 10, imbalance 50,
+    10, 100), then the rest of animals-lt at IPC 10 and at IPC 1, then digits-lt (the fast second
+    set: 8x8 images), then the largest cells (IPC 20, twice the images of IPC 10) last."""
     rest = [(d, i, p) for d, s in settings.items() for p in s["ipcs"] for i in s["imbalances"]]
     first = [c for c in (("animals-lt", i, 10) for i in (50, 10, 100)) if c in rest]
-    rank = lambda cell: (cell[0] != "animals-lt", [10, 1, 20].index(cell[2]) if cell[2] in (10, 1, 20) else 3, cell[1])
+    order = {("animals-lt", 10): 0, ("animals-lt", 1): 1, ("digits-lt", 10): 2, ("digits-lt", 1): 3}
+    rank = lambda cell: (order.get(cell[:3:2], len(order)), cell[0], cell[2], cell[1])
     return first + sorted((c for c in rest if c not in first), key=rank)
 
 
@@ -393,6 +396,31 @@ def stage_structure(args, settings):
             args.results / "recipe_structure.csv",
         )
     write_structure_table(args.results, args.results / "recipe_structure.md")
+
+
+def stage_fill(args, settings):
+    """Noise against augmented copies in the tiles a short class cannot fill with real images,
+    at the two imbalances where several classes are short (random shows the start itself)."""
+    s = settings["animals-lt"] if not args.quick else QUICK
+    ipc = 10 if not args.quick else 1
+    for imbalance in (50, 100) if not args.quick else (10,):
+        for method in ("random", "dm", "ncfm", "csdm"):
+            flags = recipe_flags()
+            grid = args.results / "distill_recipe.csv"
+            run_cell("grid", "animals-lt", imbalance, ipc, method, "recipe", flags, s, grid)
+            fill = args.results / "recipe_fill.csv"
+            run_cell(
+                "fill",
+                "animals-lt",
+                imbalance,
+                ipc,
+                method,
+                "init_fill=repeat",
+                flags + ["--init-fill", "repeat"],
+                s,
+                fill,
+            )
+    write_fill_table(args.results, args.results / "recipe_fill.md")
 
 
 # ----------------------------------------------------------------------------- tables and plots
@@ -523,30 +551,56 @@ def write_alpha_table(csv_path: Path, md_path: Path) -> None:
 
 
 def write_structure_table(results: Path, md_path: Path) -> None:
-    structured = read_rows(results / "recipe_structure.csv")
-    if not structured:
+    write_versus_grid(
+        results / "recipe_structure.csv",
+        results,
+        md_path,
+        "i.i.d. against structured (SORF, --frequencies hadamard) frequencies on animals-lt, IPC {ipc}, with the "
+        "recipe ({recipe}), 1024 frequencies, the same seeds and iterations.",
+        ("frequencies", "iid", "hadamard"),
+    )
+
+
+def write_fill_table(results: Path, md_path: Path) -> None:
+    write_versus_grid(
+        results / "recipe_fill.csv",
+        results,
+        md_path,
+        "What fills the tiles of a class with fewer real images than IPC x factor^2 (on animals-lt at IPC {ipc} "
+        "with factor 2: the last 3 classes at imbalance 50, the last 4 at 100): Gaussian noise (the recipe, "
+        "{recipe}) against the class's images again, each copy geometrically augmented (--init-fill repeat); "
+        "the same seeds and iterations.",
+        ("fill", "noise", "repeat"),
+    )
+
+
+def write_versus_grid(csv_path: Path, results: Path, md_path: Path, caption: str, names: tuple) -> None:
+    """A one-option variant against the grid cell it differs from, seed by seed."""
+    variants = read_rows(csv_path)
+    if not variants:
         return
     grid = {
-        (r["method"], r["seed"]): r
+        (r["imbalance"], r["ipc"], r["method"], r["seed"]): r
         for r in read_rows(results / "distill_recipe.csv")
-        if r["dataset"] == "animals-lt" and r["imbalance"] == "50" and r["ipc"] == structured[0]["ipc"]
+        if r["dataset"] == "animals-lt"
     }
+    column, base_name, variant_name = names
     lines = [
-        f"i.i.d. against structured (SORF, --frequencies hadamard) frequencies on animals-lt, imbalance 50, "
-        f"IPC {structured[0]['ipc']}, with the recipe ({recipe_text()}), 1024 frequencies, the same "
-        f"seeds and iterations. Accuracy (%) mean ± 95% t-interval over {NUM_EVAL} evaluation seeds; difference "
-        f"to i.i.d. seed by seed. Device: {structured[0]['device']}.",
+        caption.format(ipc=variants[0]["ipc"], recipe=recipe_text())
+        + f" Accuracy (%) mean ± 95% t-interval over {NUM_EVAL} evaluation seeds; difference to {base_name} seed "
+        f"by seed. Device: {variants[0]['device']}.",
         "",
-        "| method | frequencies | accuracy | vs iid | distillation seconds |",
-        "|---|---|---|---|---|",
+        f"| imbalance | method | {column} | accuracy | vs {base_name} | distillation seconds |",
+        "|---|---|---|---|---|---|",
     ]
-    for r in structured:
-        base = grid.get((r["method"], r["seed"]))
-        for row, name, versus in ((base, "iid", "—"), (r, "hadamard", _fmt(*paired(base, r)) if base else "")):
+    for r in variants:
+        base = grid.get((r["imbalance"], r["ipc"], r["method"], r["seed"]))
+        for row, name, versus in ((base, base_name, "—"), (r, variant_name, _fmt(*paired(base, r)) if base else "")):
             if row is not None:
                 mean, half = interval(accuracies(row))
                 lines.append(
-                    f"| {r['method']} | {name} | {mean:.2f} ± {half:.2f} | {versus} | {row['distill_seconds']} |"
+                    f"| {r['imbalance']} | {r['method']} | {name} | {mean:.2f} ± {half:.2f} | {versus} "
+                    f"| {row['distill_seconds']} |"
                 )
     md_path.write_text("\n".join(lines) + "\n")
 
@@ -620,7 +674,7 @@ def method_list(text: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["curves", "ablation", "grid", "alpha", "structure", "report"])
+    parser.add_argument("stage", choices=["curves", "ablation", "grid", "alpha", "structure", "fill", "report"])
     parser.add_argument("--quick", action="store_true", help="tiny settings into a temporary folder")
     parser.add_argument("--curve-iterations", type=int, default=1500)
     parser.add_argument(
@@ -647,6 +701,7 @@ def main() -> None:
         write_grid_table(args.results / "distill_recipe.csv", args.results / "distill_recipe.md")
         write_alpha_table(args.results / "recipe_alpha.csv", args.results / "recipe_alpha.md")
         write_structure_table(args.results, args.results / "recipe_structure.md")
+        write_fill_table(args.results, args.results / "recipe_fill.md")
     else:
         stages = {
             "curves": stage_curves,
@@ -654,6 +709,7 @@ def main() -> None:
             "grid": stage_grid,
             "alpha": stage_alpha,
             "structure": stage_structure,
+            "fill": stage_fill,
         }
         stages[args.stage](args, settings)
     print(f"results in {args.results}")

@@ -23,6 +23,7 @@ import torch
 from .distill.config import (
     EVAL_OPTIMIZERS,
     EVAL_SCHEDULES,
+    INIT_FILLS,
     INT_LIMITS,
     LR_SCHEDULES,
     OPTIMIZERS,
@@ -105,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--clamp-pixels", action=argparse.BooleanOptionalAction, help="keep the synthetic pixels in the valid range"
+    )
+    d.add_argument(
+        "--init-fill",
+        help=f"tiles of a class with fewer real images than ipc x factor^2: {', '.join(INIT_FILLS)} "
+        f"(repeat: its real images again, each copy augmented; default {defaults.init_fill})",
     )
     d.add_argument("--kernel", help=f"one of {', '.join(SPECTRAL_KERNELS)} (default {defaults.kernel})")
     d.add_argument(

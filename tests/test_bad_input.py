@@ -941,6 +941,7 @@ CLI_CASES = [
     Cli("unknown lr schedule", [*DISTILL, "--lr-schedule", "cosine"], ["--lr-schedule", "'cosine'"]),
     Cli("unknown eval optimizer", [*DISTILL, "--eval-optimizer", "adam"], ["--eval-optimizer", "sgd, adamw"]),
     Cli("unknown eval schedule", [*DISTILL, "--eval-schedule", "cosine"], ["--eval-schedule", "half, steps"]),
+    Cli("unknown init fill", [*DISTILL, "--init-fill", "zeros"], ["--init-fill", "noise, repeat", "'zeros'"]),
     Cli("eval cutmix above one", [*DISTILL, "--eval-cutmix", "1.5"], ["--eval-cutmix", "probability", "1.5"]),
     Cli("calibration weight negative", [*DISTILL, "--calib-weight", "-1"], ["--calib-weight", "-1.0"]),
     Cli("calibration without a pool", [*DISTILL, "--calib-weight", "1"], ["--calib-weight", "--net-pool >= 1"]),

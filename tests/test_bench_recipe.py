@@ -49,7 +49,11 @@ def test_grid_cells_run_the_headline_comparisons_first_and_each_cell_once(bench)
     assert len(cells) == len(set(cells))
     expected = {(d, i, p) for d, s in bench.SETTINGS.items() for i in s["imbalances"] for p in s["ipcs"]}
     assert set(cells) == expected
-    assert [c[0] for c in cells].index("digits-lt") > max(i for i, c in enumerate(cells) if c[0] == "animals-lt")
+    position = {cell: i for i, cell in enumerate(cells)}
+    later = lambda a, b: min(position[c] for c in cells if c[::2] == a) > max(position[c] for c in cells if c[::2] == b)
+    # animals-lt IPC 10, then IPC 1, then digits-lt (IPC 10, then 1), then animals-lt IPC 20.
+    assert later(("animals-lt", 1), ("animals-lt", 10)) and later(("digits-lt", 10), ("animals-lt", 1))
+    assert later(("digits-lt", 1), ("digits-lt", 10)) and later(("animals-lt", 20), ("digits-lt", 1))
 
 
 def test_a_finished_cell_is_read_back_not_run_again(bench, tmp_path, monkeypatch):
@@ -136,3 +140,19 @@ def test_csdm_is_compared_with_each_method_over_the_seeds_both_ran(bench):
     assert half == pytest.approx(bench.interval([1, 2, 1, 5])[1])
     assert bench.paired_with_csdm(rows, ("animals-lt", 50, 10), "random")[2] == 2  # random has seed 0 only
     assert bench.paired_with_csdm(rows, ("animals-lt", 50, 10), "sdd") is None
+
+
+def test_a_variant_is_compared_with_its_own_grid_cell_seed_by_seed(bench, tmp_path):
+    def row(stage, imbalance, method, seed, accuracies):
+        return dict(stage=stage, dataset="animals-lt", imbalance=imbalance, ipc=10, method=method, variant="v",
+                    seed=seed, accuracy_mean=0, accuracy_std=0, accuracies=accuracies, distill_seconds=1.0,
+                    eval_seconds=1.0, flags="", device="test")  # fmt: skip
+
+    for r in (row("grid", 50, "dm", 0, "50 52"), row("grid", 100, "dm", 0, "40 40"), row("grid", 50, "dm", 1, "0 0")):
+        bench.append_row(tmp_path / "distill_recipe.csv", r)
+    bench.append_row(tmp_path / "recipe_fill.csv", row("fill", 100, "dm", 0, "41 43"))
+    bench.write_fill_table(tmp_path, tmp_path / "fill.md")
+    table = [line for line in (tmp_path / "fill.md").read_text().splitlines() if line.startswith("| 100 ")]
+    assert table[0].startswith("| 100 | dm | noise | 40.00 ± 0.00 | — |")
+    # +1 and +3 against the imbalance-100 cell of the same seed (not the imbalance-50 one, nor seed 1).
+    assert f"| repeat | 42.00 ± {bench.interval([41, 43])[1]:.2f} | {bench._fmt(*bench.interval([1, 3]))} |" in table[1]

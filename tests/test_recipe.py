@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from spectral_kernels.cli import main as cli
 from spectral_kernels.distill import formation
@@ -92,6 +93,61 @@ def test_initialisation_tiles_real_images_of_the_class():
     images, labels = initial_synthetic(data, 3, seed=0, factor=2)
     assert images.shape == (30, 1, 8, 8) and labels.tolist() == [c for c in range(10) for _ in range(3)]
     assert not torch.equal(images, initial_synthetic(data, 3, seed=0, factor=1)[0])
+
+
+def test_a_short_class_is_filled_with_noise_or_with_augmented_copies_of_its_images():
+    """digits-lt at imbalance 50 leaves the last classes 2-14 images, fewer than 3 x 2^2 tiles."""
+    data = load_dataset("digits-lt", imbalance=50)
+    counts = torch.bincount(data.train_y, minlength=10).tolist()
+    per_class, short = 12, [c for c in range(10) if counts[c] < 12]
+    assert short and short != list(range(10))
+    noise, _ = initial_synthetic(data, 3, seed=1, factor=2)
+    repeat, labels = initial_synthetic(data, 3, seed=1, factor=2, fill="repeat")
+    assert repeat.shape == noise.shape and torch.isfinite(repeat).all()
+    low, high = data.train_x.min(), data.train_x.max()
+    # The classes before the first short one draw the same real images either way.
+    head = labels < short[0]
+    assert torch.equal(noise[head], repeat[head])
+    for c in short:
+        n = counts[c]
+        real = data.train_x[data.train_y == c]
+        tiles = {fill: formation.decode(x[labels == c], 2) for fill, x in (("noise", noise), ("repeat", repeat))}
+        # Decoding upsamples half-size tiles, so compare against the real images sent through the same round trip.
+        # (each tile makes the trip on its own: four copies of the set make a whole number of stored images).
+        seen = formation.decode(formation.encode(real.repeat(4, 1, 1, 1), 2), 2)[:n]
+        for decoded in tiles.values():
+            assert decoded.shape[0] == per_class
+            # The first n tiles are the class's real images, in some order.
+            dist = torch.cdist(decoded[:n].flatten(1), seen.flatten(1))
+            assert dist.min(dim=1).values.max() < 1e-5 and dist.argmin(dim=1).unique().numel() == n
+        extra_noise, extra_repeat = tiles["noise"][n:], tiles["repeat"][n:]
+        # Each copy looks like one of the class's images (best correlation, centred: a rotated, scaled,
+        # shifted or flipped image still correlates); a noise tile like none (measured: about 0.1 against 0.7-0.85).
+        unit = lambda z: F.normalize(z.flatten(1) - z.flatten(1).mean(1, keepdim=True), dim=1)
+        best = {
+            k: (unit(v) @ unit(seen).T).max(dim=1).values.mean()
+            for k, v in (("noise", extra_noise), ("repeat", extra_repeat))
+        }
+        assert best["noise"] < 0.35 < 0.5 < best["repeat"]
+        # The copies stay within the pixel range (geometric transforms, zero padding), and none is an
+        # exact copy of another tile or of a real image (a copy would stay one).
+        assert extra_repeat.min() >= min(low, 0.0) - 1e-6 and extra_repeat.max() <= high + 1e-6
+        flat = tiles["repeat"].flatten(1)
+        gaps = torch.cdist(flat, flat) + torch.eye(per_class) * 1e9
+        assert gaps.min() > 1e-3
+        assert torch.cdist(extra_repeat.flatten(1), seen.flatten(1)).min() > 1e-3
+
+
+def test_init_fill_reaches_the_run_and_is_recorded(tmp_path):
+    out = tmp_path / "run"
+    args = ["distill", *FAST_CLI, "--dataset", "digits-lt", "--imbalance", "50", "--factor", "2", "--ipc", "3"]
+    assert cli([*args, "--init-fill", "repeat", "--iterations", "0", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["init_fill"] == "repeat"
+    data = load_dataset("digits-lt", imbalance=50)
+    expected, _ = initial_synthetic(data, 3, seed=config["seed"], factor=2, fill="repeat")
+    stored = torch.load(out / "synthetic.pt", weights_only=True)["images"]
+    assert torch.equal(stored, expected)
 
 
 # ----------------------------------------------------------------------------- the network pool

@@ -47,6 +47,11 @@ INT_LIMITS = {
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("none", "plateau")
 EVAL_OPTIMIZERS = ("sgd", "adamw")
+# What fills the tiles of a class that has fewer real images than IPC x factor^2 (see
+# loop.initial_synthetic): Gaussian noise, or the class's real images again, each extra copy
+# under one draw of the run's differentiable augmentation (an exact copy would receive exactly
+# the original's gradient at every step and never become a different image).
+INIT_FILLS = ("noise", "repeat")
 # Evaluation learning-rate steps: (fractions of the epochs, factor at each).
 EVAL_SCHEDULES = {"half": ((0.5,), 0.1), "steps": ((0.2, 0.4, 0.6, 0.8), 0.5)}
 
@@ -118,6 +123,7 @@ class DistillConfig:
     eval_schedule: str = "half"  # EVAL_SCHEDULES
     eval_cutmix: float = 0.0  # CutMix probability in evaluation (and in training the pool)
     frequencies: str = "iid"  # iid | orthogonal | hadamard: how ncfm/sdd/csdm draw frequencies (SPEC §4)
+    init_fill: str = "noise"  # INIT_FILLS: tiles of a class with fewer real images than IPC x factor^2
 
     # Options that may change between an interrupted run and its resumption (`out`: the run
     # directory may have been moved or be named by another path).
@@ -151,6 +157,7 @@ class DistillConfig:
             ("frequencies", STRUCTURES),
             ("eval_optimizer", EVAL_OPTIMIZERS),
             ("eval_schedule", tuple(EVAL_SCHEDULES)),
+            ("init_fill", INIT_FILLS),
         ):
             check(
                 getattr(self, name) in allowed,

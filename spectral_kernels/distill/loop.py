@@ -61,20 +61,32 @@ def iteration_seed(seed: int, iteration: int) -> int:
     return (seed * 1_000_003 + iteration * 7_919 + 17) % (2**62)
 
 
-def initial_synthetic(dataset: ImageDataset, ipc: int, seed: int, factor: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """IPC stored images per class, each tiling factor^2 real images of the class (noise where a
-    class has fewer), labels c repeated IPC times (the stored layout: see formation.py)."""
+def initial_synthetic(
+    dataset: ImageDataset, ipc: int, seed: int, factor: int = 1, fill: str = "noise"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """IPC stored images per class, each tiling factor^2 real images of the class, labels c
+    repeated IPC times (the stored layout: see formation.py). A class with fewer real images
+    than IPC x factor^2 fills the rest with Gaussian noise (fill="noise") or with its real images
+    again (fill="repeat"): each further pass over them in a fresh order, under one draw of the
+    differentiable augmentation's geometric part per pass, so that no tile is an exact copy of
+    another (a copy would get the original's gradient at every step and stay a copy). Geometric
+    only: a cutout or colour draw would bake an occluded or recoloured image into the start."""
     gen = torch.Generator().manual_seed(seed)
     per_class = ipc * factor * factor
     images = []
     for c in range(dataset.num_classes):
         idx = (dataset.train_y == c).nonzero().flatten()
         idx = idx[torch.randperm(idx.numel(), generator=gen)[:per_class]]
-        chosen = dataset.train_x[idx]
-        if chosen.shape[0] < per_class:
-            noise = torch.randn((per_class - chosen.shape[0], *dataset.image_shape), generator=gen)
-            chosen = torch.cat([chosen, noise])
-        images.append(formation.encode(chosen, factor))
+        chosen = [dataset.train_x[idx]]
+        missing = per_class - idx.numel()
+        if missing > 0 and fill == "noise":
+            chosen.append(torch.randn((missing, *dataset.image_shape), generator=gen))
+        while missing > 0 and fill == "repeat":
+            again = idx[torch.randperm(idx.numel(), generator=gen)[:missing]]
+            draw = int(torch.randint(2**62, (1,), generator=gen))
+            chosen.append(siamese_augment(dataset.train_x[again], draw, strategy=("crop", "flip", "scale", "rotate")))
+            missing -= again.numel()
+        images.append(formation.encode(torch.cat(chosen), factor))
     labels = torch.arange(dataset.num_classes).repeat_interleave(ipc)
     return torch.cat(images), labels
 
@@ -178,7 +190,7 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
 def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, world: int, *, resume: bool) -> _Run:
     path = Path(config.out)
     device = torch.device(config.device)
-    syn, syn_y = initial_synthetic(dataset, config.ipc, config.seed, config.factor)
+    syn, syn_y = initial_synthetic(dataset, config.ipc, config.seed, config.factor, config.init_fill)
     syn = syn.to(device).requires_grad_(config.method != "random")
     channels, size = dataset.image_shape[0], dataset.image_shape[1]
     feature_dim = ConvNet(channels, dataset.num_classes, size, width=config.width).feature_dim
