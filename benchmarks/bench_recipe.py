@@ -486,34 +486,33 @@ def write_grid_table(csv_path: Path, md_path: Path) -> None:
         "",
     ]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        cols = sorted({(i, p) for (d, i, p, _) in summary if d == dataset})
-        lines += [
-            f"### {dataset}",
-            "",
-            "| method | " + " | ".join(f"imb {i}, IPC {p}" for i, p in cols) + " |",
-            "|---|" + "---|" * len(cols),
-        ]
-        for m in METHODS:
-            cells = []
-            for i, p in cols:
-                got = summary.get((dataset, i, p, m))
-                cells.append(f"{got[0]:.2f} ± {got[1]:.2f} ({got[2]})" if got else "")
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "csdm minus each method, paired (the same distillation seed and evaluation seed on both sides): "
-            "mean ± 95% t-interval (n pairs).",
-            "",
-            "| csdm minus | " + " | ".join(f"imb {i}, IPC {p}" for i, p in cols) + " |",
-            "|---|" + "---|" * len(cols),
-        ]
-        for m in METHODS:
-            if m != "csdm":
-                cells = [paired_with_csdm(rows, (dataset, i, p), m) for i, p in cols]
-                lines.append(f"| {m} | " + " | ".join(f"{_fmt(*c[:2])} ({c[2]})" if c else "" for c in cells) + " |")
-        lines.append("")
+        for ipc in sorted({p for (d, _, p, _) in summary if d == dataset}):
+            lines += grid_section(rows, summary, dataset, ipc)
     md_path.write_text("\n".join(lines))
     plot_grid(summary, md_path.with_suffix(".png"))
+
+
+def grid_section(rows: list[dict], summary: dict, dataset: str, ipc: int) -> list[str]:
+    """One dataset at one IPC: each method's accuracy by imbalance, then csdm minus each method."""
+    imbalances = sorted({i for (d, i, p, _) in summary if (d, p) == (dataset, ipc)})
+    header = " | ".join(f"imb {i}" for i in imbalances)
+    lines = [f"### {dataset}, IPC {ipc}", "", f"| method | {header} |", "|---|" + "---|" * len(imbalances)]
+    for m in METHODS:
+        got = [summary.get((dataset, i, ipc, m)) for i in imbalances]
+        lines.append(f"| {m} | " + " | ".join(f"{g[0]:.2f} ± {g[1]:.2f} ({g[2]})" if g else "" for g in got) + " |")
+    lines += [
+        "",
+        "csdm minus each method, paired (the same distillation seed and evaluation seed on both sides): "
+        "mean ± 95% t-interval (n pairs).",
+        "",
+        f"| csdm minus | {header} |",
+        "|---|" + "---|" * len(imbalances),
+    ]
+    for m in METHODS:
+        if m != "csdm":
+            cells = [paired_with_csdm(rows, (dataset, i, ipc), m) for i in imbalances]
+            lines.append(f"| {m} | " + " | ".join(f"{_fmt(*c[:2])} ({c[2]})" if c else "" for c in cells) + " |")
+    return lines + [""]
 
 
 def paired_with_csdm(rows: list[dict], cell: tuple, other: str) -> tuple | None:
