@@ -403,23 +403,12 @@ def stage_fill(args, settings):
     at the two imbalances where several classes are short (random shows the start itself)."""
     s = settings["animals-lt"] if not args.quick else QUICK
     ipc = 10 if not args.quick else 1
+    flags, grid, fill = recipe_flags(), args.results / "distill_recipe.csv", args.results / "recipe_fill.csv"
     for imbalance in (50, 100) if not args.quick else (10,):
         for method in ("random", "dm", "ncfm", "csdm"):
-            flags = recipe_flags()
-            grid = args.results / "distill_recipe.csv"
             run_cell("grid", "animals-lt", imbalance, ipc, method, "recipe", flags, s, grid)
-            fill = args.results / "recipe_fill.csv"
-            run_cell(
-                "fill",
-                "animals-lt",
-                imbalance,
-                ipc,
-                method,
-                "init_fill=repeat",
-                flags + ["--init-fill", "repeat"],
-                s,
-                fill,
-            )
+            repeat = flags + ["--init-fill", "repeat"]
+            run_cell("fill", "animals-lt", imbalance, ipc, method, "init_fill=repeat", repeat, s, fill)
     write_fill_table(args.results, args.results / "recipe_fill.md")
 
 

@@ -96,7 +96,7 @@ def test_initialisation_tiles_real_images_of_the_class():
 
 
 def test_a_short_class_is_filled_with_noise_or_with_augmented_copies_of_its_images():
-    """digits-lt at imbalance 50 leaves the last classes 2-14 images, fewer than 3 x 2^2 tiles."""
+    """digits-lt at imbalance 50 leaves its last four classes 2-9 images, fewer than 3 x 2^2 tiles."""
     data = load_dataset("digits-lt", imbalance=50)
     counts = torch.bincount(data.train_y, minlength=10).tolist()
     per_class, short = 12, [c for c in range(10) if counts[c] < 12]

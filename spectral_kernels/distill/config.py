@@ -48,9 +48,9 @@ OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("none", "plateau")
 EVAL_OPTIMIZERS = ("sgd", "adamw")
 # What fills the tiles of a class that has fewer real images than IPC x factor^2 (see
-# loop.initial_synthetic): Gaussian noise, or the class's real images again, each extra copy
-# under one draw of the run's differentiable augmentation (an exact copy would receive exactly
-# the original's gradient at every step and never become a different image).
+# loop.initial_synthetic): Gaussian noise, or the class's real images again, each further pass
+# under one draw of the augmentation's geometric part (an exact copy would receive exactly the
+# original's gradient at every step and never become a different image).
 INIT_FILLS = ("noise", "repeat")
 # Evaluation learning-rate steps: (fractions of the epochs, factor at each).
 EVAL_SCHEDULES = {"half": ((0.5,), 0.1), "steps": ((0.2, 0.4, 0.6, 0.8), 0.5)}
