@@ -625,7 +625,8 @@ def plot_grid(summary: dict, path: Path) -> None:
             ax.set_xlabel("imbalance (n_max / n_min)")
             ax.set_ylabel("test accuracy (%)")
             ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8)
+    drawn = [ax for row in axes for ax in row if ax.axison]
+    drawn[-1].legend(fontsize=8)  # on a panel with lines, wherever the hidden ones fall
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
