@@ -232,6 +232,10 @@ def standard_gamma(shape: float, n: int, *, generator: torch.Generator | None, d
 def _pairwise_sq_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # The expanded form is one GEMM; clamping removes the small negatives of cancellation.
     sq = (x * x).sum(1, keepdim=True) + (y * y).sum(1).unsqueeze(0) - 2.0 * (x @ y.T)
+    if x is y:
+        # A point's distance to itself is 0; cancellation can leave +1e-7 there (how much depends
+        # on the CPU's GEMM path), which a huge 1 / sigma^2 turns into k(x, x) = 0 instead of 1.
+        sq.diagonal().zero_()
     return sq.clamp_min(0.0)
 
 
