@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from . import _checks, ops
+from ._distributed import sum_over_group
 from .classes import ClassIndex, class_index
 from .kernels import check_kernel, check_structure, kernel_matrix, sample_frequencies
 from .ops.hadamard import hadamard_ecf_sums
@@ -133,9 +134,7 @@ def _ecf_means(
     if check_finite:
         _checks.finite_sums(name, sums, x, t.radii if isinstance(t, HadamardFrequencies) else t)
     if group is not None:
-        from torch.distributed.nn.functional import all_reduce
-
-        sums = all_reduce(sums, group=group)
+        sums = sum_over_group(sums, group)
     n = (index.counts if counts is None else counts).clamp_min(1).to(sums.dtype).unsqueeze(1)
     return sums[:, 0] / n, sums[:, 1] / n
 

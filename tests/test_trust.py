@@ -116,17 +116,20 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(tmp_path):
 def test_a_killed_run_frees_its_folder_and_resumes_to_the_uninterrupted_result(tmp_path):
     """kill -9 leaves no stale lock (the OS drops a flock with its holder), and --resume gives the
     synthetic set of an uninterrupted run bit for bit."""
-    options = [*FAST_CLI, "--iterations", "40", "--checkpoint-every", "1", "--method", "sdd"]
+    # An iteration here takes a few milliseconds, so the run must be long enough that the kill
+    # (at most one poll after the first checkpoint) lands well before the end: with 40
+    # iterations a fast CI machine finished the whole run before the signal arrived.
+    options = [*FAST_CLI, "--iterations", "600", "--checkpoint-every", "1", "--method", "sdd"]
     assert run_cli("distill", *options, "--out", tmp_path / "whole").returncode == 0
     cut = tmp_path / "cut"
     proc = subprocess.Popen([CLI_SCRIPT, "distill", *options, "--out", str(cut)], stderr=subprocess.PIPE)
     try:
         _wait_for(cut / "checkpoint.pt", proc)
-        time.sleep(0.3)
+        time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert not (cut / "synthetic.pt").exists()
+    assert not (cut / "synthetic.pt").exists(), "the run finished before the kill: make it longer"
     assert run_cli("distill", *options, "--out", cut, "--resume").returncode == 0
     whole = torch.load(tmp_path / "whole" / "synthetic.pt", weights_only=True)
     resumed = torch.load(cut / "synthetic.pt", weights_only=True)
