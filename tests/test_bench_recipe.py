@@ -156,3 +156,24 @@ def test_a_variant_is_compared_with_its_own_grid_cell_seed_by_seed(bench, tmp_pa
     assert table[0].startswith("| 100 | dm | noise | 40.00 ± 0.00 | — |")
     # +1 and +3 against the imbalance-100 cell of the same seed (not the imbalance-50 one, nor seed 1).
     assert f"| repeat | 42.00 ± {bench.interval([41, 43])[1]:.2f} | {bench._fmt(*bench.interval([1, 3]))} |" in table[1]
+
+
+def test_the_alpha_table_pools_distillation_seeds_and_pairs_only_seeds_both_ran(bench, tmp_path):
+    def row(alpha, seed, accuracies):
+        return dict(stage="alpha", dataset="animals-lt", imbalance=50, ipc=10, method="csdm",
+                    variant=f"alpha_head={alpha}", seed=seed, accuracy_mean=0, accuracy_std=0,
+                    accuracies=accuracies, distill_seconds=0, eval_seconds=0, flags="", device="test")  # fmt: skip
+
+    path = tmp_path / "recipe_alpha.csv"
+    for r in [row(0.5, 0, "50 52"), row(0.9, 0, "53 56"), row(0.2, 0, "51 54"), row(0.5, 1, "40 44"),
+              row(0.2, 1, "42 47")]:  # fmt: skip
+        bench.append_row(path, r)
+    bench.write_alpha_table(path, tmp_path / "recipe_alpha.md")
+    lines = (tmp_path / "recipe_alpha.md").read_text().splitlines()
+    line = {tuple(c.strip() for c in ln.split("|")[1:3]): ln for ln in lines if ln.startswith("| 50 |")}
+    assert len(line) == 3  # one line per alpha, whatever its number of seeds
+    mean, half = bench.interval([50, 52, 40, 44])
+    assert f"| {mean:.2f} ± {half:.2f} (4) | — |" in line["50", "0.5"]
+    # 0.2 minus 0.5 seed by seed: +1 +2 (distillation seed 0), +2 +3 (seed 1).
+    assert f"| {bench._fmt(*bench.interval([1, 2, 2, 3]))} (4) |" in line["50", "0.2"]
+    assert f"| {bench._fmt(*bench.interval([3, 4]))} (2) |" in line["50", "0.9"]  # seed 0 only
