@@ -168,12 +168,70 @@ def test_the_alpha_table_pools_distillation_seeds_and_pairs_only_seeds_both_ran(
     for r in [row(0.5, 0, "50 52"), row(0.9, 0, "53 56"), row(0.2, 0, "51 54"), row(0.5, 1, "40 44"),
               row(0.2, 1, "42 47")]:  # fmt: skip
         bench.append_row(path, r)
+    bench.append_row(path, row(0.2, 0, "0 0") | dict(dataset="digits-lt"))  # another sweep: no pair with animals
     bench.write_alpha_table(path, tmp_path / "recipe_alpha.md")
     lines = (tmp_path / "recipe_alpha.md").read_text().splitlines()
-    line = {tuple(c.strip() for c in ln.split("|")[1:3]): ln for ln in lines if ln.startswith("| 50 |")}
+    line = {tuple(c.strip() for c in ln.split("|")[2:4]): ln for ln in lines if ln.startswith("| animals-lt | 50 |")}
     assert len(line) == 3  # one line per alpha, whatever its number of seeds
     mean, half = bench.interval([50, 52, 40, 44])
     assert f"| {mean:.2f} ± {half:.2f} (4) | — |" in line["50", "0.5"]
     # 0.2 minus 0.5 seed by seed: +1 +2 (distillation seed 0), +2 +3 (seed 1).
     assert f"| {bench._fmt(*bench.interval([1, 2, 2, 3]))} (4) |" in line["50", "0.2"]
     assert f"| {bench._fmt(*bench.interval([3, 4]))} (2) |" in line["50", "0.9"]  # seed 0 only
+    assert "| digits-lt | 50 | 0.2 | 0.00 ± 0.00 (2) | — |" in lines  # no 0.5 of its own to pair with
+
+
+def test_the_grid_gives_every_matching_method_a_second_seed_after_the_first_seeds(bench, tmp_path, monkeypatch):
+    # Fake cells far apart (the old rule seeded only methods within 2 points of another): every
+    # matching method still gets seed 1, random does not, and no second seed runs before every
+    # cell has its first seeds.
+    ran = []
+
+    def fake_cell(stage, dataset, imbalance, ipc, method, variant, flags, settings, csv_path, *, seed=0, **_):
+        ran.append((dataset, imbalance, ipc, method, seed))
+        accuracies = [10.0 * bench.METHODS.index(method) + e for e in range(2)]
+        row = dict(stage=stage, dataset=dataset, imbalance=imbalance, ipc=ipc, method=method, variant=variant,
+                   seed=seed, accuracy_mean=sum(accuracies) / 2, accuracy_std=0.7,
+                   accuracies=" ".join(f"{a:.2f}" for a in accuracies), distill_seconds=0, eval_seconds=0,
+                   flags=" ".join(flags), device="test")  # fmt: skip
+        bench.append_row(csv_path, row)
+        return row
+
+    monkeypatch.setattr(bench, "run_cell", fake_cell)
+    monkeypatch.setattr(bench, "plot_grid", lambda summary, path: None)
+    args = type("Args", (), dict(results=tmp_path, quick=True, groups=None, methods=None))()
+    bench.stage_grid(args, bench.SETTINGS)
+    cells = bench.grid_cells({d: bench.QUICK for d in bench.SETTINGS})
+    matching = set(bench.METHODS) - {"random"}
+    first = [r for r in ran if r[4] == 0]
+    second = [r for r in ran if r[4] == 1]
+    assert sorted(first) == sorted((*c, m, 0) for c in cells for m in bench.METHODS)
+    assert sorted(second) == sorted((*c, m, 1) for c in cells for m in matching)
+    assert ran.index(second[0]) == len(first)  # every first seed before any second one
+
+    ran.clear()
+    args.methods = ["csdm", "dm"]  # a partial pass runs first seeds only
+    bench.stage_grid(args, bench.SETTINGS)
+    assert ran and all(seed == 0 and method in ("csdm", "dm") for *_, method, seed in ran)
+
+
+def test_the_alpha_sweep_runs_each_dataset_with_its_own_second_seeds(bench, tmp_path, monkeypatch):
+    ran = []
+
+    def fake_cell(stage, dataset, imbalance, ipc, method, variant, flags, settings, csv_path, *, seed=0, **_):
+        ran.append((dataset, imbalance, variant, seed))
+        assert flags[-2:] == ["--alpha-head", variant.split("=")[1]] and settings is bench.SETTINGS[dataset]
+
+    monkeypatch.setattr(bench, "run_cell", fake_cell)
+    bench.stage_alpha(type("Args", (), dict(results=tmp_path, quick=False))(), bench.SETTINGS)
+    for dataset, (imbalances, seeded) in bench.ALPHA_SWEEPS.items():
+        for seed, alphas in ((0, bench.ALPHAS), (1, seeded)):
+            expected = {(dataset, i, f"alpha_head={a}", seed) for i in imbalances for a in alphas}
+            assert {r for r in ran if r[0] == dataset and r[3] == seed} == expected
+    assert len(ran) == len(set(ran))
+    assert set(bench.ALPHA_SWEEPS["digits-lt"][1]) == set(bench.ALPHAS)  # digits cells are cheap: every alpha twice
+
+
+def test_a_caption_names_every_machine_its_cells_ran_on(bench):
+    assert bench.devices([{"device": "a"}, {"device": "a"}]) == "Device: a."
+    assert bench.devices([{"device": "a"}, {"device": "b"}, {"device": "a"}]) == "Devices: a (2 cells); b (1 cells)."

@@ -74,3 +74,26 @@ def test_every_spec_citation_names_a_section_of_docs_spec():
 def test_nothing_points_outside_the_repository_for_the_spec():
     for page in PAGES:
         assert "../shared" not in page.read_text(), page
+
+
+def table_sections(text: str, level: str) -> dict[str, list[str]]:
+    """Heading (of `level`, e.g. "###") -> the table rows under it, up to the next heading."""
+    sections, name = {}, None
+    for line in text.splitlines():
+        if re.match(r"^#+\s", line):
+            name = line[len(level) :].strip() if line.startswith(level + " ") else None
+            if name is not None:
+                sections[name] = []
+        elif name is not None and line.startswith("|"):
+            sections[name].append(line)
+    return sections
+
+
+def test_the_grid_tables_in_the_docs_are_the_committed_results():
+    # docs/distillation.md copies the grid's tables; a rerun that lands new cells must bring
+    # the copy along, or the page's prose and tables describe results that are no longer there.
+    results = table_sections((ROOT / "benchmarks" / "results" / "distill_recipe.md").read_text(), "###")
+    docs = table_sections((ROOT / "docs" / "distillation.md").read_text(), "####")
+    assert results and all(results.values())
+    for name, rows in results.items():
+        assert docs.get(name) == rows, f"docs/distillation.md's '{name}' tables differ from distill_recipe.md"
