@@ -97,3 +97,9 @@ def test_the_grid_tables_in_the_docs_are_the_committed_results():
     assert results and all(results.values())
     for name, rows in results.items():
         assert docs.get(name) == rows, f"docs/distillation.md's '{name}' tables differ from distill_recipe.md"
+
+
+def test_the_alpha_sweep_table_in_the_docs_is_the_committed_one():
+    lines = (ROOT / "benchmarks" / "results" / "recipe_alpha.md").read_text().splitlines()
+    table = "\n".join(line for line in lines if line.startswith("|"))
+    assert table.count("\n") > 10 and table in (ROOT / "docs" / "distillation.md").read_text()
