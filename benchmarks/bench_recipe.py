@@ -21,7 +21,7 @@ Statistics. Every cell is evaluated on the same NUM_EVAL evaluation seeds (the C
 are trained on the synthetic set start from the same weights and see the same batches), so two
 cells can be compared seed by seed: an ingredient's gain is the mean of the per-seed differences
 with a 95% t-interval. Every matching method of a grid cell gets a second distillation seed
-once the cell's first seeds are in: where two methods are within 2 points, to tell them apart;
+once every cell's first seeds are in: where two methods are within 2 points, to tell them apart;
 where one stands more than 2 points from the rest, to tell the method from its seed.
 """
 
@@ -427,7 +427,7 @@ def devices(rows: list[dict]) -> str:
         count[r["device"]] = count.get(r["device"], 0) + 1
     if len(count) == 1:
         return f"Device: {next(iter(count))}."
-    return "Devices: " + "; ".join(f"{d} ({n} cells)" for d, n in count.items()) + "."
+    return "Devices: " + "; ".join(f"{d} ({n} cell{'s' * (n > 1)})" for d, n in count.items()) + "."
 
 
 def write_ablation_table(csv_path: Path, md_path: Path) -> None:

@@ -234,4 +234,4 @@ def test_the_alpha_sweep_runs_each_dataset_with_its_own_second_seeds(bench, tmp_
 
 def test_a_caption_names_every_machine_its_cells_ran_on(bench):
     assert bench.devices([{"device": "a"}, {"device": "a"}]) == "Device: a."
-    assert bench.devices([{"device": "a"}, {"device": "b"}, {"device": "a"}]) == "Devices: a (2 cells); b (1 cells)."
+    assert bench.devices([{"device": "a"}, {"device": "b"}, {"device": "a"}]) == "Devices: a (2 cells); b (1 cell)."
