@@ -100,6 +100,21 @@ def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProce
     )
 
 
+def hold_run_lock(run, *, write_pid: bool = True) -> int:
+    """Take <run>/.lock's flock in this process, as a running distillation does, and return the
+    descriptor (close it to release). With write_pid the file then holds exactly this pid (the
+    file is truncated first: a pid left by an earlier run may be longer); without it the file is
+    left as it is, as flock(1) or a scheduler would."""
+    import fcntl
+
+    fd = os.open(os.path.join(run, ".lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if write_pid:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, *words, status: int = 2) -> str:
     """The CLI failed with `status`, printed exactly one line on stderr (no traceback) holding
     every word; returns that line."""

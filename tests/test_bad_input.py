@@ -26,7 +26,7 @@ import spectral_kernels as sk
 from spectral_kernels.distill.config import DistillConfig
 from spectral_kernels.distill.loop import distill
 
-from .conftest import FAST_CLI, assert_one_line_error, run_cli
+from .conftest import FAST_CLI, assert_one_line_error, hold_run_lock, run_cli
 
 _G = torch.Generator().manual_seed(0)
 X = torch.randn(6, 3, generator=_G)
@@ -799,11 +799,7 @@ def _run_unchanged(which="done"):
 
 def _hold_lock(d: Path):
     """This pytest process takes the run's flock, as a running distillation would."""
-    import fcntl
-
-    fd = os.open(d / "run" / ".lock", os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    fd = hold_run_lock(d / "run")
     return lambda: os.close(fd)
 
 

@@ -3,7 +3,6 @@ not create, crashing, running code from a file, returning a silent wrong number.
 reproduces the original symptom (it fails on the code before the fix). The catalogue of bad
 inputs and their one-line errors is tests/test_bad_input.py."""
 
-import fcntl
 import json
 import os
 import pickle
@@ -22,7 +21,7 @@ from spectral_kernels.distill.evaluate import evaluate_run
 from spectral_kernels.distill.files import RunFileError
 from spectral_kernels.distill.loop import distill
 
-from .conftest import CLI_SCRIPT, FAST_CLI, FUSED_BACKENDS, assert_one_line_error, run_cli
+from .conftest import CLI_SCRIPT, FAST_CLI, FUSED_BACKENDS, assert_one_line_error, hold_run_lock, run_cli
 
 # ----------------------------------------------------------------------------- data loss
 
@@ -455,11 +454,33 @@ def test_the_lock_is_an_flock_that_other_tools_can_see(tmp_path):
     """The lock is a plain flock: a process that holds it (here: this test) keeps runs out."""
     run = tmp_path / "run"
     assert run_cli("distill", *FAST_CLI, "--out", run).returncode == 0
-    fd = os.open(run / ".lock", os.O_RDWR)
+    fd = hold_run_lock(run)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         assert_one_line_error(run_cli("distill", *FAST_CLI, "--out", run, "--resume"), f"pid {os.getpid()}")
+    finally:
+        os.close(fd)
+    assert run_cli("distill", *FAST_CLI, "--out", run, "--resume").returncode == 0
+
+
+def test_a_finished_run_leaves_no_pid_in_its_lock_file(tmp_path):
+    """Was: the lock file kept the finished run's pid, which the next refusal could name."""
+    run = tmp_path / "run"
+    assert run_cli("distill", *FAST_CLI, "--out", run).returncode == 0
+    assert (run / ".lock").read_bytes() == b""
+
+
+def test_a_stale_pid_is_not_named_when_another_tool_holds_the_lock(tmp_path):
+    """A killed run leaves its pid in .lock; if flock(1) or a scheduler (which writes no pid)
+    holds the lock later, the refusal must not send the user after that dead process."""
+    run = tmp_path / "run"
+    assert run_cli("distill", *FAST_CLI, "--out", run).returncode == 0
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no process has now
+    (run / ".lock").write_text(f"{gone.pid}\n")
+    fd = hold_run_lock(run, write_pid=False)
+    try:
+        err = assert_one_line_error(run_cli("distill", *FAST_CLI, "--out", run, "--resume"), "in use", "pid unknown")
+        assert str(gone.pid) not in err
     finally:
         os.close(fd)
     assert run_cli("distill", *FAST_CLI, "--out", run, "--resume").returncode == 0

@@ -8,7 +8,8 @@ Rules (each a promise the README makes):
   temporary files); anything else the user put there stays.
 - One process at a time: a run holds an exclusive flock on <run>/.lock for as long as it
   works in the folder. The OS drops the lock when the holder exits or dies, so a killed run
-  never leaves a stale lock; a second process is refused, naming the holder's pid.
+  never leaves a stale lock; a second process is refused, naming the holder's pid (when the
+  holder wrote one and that process is alive: a tool such as flock(1) writes none).
 """
 
 from __future__ import annotations
@@ -72,16 +73,25 @@ class RunLock:
 
     @staticmethod
     def _holder(fd: int) -> str:
-        # The holder writes its pid just after locking: give it a moment if the file is empty.
+        """The pid of the process holding the lock, or "unknown".
+
+        The holder writes its pid just after locking, so an empty file gets a moment. The pid
+        named must be alive: a killed run leaves its pid behind, and if some other tool (flock(1),
+        a job scheduler) holds the lock now, that stale pid would send the user after the wrong
+        process.
+        """
         for _ in range(20):
             text = os.pread(fd, 32, 0).decode(errors="replace").strip()
             if text:
-                return text
+                return text if text.isdigit() and _is_alive(int(text)) else "unknown"
             time.sleep(0.01)
         return "unknown"
 
     def release(self) -> None:
         if self._fd is not None:
+            # Still holding the lock: leave an empty file, not a pid that will soon be stale.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 
@@ -90,6 +100,18 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _is_alive(pid: int) -> bool:
+    if pid <= 0:  # 0 and negatives would address process groups
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: an existence check, nothing is sent
+    except PermissionError:
+        return True  # exists, belongs to another user
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
 
 
 def write_config(run: Path, config: DistillConfig) -> None:
