@@ -65,7 +65,8 @@ def test_two_process_losses_and_gradients_equal_one_process(tmp_path):
 
 def _cli(args, out, torchrun):
     cmd = (
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_port", "29517"]
+        # --standalone: torchrun picks a free port itself (a fixed one may be taken on a shared runner).
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD)]
         if torchrun
         else [sys.executable]
     )
@@ -120,10 +121,9 @@ def test_pairwise_methods_refuse_to_run_data_parallel(tmp_path):
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",
         "--nproc_per_node",
         str(WORLD),
-        "--master_port",
-        "29518",
         "-m",
         "spectral_kernels.cli",
         "distill",
