@@ -489,7 +489,7 @@ def test_a_stale_pid_is_not_named_when_another_tool_holds_the_lock(tmp_path):
     fd = hold_run_lock(run, write_pid=False)
     try:
         err = assert_one_line_error(run_cli("distill", *FAST_CLI, "--out", run, "--resume"), "in use", "pid unknown")
-        assert str(gone.pid) not in err
+        assert f"pid {gone.pid}" not in err
     finally:
         os.close(fd)
     assert run_cli("distill", *FAST_CLI, "--out", run, "--resume").returncode == 0
