@@ -495,6 +495,29 @@ def test_a_stale_pid_is_not_named_when_another_tool_holds_the_lock(tmp_path):
     assert run_cli("distill", *FAST_CLI, "--out", run, "--resume").returncode == 0
 
 
+def test_the_holder_named_is_a_live_pid_whatever_the_lock_file_holds(tmp_path):
+    """What another process wrote into .lock is read, not trusted: "²" passes str.isdigit() but
+    not int(), and digits that name no live process are no holder either."""
+    from spectral_kernels.distill.rundir import RunLock
+
+    lock = tmp_path / ".lock"
+    for text, named in [
+        (f"{os.getpid()}\n", str(os.getpid())),
+        ("²\n", "unknown"),
+        ("0\n", "unknown"),
+        ("9" * 40, "unknown"),
+        ("-1\n", "unknown"),
+        ("my notes", "unknown"),
+        ("", "unknown"),
+    ]:
+        lock.write_text(text)
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            assert RunLock._holder(fd) == named, text
+        finally:
+            os.close(fd)
+
+
 def test_overwrite_removes_the_runs_own_temporaries_but_nothing_that_only_looks_like_one(tmp_path):
     """<name>.tmp.<pid> is ours (a crashed write); <name>.tmp.backup is not."""
     run = tmp_path / "run"

@@ -83,7 +83,7 @@ class RunLock:
         for _ in range(20):
             text = os.pread(fd, 32, 0).decode(errors="replace").strip()
             if text:
-                return text if text.isdigit() and _is_alive(int(text)) else "unknown"
+                return text if text.isascii() and text.isdigit() and _is_alive(int(text)) else "unknown"
             time.sleep(0.01)
         return "unknown"
 
