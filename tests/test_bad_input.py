@@ -675,6 +675,12 @@ LIB_CASES = [
         ValueError,
         ["does not fit this generator"],
     ),
+    # -- trust round 3: library values and sizes (SORF contract, size guard, generators)
+    # -- end of library values and sizes
+    # -- trust round 3: run folders, checkpoints and synthetic sets
+    # -- end of run folders
+    # -- trust round 3: datasets on disk
+    # -- end of datasets
 ]
 
 
@@ -1595,6 +1601,14 @@ CLI_CASES = [
         ["not a folder"],
         setup=lambda d: (d / "file").write_text("x"),
     ),
+    # -- trust round 3: library values and sizes, through the CLI
+    # -- end of library values and sizes, through the CLI
+    # -- trust round 3: run folders, checkpoints and synthetic sets, through the CLI
+    # -- end of run folders, through the CLI
+    # -- trust round 3: datasets on disk, through the CLI
+    # -- end of datasets, through the CLI
+    # -- hardware: devices, precision, compile, through the CLI
+    # -- end of hardware, through the CLI
 ]
 
 CASES = [*LIB_CASES, *CLI_CASES]
