@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass
@@ -78,7 +77,6 @@ RECIPES = {
         clamp_pixels=True,
     ),
 }
-_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 def flag(name: str) -> str:
@@ -124,10 +122,13 @@ class DistillConfig:
     eval_cutmix: float = 0.0  # CutMix probability in evaluation (and in training the pool)
     frequencies: str = "iid"  # iid | orthogonal | hadamard: how ncfm/sdd/csdm draw frequencies (SPEC §4)
     init_fill: str = "noise"  # INIT_FILLS: tiles of a class with fewer real images than IPC x factor^2
+    amp: str = "off"  # off | bf16 | fp16: autocast of the ConvNet in every phase (distill/hardware.py)
+    compile: bool = False  # torch.compile of the ConvNet in every phase
 
     # Options that may change between an interrupted run and its resumption (`out`: the run
     # directory may have been moved or be named by another path).
-    RESUMABLE_CHANGES = ("num_eval", "eval_epochs", "quiet", "device", "checkpoint_every", "out")
+    # --compile changes how, not what, the network computes.
+    RESUMABLE_CHANGES = ("num_eval", "eval_epochs", "quiet", "device", "checkpoint_every", "out", "compile")
 
     def validate(self, *, check_device: bool = True) -> DistillConfig:
         """Check every option's type, then its range; returns self. Raises ConfigError.
@@ -206,12 +207,14 @@ class DistillConfig:
             self.data_root is None or (self.data_root != "" and "\0" not in self.data_root),
             f"--data-root must name a folder, got {self.data_root!r}",
         )
-        check(_DEVICE.fullmatch(self.device) is not None, f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
-        if self.device.startswith("cuda") and check_device:
-            check(torch.cuda.is_available(), f"--device {self.device}: no CUDA device is available")
-            index = int(self.device.partition(":")[2] or 0)
-            count = torch.cuda.device_count()
-            check(index < count, f"--device {self.device}: there are {count} CUDA device(s), numbered from 0")
+        from . import hardware  # (it imports ConfigError from here)
+
+        check(self.amp in hardware.AMP, f"--amp must be one of {', '.join(hardware.AMP)}, got {self.amp!r}")
+        problem = hardware.device_problem(self.device, present=check_device)
+        check(problem is None, problem)
+        if check_device:
+            problem = hardware.amp_problem(torch.device(self.device), self.amp)
+            check(problem is None, problem)
         return self
 
     def to_dict(self) -> dict:

@@ -10,6 +10,7 @@ as Beta(1, 1), the loss weighted by area). A multi-formation set is decoded firs
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -23,6 +24,7 @@ from .augment import siamese_augment
 from .config import EVAL_SCHEDULES, ConfigError, DistillConfig
 from .data import ImageDataset, load_dataset
 from .files import RunFileError, append_line, atomic_write_text, expect, expect_tensor, load_torch_file
+from .hardware import Hardware, backward_and_step, weights_finite
 from .models import ConvNet
 from .rundir import RunLock, saved_config
 
@@ -33,7 +35,7 @@ def cutmix(x: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, prob: fl
     if prob <= 0 or float(torch.rand((), generator=gen)) >= prob:
         return x, labels, labels, 1.0
     lam = float(torch.rand((), generator=gen))  # Beta(1, 1)
-    perm = torch.randperm(x.shape[0], generator=gen)
+    perm = torch.randperm(x.shape[0], generator=gen).to(x.device)  # drawn on the CPU: the same on every device
     h, w = x.shape[2], x.shape[3]
     cut_h, cut_w = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
     cy, cx = int(torch.randint(h, (), generator=gen)), int(torch.randint(w, (), generator=gen))
@@ -57,14 +59,24 @@ def train_convnet(
     gamma: float = 0.1,
     cutmix_prob: float = 0.0,
     batch_size: int = 256,
+    hardware: Hardware | None = None,
+    what: str = "training",
 ) -> ConvNet:
     """A fresh ConvNet trained on (images, labels): SGD (lr 0.01, momentum 0.9, wd 5e-4) or AdamW
     (lr 1e-3, wd 0.01), the learning rate times `gamma` at each fraction of the epochs in
-    `milestones`, the Siamese augmentation per batch, then CutMix with probability cutmix_prob."""
+    `milestones`, the Siamese augmentation per batch, then CutMix with probability cutmix_prob.
+    Network, optimiser, data and augmentation on hardware.device, the forward under its autocast
+    and compilation. Weights that become non-finite raise DivergedError naming `what`."""
+    from .loop import DivergedError
+
+    hardware = hardware or Hardware()  # the CPU in float32, eager
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=width)
+    net = net.to(hardware.device)  # before the optimiser, so that its state is made there too
+    images, labels = images.to(hardware.device), labels.to(hardware.device)
+    forward, scaler = hardware.compiled(net), hardware.scaler()
     if optimizer == "adamw":
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
     else:
@@ -72,34 +84,56 @@ def train_convnet(
     steps = sorted({max(1, int(round(f * epochs))) for f in milestones})
     schedule = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=gamma)
     net.train()
-    for _ in range(epochs):
-        order = torch.randperm(images.shape[0], generator=gen)
+    for epoch in range(epochs):
+        order = torch.randperm(images.shape[0], generator=gen).to(hardware.device)
         for start in range(0, images.shape[0], batch_size):
             idx = order[start : start + batch_size]
             x = siamese_augment(images[idx], int(torch.randint(2**62, (1,), generator=gen)))
             x, y_a, y_b, lam = cutmix(x, labels[idx], gen, cutmix_prob)
-            logits = net(x)
+            with hardware.autocast():
+                logits = forward(x)
+            logits = logits.float()  # the loss in float32 whatever the network computed in
             loss = (
                 F.cross_entropy(logits, y_a)
                 if lam == 1.0
                 else lam * F.cross_entropy(logits, y_a) + (1 - lam) * F.cross_entropy(logits, y_b)
             )
             opt.zero_grad()
-            loss.backward()
-            opt.step()
+            backward_and_step(loss, opt, scaler)
         schedule.step()
+        # Once per epoch (one synchronisation): NaN weights would otherwise train on silently
+        # and report chance accuracy.
+        if not weights_finite(net):
+            precision = f" under --amp {hardware.amp}" if hardware.amp != "off" else ""
+            hint = "--amp off may help" if hardware.amp != "off" else "smaller or clamped images may help"
+            raise DivergedError(f"{what}, epoch {epoch}: the network's weights became non-finite{precision}; {hint}")
     return net.eval()
 
 
-def train_and_test(images, labels, dataset: ImageDataset, *, seed: int, epochs: int, width: int, **training) -> float:
-    """Test accuracy of a ConvNet trained by train_convnet(..., **training)."""
-    net = train_convnet(images, labels, dataset, seed=seed, epochs=epochs, width=width, **training)
-    correct = 0
+def train_and_test(
+    images,
+    labels,
+    dataset: ImageDataset,
+    *,
+    seed: int,
+    epochs: int,
+    width: int,
+    hardware: Hardware | None = None,
+    **training,
+) -> float:
+    """Test accuracy of a ConvNet trained by train_convnet(..., **training), tested on
+    hardware.device under its autocast and compilation."""
+    hardware = hardware or Hardware()
+    net = train_convnet(images, labels, dataset, seed=seed, epochs=epochs, width=width, hardware=hardware, **training)
+    forward = hardware.compiled(net)
+    test_x, test_y = dataset.test_x.to(hardware.device), dataset.test_y.to(hardware.device)
+    correct = torch.zeros((), dtype=torch.int64, device=hardware.device)
     with torch.no_grad():
-        for start in range(0, dataset.test_x.shape[0], 1024):
-            logits = net(dataset.test_x[start : start + 1024])
-            correct += int((logits.argmax(1) == dataset.test_y[start : start + 1024]).sum())
-    return correct / dataset.test_x.shape[0]
+        for start in range(0, test_x.shape[0], 1024):
+            with hardware.autocast():
+                logits = forward(test_x[start : start + 1024])
+            correct += (logits.argmax(1) == test_y[start : start + 1024]).sum()
+    return int(correct) / test_x.shape[0]
 
 
 def evaluation_training(config: DistillConfig) -> dict:
@@ -142,8 +176,13 @@ def evaluate_run(
     epochs: int | None = None,
     dataset: ImageDataset | None = None,
     locked: bool = False,
+    device: str | None = None,
+    amp: str | None = None,
+    compile: bool | None = None,
 ) -> dict:
     """Evaluate run/synthetic.pt; appends an "eval" row to metrics.jsonl and writes eval.json.
+    device, amp and compile default to the run's own (its config); a "phase" row before the
+    "eval" row records where the networks ran.
 
     Holds the run's lock while it works (unless the caller, the distillation itself, holds it:
     locked=True). Raises RunFileError for a missing or damaged synthetic.pt, ConfigError for
@@ -163,6 +202,9 @@ def evaluate_run(
     try:
         saved = load_synthetic(run / "synthetic.pt")
         cfg = saved["config"]
+        chosen = dict(device=device, amp=amp, compile=compile)
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in chosen.items() if v is not None}).validate()
+        hardware = Hardware.of(cfg)
         if dataset is None:
             dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, imbalance=cfg.imbalance, seed=cfg.seed)
         images, labels = saved["images"], saved["labels"]
@@ -186,6 +228,7 @@ def evaluate_run(
         epochs = cfg.eval_epochs if epochs is None else epochs
         images, labels = formation.decode(images, cfg.factor), formation.decoded_labels(labels, cfg.factor)
         began = time.perf_counter()
+        append_line(run / "metrics.jsonl", json.dumps(hardware.phase("evaluation")))
         accs = [
             train_and_test(
                 images,
@@ -194,6 +237,8 @@ def evaluate_run(
                 seed=cfg.seed * 1000 + k,
                 epochs=epochs,
                 width=cfg.width,
+                hardware=hardware,
+                what=f"evaluation network {k}",
                 **evaluation_training(cfg),
             )
             for k in range(num_eval)

@@ -37,6 +37,7 @@ from .config import ConfigError, DistillConfig  # noqa: F401  (DistillConfig is 
 from .data import DataError, ImageDataset, load_dataset
 from .files import (
     RunFileError,
+    append_line,
     atomic_save,
     atomic_write_text,
     durable_write,
@@ -47,6 +48,7 @@ from .files import (
     open_append,
     read_metrics,
 )
+from .hardware import Hardware, backward_and_step
 from .methods import Objective
 from .models import ConvNet
 from .pool import network_pool, pool_network
@@ -96,9 +98,13 @@ def class_members(dataset: ImageDataset) -> list[torch.Tensor]:
     return [(dataset.train_y == c).nonzero().flatten() for c in range(dataset.num_classes)]
 
 
-def _real_batch(dataset: ImageDataset, members: list[torch.Tensor], per_class: int, gen: torch.Generator):
+def _real_batch(real: tuple, members: list[torch.Tensor], per_class: int, gen: torch.Generator):
+    """A batch of (images, labels) from real = (train_x, train_y), drawn on the CPU (members are
+    CPU indices), gathered where the data lives."""
+    train_x, train_y = real
     idx = torch.cat([m[torch.randperm(m.numel(), generator=gen)[:per_class]] for m in members])
-    return dataset.train_x[idx], dataset.train_y[idx]
+    idx = idx.to(train_x.device)
+    return train_x[idx], train_y[idx]
 
 
 def _distributed(device: torch.device):
@@ -135,6 +141,16 @@ class _Run:
     pixel_range: tuple | None = None  # (low, high) per channel, (1, ch, 1, 1) each, with clamp_pixels
     pool: list | None = None
     metrics: object = None  # metrics.jsonl opened for appending (rank 0), made durable at checkpoints
+    # Where and how the networks compute (hardware.py): the real training set on the device, one
+    # feature network (and with a calibration term one trained network) living there, each
+    # step's weights loaded into it, and their forwards, compiled with --compile.
+    hardware: Hardware = Hardware()
+    real: tuple = ()  # (train_x, train_y) on the device
+    net: ConvNet | None = None
+    trained: ConvNet | None = None
+    embed: object = None
+    calibrate: object = None
+    scaler: object = None  # GradScaler with --amp fp16
 
 
 def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = False, on_iteration=None) -> Path:
@@ -189,7 +205,8 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
 
 def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, world: int, *, resume: bool) -> _Run:
     path = Path(config.out)
-    device = torch.device(config.device)
+    hardware = Hardware.of(config)
+    device = hardware.device
     syn, syn_y = initial_synthetic(dataset, config.ipc, config.seed, config.factor, config.init_fill)
     syn = syn.to(device).requires_grad_(config.method != "random")
     channels, size = dataset.image_shape[0], dataset.image_shape[1]
@@ -215,6 +232,7 @@ def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, worl
         iterations,
         start=0,
         members=class_members(dataset),
+        scaler=hardware.scaler(),
     )
     if optimizer is not None and config.lr_schedule == "plateau":
         # NCFM halves the rate after 500 of its 20000 steps without improvement: the same fraction.
@@ -233,11 +251,35 @@ def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, worl
         metrics = path / "metrics.jsonl"
         kept = [row for row in read_metrics(metrics) if row.get("iteration", -1) < run.start]
         atomic_write_text("".join(json.dumps(row) + "\n" for row in kept), metrics)
+    record = (lambda row: append_line(path / "metrics.jsonl", json.dumps(row))) if rank == 0 else (lambda row: None)
     if config.net_pool and run.iterations > run.start:
         run.pool = network_pool(
-            config, dataset, path, rank=rank, group=group, seed_of=lambda k: iteration_seed(config.seed, -1 - k)
+            config,
+            dataset,
+            path,
+            rank=rank,
+            group=group,
+            seed_of=lambda k: iteration_seed(config.seed, -1 - k),
+            record=record,
         )
+    if run.iterations > run.start:
+        _place_networks(run, hardware)
+        record(hardware.phase("matching"))
     return run
+
+
+def _place_networks(run: _Run, hardware: Hardware) -> None:
+    """The matching phase's networks, data and scaler on hardware.device (the synthetic images
+    and the maximisers are already there)."""
+    config, dataset = run.config, run.dataset
+    make = lambda: ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
+    run.hardware = hardware
+    run.real = (dataset.train_x.to(hardware.device), dataset.train_y.to(hardware.device))
+    run.net = make().to(hardware.device).requires_grad_(False)
+    run.embed = hardware.compiled(run.net.embed)
+    if run.pool is not None and config.calib_weight > 0:
+        run.trained = make().to(hardware.device).requires_grad_(False)
+        run.calibrate = hardware.compiled(run.trained)
 
 
 def _optimizer(config: DistillConfig, params) -> torch.optim.Optimizer:
@@ -282,6 +324,8 @@ def _restore_checkpoint(path: Path, run: _Run) -> int:
             module.load_state_dict(module_state)
         if run.scheduler is not None:
             run.scheduler.load_state_dict(scheduler)
+        if run.scaler is not None and isinstance(state.get("scaler"), dict):  # --amp fp16: its loss scale
+            run.scaler.load_state_dict(state["scaler"])
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise RunFileError(f"{path}: does not fit this run ({str(error).splitlines()[0][:200]})") from None
     with torch.no_grad():
@@ -359,60 +403,72 @@ def _check_optimizer_state(path: Path, state, optimizer: torch.optim.Optimizer) 
                 )
 
 
-def _networks(run: _Run, gen: torch.Generator, seed: int) -> tuple[ConvNet, ConvNet | None]:
-    """This step's feature network and, with a calibration term, the trained network it came from."""
+def _networks(run: _Run, gen: torch.Generator, seed: int) -> bool:
+    """Load this step's feature network into run.net and, with a calibration term, the trained
+    network it came from into run.trained (returns whether there is one). The weights are made
+    on the CPU, as they always were, so that every device draws the same networks."""
     config, dataset = run.config, run.dataset
     make = lambda: ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = make()
-    trained = None
+    calibrated = False
     if run.pool is not None:
         entry = run.pool[int(torch.randint(len(run.pool), (1,), generator=gen))]
         lam = float(torch.rand((), generator=gen)) if config.pool_interpolate else None
         net = pool_network(entry, lam, net)
         if config.calib_weight > 0:
-            trained = pool_network(entry, None, make()).to(run.device).requires_grad_(False)
-    return net.to(run.device).requires_grad_(False), trained
+            run.trained.load_state_dict(entry["trained"])
+            calibrated = True
+    run.net.load_state_dict(net.state_dict())
+    return calibrated
 
 
 def _step(run: _Run, it: int, began: float) -> None:
-    config, dataset, device = run.config, run.dataset, run.device
+    config, device = run.config, run.device
     seed = iteration_seed(config.seed, it)
     gen = torch.Generator().manual_seed(seed)
-    net, trained = _networks(run, gen, seed)
-    real, real_y = _real_batch(dataset, run.members, config.batch_real, gen)
+    calibrated = _networks(run, gen, seed)
+    real, real_y = _real_batch(run.real, run.members, config.batch_real, gen)
     real, real_y = (
         real[run.rank :: run.world].to(device),
         real_y[run.rank :: run.world].to(device),
     )  # this process's shard
     aug_seed = int(torch.randint(2**62, (1,), generator=gen))
-    calib_seed = int(torch.randint(2**62, (1,), generator=gen)) if trained is not None else None
+    calib_seed = int(torch.randint(2**62, (1,), generator=gen)) if calibrated else None
     syn = formation.decode(run.syn, config.factor)
     syn_y = formation.decoded_labels(run.syn_y, config.factor)
-    with torch.no_grad():
-        real_f = net.embed(siamese_augment(real, aug_seed))
-    syn_f = net.embed(siamese_augment(syn, aug_seed))
+    with torch.no_grad(), run.hardware.autocast():
+        real_f = run.embed(siamese_augment(real, aug_seed))
+    with run.hardware.autocast():
+        syn_f = run.embed(siamese_augment(syn, aug_seed))
+    real_f, syn_f = real_f.float(), syn_f.float()  # the loss in float32 whatever the network computed in
     if not bool(torch.isfinite(syn_f.detach()).all()):  # e.g. images grown so large the network overflows
         raise DivergedError(_diverged(it, "the synthetic images' features are non-finite", config.checkpoint_every))
     try:
         loss = run.objective.loss(real_f, real_y, syn_f, syn_y, gen)
     except ValueError as error:  # a value the options led to (frequencies out of range, a sampler that overflowed)
         raise DivergedError(_diverged(it, str(error), config.checkpoint_every)) from None
-    calib = F.cross_entropy(trained(siamese_augment(syn, calib_seed)), syn_y) if trained is not None else None
+    calib = None
+    if calibrated:
+        with run.hardware.autocast():
+            logits = run.calibrate(siamese_augment(syn, calib_seed))
+        calib = F.cross_entropy(logits.float(), syn_y)
     total = loss if calib is None else loss + config.calib_weight * calib
     value = float(total.detach())
     if not math.isfinite(value):
         raise DivergedError(_diverged(it, f"the loss is {value}", config.checkpoint_every))
     run.optimizer.zero_grad()
-    total.backward()
-    for module in run.objective.maximisers:  # ascent for the sampler, descent for the images
-        for p in module.parameters():
-            p.grad.neg_()
-            if run.group is not None:  # each process holds its shard's part: average, as DDP does
-                torch.distributed.all_reduce(p.grad, group=run.group)
-                p.grad /= run.world
-    run.optimizer.step()
+
+    def maximiser_gradients():
+        for module in run.objective.maximisers:  # ascent for the sampler, descent for the images
+            for p in module.parameters():
+                p.grad.neg_()
+                if run.group is not None:  # each process holds its shard's part: average, as DDP does
+                    torch.distributed.all_reduce(p.grad, group=run.group)
+                    p.grad /= run.world
+
+    backward_and_step(total, run.optimizer, run.scaler, between=maximiser_gradients)
     if not bool(torch.isfinite(run.syn).all()):  # cheap: a few images; caught here, not as a NaN loss later
         raise DivergedError(_diverged(it, "the synthetic images became non-finite", config.checkpoint_every))
     if run.pixel_range is not None:
@@ -436,6 +492,7 @@ def _step(run: _Run, it: int, began: float) -> None:
                 "optimizer": run.optimizer.state_dict(),
                 "maximisers": [m.state_dict() for m in run.objective.maximisers],
                 "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
+                "scaler": None if run.scaler is None else run.scaler.state_dict(),
             },
             run.path / "checkpoint.pt",
         )

@@ -11,7 +11,7 @@ a continuum from random to trained features. Without it the trained weights are 
 Training the pool is the expensive part, so it is cached across runs: under
 $SPECTRAL_KERNELS_CACHE (default ~/.cache/spectral_kernels) a file named by a hash of everything
 that determines it (dataset, imbalance, data root, seed, width, K, epochs, CutMix, torch
-version). A later run on the same data and settings loads it instead of training; the run
+version, and --amp unless off). It is trained on --device, and kept on the CPU. A later run on the same data and settings loads it instead of training; the run
 directory keeps its own copy (net_pool.pt) for --resume. Every load is weights_only and checked.
 """
 
@@ -28,6 +28,7 @@ from .. import __version__
 from .config import DistillConfig
 from .data import ImageDataset
 from .files import RunFileError, atomic_save, expect, expect_finite_state, load_torch_file
+from .hardware import Hardware
 from .models import ConvNet
 
 CACHE_ENV = "SPECTRAL_KERNELS_CACHE"
@@ -57,12 +58,18 @@ def pool_key(config: DistillConfig) -> str:
         torch=torch.__version__,
         library=__version__,
     )
+    if config.amp != "off":  # reduced precision trains other networks (device and --compile: float noise only)
+        parts["amp"] = config.amp
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def _train_pool(config: DistillConfig, dataset: ImageDataset, seed_of) -> list[dict]:
+    """The pool trained on config.device (under --amp and --compile); its weights kept on the CPU,
+    where the cache and the run's copy are written from and every step loads them from."""
     from .evaluate import train_convnet
 
+    hardware = Hardware.of(config)
+    train_x, train_y = dataset.train_x.to(hardware.device), dataset.train_y.to(hardware.device)  # once for all K
     pool = []
     for k in range(config.net_pool):
         seed = seed_of(k)
@@ -72,8 +79,8 @@ def _train_pool(config: DistillConfig, dataset: ImageDataset, seed_of) -> list[d
                 dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width
             ).state_dict()
         net = train_convnet(
-            dataset.train_x,
-            dataset.train_y,
+            train_x,
+            train_y,
             dataset,
             seed=seed,
             epochs=config.pool_epochs,
@@ -83,8 +90,11 @@ def _train_pool(config: DistillConfig, dataset: ImageDataset, seed_of) -> list[d
             gamma=POOL_GAMMA,
             cutmix_prob=config.eval_cutmix,
             batch_size=POOL_BATCH,
+            hardware=hardware,
+            what=f"pool network {k}",
         )
-        pool.append({"init": {k_: v.clone() for k_, v in init.items()}, "trained": net.state_dict()})
+        trained = {k_: v.detach().cpu() for k_, v in net.state_dict().items()}
+        pool.append({"init": {k_: v.clone() for k_, v in init.items()}, "trained": trained})
     return pool
 
 
@@ -113,15 +123,20 @@ def check_pool(path: Path, pool, config: DistillConfig, dataset: ImageDataset) -
     return pool
 
 
-def network_pool(config: DistillConfig, dataset: ImageDataset, run: Path, *, rank: int, group, seed_of) -> list[dict]:
+def network_pool(
+    config: DistillConfig, dataset: ImageDataset, run: Path, *, rank: int, group, seed_of, record=lambda row: None
+) -> list[dict]:
     """The run's pool: its own copy (run/net_pool.pt) if it has one, else the cache, else trained
-    now (rank 0) and written to both; the other processes wait and load the run's copy."""
+    now (rank 0) and written to both; the other processes wait and load the run's copy.
+    record(row) gets the metrics row of a pool trained or taken from the cache now."""
     path = run / "net_pool.pt"
     if rank == 0 and not path.is_file():
         cached = cache_dir() / f"{pool_key(config)}.pt"
         if cached.is_file():
             pool = check_pool(cached, load_torch_file(cached, "cached network pool"), config, dataset)
+            record({"event": "phase", "phase": "pool", "loaded": "cache"})
         else:
+            record(Hardware.of(config).phase("pool"))
             pool = _train_pool(config, dataset, seed_of)
             cached.parent.mkdir(parents=True, exist_ok=True)
             atomic_save(pool, cached)

@@ -1,0 +1,309 @@
+"""Every phase of a distillation run on --device, under --amp and --compile (distill/hardware.py).
+
+There is no GPU here, so the phases run on the `meta` device (tensors with shapes and no
+values) under a hook on every module call that asserts each parameter, buffer and tensor input
+is on the requested device; a phase that leaves its network or a batch on the CPU fails the
+assertion at its first forward. Meta tensors hold no values, so the hook stops a phase (raises
+_Enough) once it has seen enough calls, before any value is read back.
+"""
+
+import collections
+import json
+
+import pytest
+import torch
+from torch._dynamo import register_backend
+
+from spectral_kernels.distill import evaluate, hardware, loop, pool
+from spectral_kernels.distill.config import ConfigError, DistillConfig
+from spectral_kernels.distill.data import load_dataset
+from spectral_kernels.distill.hardware import COMPILE_BACKEND_ENV, CompileError, Hardware
+from spectral_kernels.distill.methods import Objective
+from spectral_kernels.distill.models import ConvNet
+
+META = torch.device("meta")
+TINY = dict(dataset="digits", ipc=1, width=4, batch_real=4, num_freqs=16, quiet=True, seed=0)
+
+
+class _Enough(Exception):
+    """The hook saw the calls it was armed for, every one on the requested device."""
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture
+def only_on():
+    """arm(device, convolutions): from then on every module call must have its parameters,
+    buffers and tensor inputs on `device`; the `convolutions`-th Conv2d call raises _Enough."""
+    state = {"device": None}
+
+    def hook(module, args):
+        if state["device"] is None:
+            return
+        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        tensors += [(f"input {i}", a) for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        for name, tensor in tensors:
+            assert tensor.device == state["device"], (
+                f"{type(module).__name__} {name} is on {tensor.device}, not {state['device']}"
+            )
+        if isinstance(module, torch.nn.Conv2d):
+            state["seen"] += 1
+            if state["seen"] >= state["limit"]:
+                raise _Enough
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+
+    def arm(device, convolutions):
+        state.update(device=device, limit=convolutions, seen=0)
+
+    yield arm
+    handle.remove()
+
+
+def test_pool_training_runs_on_the_device(digits, only_on):
+    config = DistillConfig(**TINY, net_pool=1, pool_epochs=1, device="meta")
+    only_on(META, convolutions=3)  # three training batches
+    with pytest.raises(_Enough):
+        pool._train_pool(config, digits, seed_of=lambda k: k)
+
+
+def test_evaluation_trains_and_tests_on_the_device(digits, only_on, tmp_path, monkeypatch):
+    run = loop.distill(DistillConfig(**TINY, method="random", num_eval=0, out=str(tmp_path / "run")))
+    monkeypatch.setattr(hardware, "device_problem", lambda name, present=True: None)  # meta, for this test
+    only_on(META, convolutions=1)
+    with pytest.raises(_Enough):  # training, through the run's evaluation with --device meta
+        evaluate.evaluate_run(run, dataset=digits, epochs=1, num_eval=1, device="meta")
+    only_on(META, convolutions=1)
+    with pytest.raises(_Enough):  # testing (no training epochs: straight to the test set)
+        evaluate.train_and_test(
+            digits.train_x[:20], digits.train_y[:20], digits, seed=0, epochs=0, width=4, hardware=Hardware(META)
+        )
+
+
+@pytest.mark.filterwarnings("ignore:for .*: copying from a non-meta parameter")  # meta holds no values to load
+def test_matching_runs_on_the_device(digits, only_on, tmp_path, monkeypatch):
+    """Data, networks (the feature network and the calibration's trained one), the learned
+    sampler and the optimiser's parameters on the device, and both forwards of a step there."""
+    make = lambda: ConvNet(1, 10, 8, width=4).state_dict()
+    monkeypatch.setattr(loop, "network_pool", lambda *a, **k: [{"init": make(), "trained": make()}])
+    config = DistillConfig(
+        **TINY, method="ncfm", learned_sampler=True, net_pool=1, calib_weight=0.5, device="meta", out=str(tmp_path)
+    )
+    run = loop._set_up(config, digits, None, 0, 1, resume=False)
+    placed = [*run.real, run.syn, run.syn_y, *run.net.parameters(), *run.trained.parameters()]
+    placed += [p for group in run.optimizer.param_groups for p in group["params"]]
+    assert len(run.optimizer.param_groups[0]["params"]) > 1  # the sampler's parameters are in it
+    assert all(t.device == META for t in placed), [t.device for t in placed]
+    only_on(META, convolutions=2)  # the real and the synthetic batch's features
+    with pytest.raises(_Enough):
+        loop._step(run, 0, 0.0)
+
+
+def test_every_phase_is_recorded_in_the_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECTRAL_KERNELS_CACHE", str(tmp_path / "cache"))
+    config = DistillConfig(**TINY, iterations=2, net_pool=1, pool_epochs=1, num_eval=1, eval_epochs=1, amp="bf16")
+    run = loop.distill(DistillConfig(**{**config.to_dict(), "out": str(tmp_path / "run")}))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    phases = [r for r in rows if r.get("event") == "phase"]
+    expected = {"event": "phase", "device": "cpu", "amp": "bf16", "compile": False}
+    assert phases == [dict(expected, phase=p) for p in ("pool", "matching", "evaluation")]
+    # A second run finds the pool in the cache and says so.
+    again = loop.distill(DistillConfig(**{**config.to_dict(), "out": str(tmp_path / "again"), "num_eval": 0}))
+    rows = [json.loads(line) for line in (again / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0] == {"event": "phase", "phase": "pool", "loaded": "cache"}
+
+
+# ----------------------------------------------------------------------------- --amp
+
+
+@pytest.fixture
+def dtypes(monkeypatch):
+    """Records the dtype of every convolution's output and of every loss's inputs."""
+    seen = collections.defaultdict(set)
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, args, out: seen["conv"].add(out.dtype) if isinstance(m, torch.nn.Conv2d) else None
+    )
+    cross_entropy, objective_loss = torch.nn.functional.cross_entropy, Objective.loss
+
+    def recording_ce(logits, *args, **kwargs):
+        seen["cross-entropy"].add(logits.dtype)
+        return cross_entropy(logits, *args, **kwargs)
+
+    def recording_loss(self, real_f, real_y, syn_f, *args, **kwargs):
+        seen["features"].update({real_f.dtype, syn_f.dtype})
+        loss = objective_loss(self, real_f, real_y, syn_f, *args, **kwargs)
+        seen["loss"].add(loss.dtype)
+        return loss
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", recording_ce)
+    monkeypatch.setattr(Objective, "loss", recording_loss)
+    yield seen
+    handle.remove()
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_runs_every_network_in_low_precision_and_every_loss_in_float32(amp, dtypes, tmp_path, monkeypatch):
+    """fp16 is refused on a CPU; allowed here (CPU autocast can do it) to exercise the
+    GradScaler path the GPUs take, whose state the checkpoint keeps."""
+    monkeypatch.setenv("SPECTRAL_KERNELS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hardware, "amp_problem", lambda device, amp: None)
+    config = DistillConfig(
+        **TINY,
+        method="csdm",
+        iterations=2,
+        net_pool=1,
+        pool_epochs=1,
+        calib_weight=0.5,
+        num_eval=1,
+        eval_epochs=1,
+        amp=amp,
+        out=str(tmp_path / "run"),
+    )
+    run = loop.distill(config)
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    assert dtypes["conv"] == {low}
+    assert dtypes["features"] == dtypes["loss"] == dtypes["cross-entropy"] == {torch.float32}
+    scaler = torch.load(run / "checkpoint.pt")["scaler"]
+    assert (scaler is not None and scaler["scale"] > 0) == (amp == "fp16")
+    assert json.loads((run / "eval.json").read_text())["accuracy_mean"] >= 0
+
+
+def test_without_amp_every_network_runs_in_float32(dtypes, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECTRAL_KERNELS_CACHE", str(tmp_path / "cache"))
+    loop.distill(
+        DistillConfig(
+            **TINY, iterations=1, net_pool=1, pool_epochs=1, num_eval=1, eval_epochs=1, out=str(tmp_path / "run")
+        )
+    )
+    assert dtypes["conv"] == dtypes["cross-entropy"] == {torch.float32}
+
+
+@pytest.fixture
+def nan_under_autocast():
+    """Convolutions return NaN whenever autocast is on (and only then)."""
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, args, out: (
+            out * float("nan") if isinstance(m, torch.nn.Conv2d) and torch.is_autocast_enabled("cpu") else None
+        )
+    )
+    yield
+    handle.remove()
+
+
+def test_a_nan_under_reduced_precision_stops_every_phase(digits, nan_under_autocast, tmp_path):
+    train = lambda amp: evaluate.train_convnet(
+        digits.train_x[:64],
+        digits.train_y[:64],
+        digits,
+        seed=0,
+        epochs=1,
+        width=4,
+        hardware=Hardware(amp=amp),
+        what="pool network 0",
+    )
+    train("off")  # the same training in float32 is fine
+    with pytest.raises(loop.DivergedError, match=r"pool network 0, epoch 0: .*non-finite under --amp bf16"):
+        train("bf16")
+    config = DistillConfig(**TINY, iterations=2, num_eval=0, amp="bf16", out=str(tmp_path / "run"))
+    with pytest.raises(loop.DivergedError, match="iteration 0: the synthetic images' features are non-finite"):
+        loop.distill(config)
+
+
+# ----------------------------------------------------------------------------- --device
+
+
+def test_device_checks_name_the_device(monkeypatch):
+    check = lambda **kw: DistillConfig(**kw).validate()
+    for bad, words in [
+        ("tpu", "must be a torch device"),
+        ("meta", "holds no values"),
+        ("cuda:1", "no CUDA device is available"),
+    ]:
+        with pytest.raises(ConfigError, match=words):
+            check(device=bad)
+    # One GPU present (pretended): cuda:1 is beyond it, an old GPU has no bf16, fp16 is no CPU's.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    with pytest.raises(ConfigError, match=r"--device cuda:1: there are 1 CUDA device\(s\), numbered from 0"):
+        check(device="cuda:1")
+    assert check(device="cuda:0", amp="fp16").device == "cuda:0"
+    with pytest.raises(ConfigError, match=r"--amp bf16: device cuda:0 \(sm_75\) cannot compute in bfloat16"):
+        check(device="cuda:0", amp="bf16")
+    with pytest.raises(ConfigError, match="--amp fp16: device cpu"):
+        check(device="cpu", amp="fp16")
+    with pytest.raises(ConfigError, match="--amp must be one of off, bf16, fp16, got 'fp32'"):
+        check(amp="fp32")
+    # A stored config read back elsewhere: only the name is checked.
+    assert DistillConfig(device="cuda:7").validate(check_device=False).device == "cuda:7"
+
+
+# ----------------------------------------------------------------------------- --compile
+
+RUNS = collections.Counter()
+
+
+@register_backend(name="spectral_kernels_test_recording")
+def _recording_backend(gm, example_inputs):
+    def run(*args):
+        RUNS["compiled calls"] += 1
+        return gm.forward(*args)
+
+    return run
+
+
+@register_backend(name="spectral_kernels_test_failing")
+def _failing_backend(gm, example_inputs):
+    raise RuntimeError("forced compiler failure\nwith a second line")
+
+
+def test_compile_runs_every_phase_through_the_compiler(tmp_path, monkeypatch):
+    """A backend that counts the calls of what it compiled; the count read at each phase's
+    record shows every phase called compiled code."""
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "spectral_kernels_test_recording")
+    monkeypatch.setenv("SPECTRAL_KERNELS_CACHE", str(tmp_path / "cache"))
+    at_phase = []
+    phase = Hardware.phase
+    monkeypatch.setattr(
+        Hardware, "phase", lambda self, name: at_phase.append(RUNS["compiled calls"]) or phase(self, name)
+    )
+    config = DistillConfig(
+        **TINY, iterations=2, net_pool=1, pool_epochs=1, calib_weight=0.5, num_eval=1, eval_epochs=1, compile=True
+    )
+    run = loop.distill(DistillConfig(**{**config.to_dict(), "out": str(tmp_path / "run")}))
+    at_phase.append(RUNS["compiled calls"])
+    pool_calls, matching_calls, evaluation_calls = (b - a for a, b in zip(at_phase, at_phase[1:]))
+    assert pool_calls >= 10 and matching_calls >= 2 * 3 and evaluation_calls >= 2, at_phase
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["compile"] is True for r in rows if r.get("event") == "phase")
+
+
+def test_a_compiler_failure_is_one_error_and_loses_nothing(tmp_path, monkeypatch):
+    """Interrupted after its checkpoint, resumed with --compile on a failing compiler: a
+    CompileError naming the compiler's own first error, the run's files untouched; resumed
+    again without --compile, it ends with exactly the images of an uninterrupted run."""
+    base = dict(TINY, iterations=4, checkpoint_every=2, num_eval=0)
+    whole = loop.distill(DistillConfig(**base, out=str(tmp_path / "whole")))
+
+    def interrupt(iteration):
+        if iteration == 3:
+            raise KeyboardInterrupt
+
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        loop.distill(DistillConfig(**base, out=str(cut)), on_iteration=interrupt)
+    before = {p.name: p.read_bytes() for p in cut.iterdir() if p.is_file() and p.name != ".lock"}
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "spectral_kernels_test_failing")
+    with pytest.raises(CompileError) as info:
+        loop.distill(DistillConfig(**base, compile=True, out=str(cut)), resume=True)
+    message = str(info.value)
+    assert "--compile" in message and "RuntimeError: forced compiler failure" in message
+    assert "second line" not in message and "\n" not in message
+    after = {p.name: p.read_bytes() for p in cut.iterdir() if p.is_file() and p.name != ".lock"}
+    assert after["checkpoint.pt"] == before["checkpoint.pt"]
+    monkeypatch.delenv(COMPILE_BACKEND_ENV)
+    resumed = loop.distill(DistillConfig(**base, out=str(cut)), resume=True)
+    assert torch.equal(torch.load(resumed / "synthetic.pt")["images"], torch.load(whole / "synthetic.pt")["images"])
