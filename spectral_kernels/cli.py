@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         ("iterations", int, "optimisation steps"),
         ("seed", int, "seed of every random draw"),
         ("out", str, "run directory"),
-        ("device", str, "cpu or cuda[:N]"),
+        ("device", str, "a torch device: cpu, cuda, cuda:N, mps, ... (every phase runs there)"),
         ("num-eval", int, "evaluation seeds (0: no evaluation)"),
         ("imbalance", float, "n_max / n_min of the long-tailed training set (-lt datasets: default 10)"),
         ("data-root", str, "folder holding cifar/imagefolder data (never downloaded)"),
@@ -121,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--head-rule", help=f"CSDM head/tail rule, one of {', '.join(HEAD_RULES)} (default {defaults.head_rule})"
     )
+    d.add_argument(
+        "--amp",
+        help=f"autocast of the ConvNet in every phase: off, bf16 or fp16 (a GPU's); the loss stays float32 "
+        f"(default {defaults.amp})",
+    )
+    d.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, help="torch.compile the ConvNet (fullgraph) in every phase"
+    )
     d.add_argument("--learned-sampler", action="store_true", help="ncfm: train the frequency sampler as a true min-max")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.add_argument("--resume", action="store_true", default=False, help="continue an interrupted run in --out")
@@ -130,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run", type=Path)
     e.add_argument("--num-eval", type=int, default=3, help="evaluation seeds, 1..1000000 (default 3)")
     e.add_argument("--eval-epochs", type=int, default=None, help="training epochs per evaluation (default: the run's)")
+    e.add_argument("--device", default=None, help="where the networks train (default: the run's --device)")
+    e.add_argument("--amp", default=None, help="off, bf16 or fp16 (default: the run's --amp)")
+    e.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None, help="(default: the run's --compile)"
+    )
     s = sub.add_parser("show", help="print a run's config, metrics and image grid path")
     s.add_argument("run", type=Path)
     return parser
@@ -197,6 +210,9 @@ def _show(run: Path) -> None:
             f"iterations run: {steps[-1]['iteration'] + 1}, last loss {steps[-1]['loss']:.6g}, "
             f"{steps[-1]['seconds']:.1f} s"
         )
+    for r in (r for r in rows if r.get("event") == "phase"):
+        where = f"loaded from the {r['loaded']}" if "loaded" in r else f"on {r.get('device')}, amp {r.get('amp')}"
+        print(f"{r.get('phase')}: {where}{', compiled' if r.get('compile') else ''}")
     for r in (r for r in rows if r.get("event") == "eval"):
         print(
             f"evaluation: {100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f} % over {r['num_eval']} "
@@ -236,7 +252,14 @@ def main(argv=None) -> int:
         elif args.command == "evaluate":
             from .distill.evaluate import evaluate_run
 
-            result = evaluate_run(args.run, num_eval=args.num_eval, epochs=args.eval_epochs)
+            result = evaluate_run(
+                args.run,
+                num_eval=args.num_eval,
+                epochs=args.eval_epochs,
+                device=args.device,
+                amp=args.amp,
+                compile=args.compile,
+            )
             print(
                 f"{100 * result['accuracy_mean']:.2f} +- {100 * result['accuracy_std']:.2f} % over "
                 f"{result['num_eval']} seeds"

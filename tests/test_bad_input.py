@@ -1608,6 +1608,64 @@ CLI_CASES = [
     # -- trust round 3: datasets on disk, through the CLI
     # -- end of datasets, through the CLI
     # -- hardware: devices, precision, compile, through the CLI
+    Cli("device index without a GPU", [*DISTILL, "--device", "cuda:1"], ["--device cuda:1", "no CUDA device"]),
+    Cli("device meta", [*DISTILL, "--device", "meta"], ["--device meta", "holds no values"]),
+    Cli("device absent mps", [*DISTILL, "--device", "mps"], ["--device mps", "no mps device is available"]),
+    Cli("device upper case", [*DISTILL, "--device", "CPU"], ["--device", "torch device", "'CPU'"]),
+    Cli(
+        "amp fp16 on the cpu",
+        [*DISTILL, "--amp", "fp16"],
+        ["--amp fp16", "device cpu", "bf16"],
+        after=lambda d: not (d / "run").exists(),
+    ),
+    Cli("amp unknown", [*DISTILL, "--amp", "fp32"], ["--amp", "off, bf16, fp16", "'fp32'"]),
+    Cli(
+        "amp as a number in a config file",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--amp", "a string", "16"],
+        setup=_config_file("c.json", '{"amp": 16}'),
+    ),
+    Cli(
+        "compile as a string in a config file",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--compile", "true or false", "'yes'"],
+        setup=_config_file("c.json", '{"compile": "yes"}'),
+    ),
+    Cli(
+        "resume with another amp",
+        [*RESUME, "--amp", "bf16"],
+        ["options differ", "amp"],
+        setup=_copy("cut"),
+        after=_run_unchanged("cut"),
+    ),
+    Cli(
+        "compile with a compiler that fails, on resume",
+        [*RESUME, "--compile"],
+        ["--compile", "InvalidBackend", "no-such-backend", "SPECTRAL_KERNELS_COMPILE_BACKEND", "without --compile"],
+        setup=_copy("cut"),
+        env={"SPECTRAL_KERNELS_COMPILE_BACKEND": "no-such-backend"},
+        after=lambda d: (
+            all(
+                (d / "run" / name).read_bytes() == (_TEMPLATES["cut"] / name).read_bytes()
+                for name in ("checkpoint.pt", "net_pool.pt")
+            )
+            and not (d / "run" / "synthetic.pt").exists()
+        ),
+    ),
+    Cli(
+        "evaluate on an absent GPU",
+        ["evaluate", "{d}/run", "--device", "cuda"],
+        ["--device cuda", "no CUDA device"],
+        setup=_copy("done"),
+        after=_run_unchanged(),
+    ),
+    Cli(
+        "evaluate with fp16 on the cpu",
+        ["evaluate", "{d}/run", "--amp", "fp16"],
+        ["--amp fp16", "device cpu"],
+        setup=_copy("done"),
+        after=_run_unchanged(),
+    ),
     # -- end of hardware, through the CLI
 ]
 

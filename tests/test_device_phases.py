@@ -307,3 +307,23 @@ def test_a_compiler_failure_is_one_error_and_loses_nothing(tmp_path, monkeypatch
     monkeypatch.delenv(COMPILE_BACKEND_ENV)
     resumed = loop.distill(DistillConfig(**base, out=str(cut)), resume=True)
     assert torch.equal(torch.load(resumed / "synthetic.pt")["images"], torch.load(whole / "synthetic.pt")["images"])
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def test_the_cli_passes_the_flags_and_evaluate_and_show_use_them(tmp_path, capsys):
+    from spectral_kernels.cli import main, parse_distill
+
+    config = parse_distill(["distill", "--amp", "bf16", "--compile", "--device", "cpu:0"])
+    assert (config.amp, config.compile, config.device) == ("bf16", True, "cpu:0")
+    assert parse_distill(["distill", "--no-compile"]).compile is False
+    run = loop.distill(DistillConfig(**TINY, iterations=1, num_eval=0, out=str(tmp_path / "run")))
+    assert main(["evaluate", str(run), "--num-eval", "1", "--eval-epochs", "1", "--amp", "bf16"]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["amp"] for r in rows if r.get("event") == "phase"] == ["off", "bf16"]  # matching, then evaluation
+    assert json.loads((run / "config.json").read_text())["amp"] == "off"  # the run's own options stay
+    capsys.readouterr()
+    assert main(["show", str(run)]) == 0
+    shown = capsys.readouterr().out
+    assert "matching: on cpu, amp off" in shown and "evaluation: on cpu, amp bf16" in shown
