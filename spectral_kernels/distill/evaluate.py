@@ -105,7 +105,7 @@ def train_convnet(
         # and report chance accuracy.
         if not weights_finite(net):
             precision = f" under --amp {hardware.amp}" if hardware.amp != "off" else ""
-            hint = "--amp off may help" if hardware.amp != "off" else "smaller or clamped images may help"
+            hint = "--amp off may help" if hardware.amp != "off" else "check the images it trains on (--clamp-pixels)"
             raise DivergedError(f"{what}, epoch {epoch}: the network's weights became non-finite{precision}; {hint}")
     return net.eval()
 

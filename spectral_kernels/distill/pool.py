@@ -11,8 +11,9 @@ a continuum from random to trained features. Without it the trained weights are 
 Training the pool is the expensive part, so it is cached across runs: under
 $SPECTRAL_KERNELS_CACHE (default ~/.cache/spectral_kernels) a file named by a hash of everything
 that determines it (dataset, imbalance, data root, seed, width, K, epochs, CutMix, torch
-version, and --amp unless off). It is trained on --device, and kept on the CPU. A later run on the same data and settings loads it instead of training; the run
-directory keeps its own copy (net_pool.pt) for --resume. Every load is weights_only and checked.
+version, and --amp unless off). A later run on the same data and settings loads it instead of
+training; the run directory keeps its own copy (net_pool.pt) for --resume. Every load is
+weights_only and checked. It is trained on --device and its weights are kept on the CPU.
 """
 
 from __future__ import annotations
