@@ -9,6 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import spectral_kernels as sk
 from spectral_kernels.classes import class_index
+from spectral_kernels.ops.autocast import compute_dtype
 from spectral_kernels.structured import hadamard_frequencies
 
 from .conftest import max_error
@@ -23,11 +24,12 @@ class _Recorder(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.ops, self.largest = [], 0
+        self.ops, self.input_dtypes, self.largest = [], [], 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         self.ops.append(str(func))
+        self.input_dtypes.append([a.dtype for a in args if isinstance(a, torch.Tensor)])
         for leaf in pytree.tree_leaves(out):
             if isinstance(leaf, torch.Tensor):
                 self.largest = max(self.largest, leaf.numel())
@@ -277,3 +279,38 @@ def test_the_policy_traces_under_fullgraph_compile_inside_autocast():
         got, want = loss(real, syn, t), sk.sdd(real, syn, rl, sl, t=t)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want)
+
+
+def test_the_compute_dtype_is_the_widest_input_kept_low_only_where_a_fused_backend_takes_it():
+    cpu = torch.device("cpu")
+    bf16, fp16, f32 = torch.bfloat16, torch.float16, torch.float32
+    if "cpu" in sk.available_backends():  # the fused cpu kernels take float32/float64 only
+        assert compute_dtype([bf16, bf16], "auto", cpu) == f32
+        assert compute_dtype([fp16], "cpu", cpu) == f32
+    assert compute_dtype([bf16, bf16], "reference", cpu) == bf16  # the reference, named, runs as asked
+    assert compute_dtype([bf16, f32], "reference", cpu) == f32  # the widest: promote_types
+    assert compute_dtype([bf16, fp16], "reference", cpu) == f32
+    assert compute_dtype([bf16], None, cpu) == f32  # no fused kernel at all (mmd)
+    assert compute_dtype([torch.float64], "auto", cpu) == torch.float64
+    if sk.ops.runs_on("triton", torch.empty(1)):  # through the interpreter: bf16 is native there
+        assert compute_dtype([bf16, bf16], "triton", cpu) == bf16
+
+
+@pytest.mark.skipif(not sk.ops.runs_on("triton", torch.empty(1)), reason="triton cannot run on CPU tensors here")
+def test_a_backend_that_takes_bf16_gets_it_under_autocast_and_the_loss_is_float32():
+    gen = torch.Generator().manual_seed(10)
+    real, syn = torch.randn(40, 8, generator=gen).bfloat16(), torch.randn(24, 8, generator=gen).bfloat16()
+    t = torch.randn(16, 8, generator=gen).bfloat16()
+    rl, sl = torch.arange(40) % C, torch.arange(24) % C
+    recorder = _Recorder()
+    with torch.autocast("cpu", dtype=torch.bfloat16), recorder:
+        value = sk.sdd(real, syn, rl, sl, t=t, backend="triton")
+    calls = [
+        dt for op, dt in zip(recorder.ops, recorder.input_dtypes) if op.startswith("spectral_kernels.ecf_sums_tri")
+    ]
+    assert calls and all(dtypes[:2] == [torch.bfloat16] * 2 for dtypes in calls), calls  # x and t as given
+    assert value.dtype == torch.float32
+    truth = sk.sdd(real.double(), syn.double(), rl, sl, t=t.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = _plain_sdd(real, syn, rl, sl, t)
+    assert max_error(value, truth) <= 2 * max_error(plain, truth)

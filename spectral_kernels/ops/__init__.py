@@ -14,6 +14,8 @@ triton, then cuda, then reference, whichever is available). Triton comes first o
 its forward is fully fused (no phase matrix in memory at all) and it is autotuned per shape;
 the cuda backend needs no JIT or autotuning and is the fallback where Triton is missing.
 Which is faster is for the GPU benchmark to say (benchmarks/bench_ops.py --device cuda).
+Under torch.autocast the dtype the backend gets is chosen first (ops/autocast.py), so that a
+bf16 tensor reaches a fused backend, cast to float32 where that backend needs it.
 """
 
 from __future__ import annotations
