@@ -314,3 +314,17 @@ def test_a_backend_that_takes_bf16_gets_it_under_autocast_and_the_loss_is_float3
     with torch.autocast("cpu", dtype=torch.bfloat16):
         plain = _plain_sdd(real, syn, rl, sl, t)
     assert max_error(value, truth) <= 2 * max_error(plain, truth)
+
+
+@CPU_FUSED
+def test_ecf_under_autocast_runs_the_fused_op_and_returns_float32():
+    real, _, rl, _ = _features(torch.bfloat16)
+    t = _frequencies().detach()
+    recorder = _Recorder()
+    with torch.autocast("cpu", dtype=torch.bfloat16), recorder:
+        re, im = sk.ecf(real, t, rl)
+    assert "spectral_kernels.ecf_sums.default" in recorder.ops and recorder.largest < N * M
+    assert re.dtype == im.dtype == torch.float32
+    want_re, want_im = sk.ecf(real.double(), t.double(), rl)
+    torch.testing.assert_close(re.double(), want_re, rtol=0, atol=1e-5)
+    torch.testing.assert_close(im.double(), want_im, rtol=0, atol=1e-5)
