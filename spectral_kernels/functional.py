@@ -18,6 +18,7 @@ from . import _checks, ops
 from ._distributed import sum_over_group
 from .classes import ClassIndex, class_index
 from .kernels import check_kernel, check_structure, kernel_matrix, sample_frequencies
+from .ops.autocast import policy as autocast_policy
 from .ops.hadamard import hadamard_ecf_sums
 from .ops.precision import PRECISIONS as OP_PRECISIONS
 from .safe_math import safe_sqrt
@@ -255,6 +256,7 @@ def _spectral_discrepancy(
 # --------------------------------------------------------------------------- public functions
 
 
+@autocast_policy((0, "x"), (1, "t"))
 def ecf(x, t, labels=None, num_classes=None, *, backend="auto", precision=None, check_finite=None):
     """Per-class empirical characteristic function (SPEC §1).
 
@@ -290,6 +292,7 @@ def ecf(x, t, labels=None, num_classes=None, *, backend="auto", precision=None, 
     return _ecf_means(x, t, index, ops.resolve(backend, x), precision, name="x", check_finite=check_finite)
 
 
+@autocast_policy((0, "real"), (1, "syn"), (2, "t"))
 def ncfd(
     real,
     syn,
@@ -377,6 +380,7 @@ def _spectral_options(arguments: dict) -> dict:
 
 
 # Packed as SPEC §7 prints it (fmt: skip): one parameter per line would run to 20 lines.
+@autocast_policy((0, "real"), (1, "syn"), (None, "t"))
 def sdd(real, syn, real_labels=None, syn_labels=None, *, t=None, kernel="gaussian", bandwidth=1.0, nu=1.5,
         num_freqs=4096, generator=None, num_classes=None, reduction="mean", backend="auto", precision=None,
         check_finite=None, real_group=None, structure="iid"):  # fmt: skip
@@ -500,6 +504,7 @@ def csdm(real, syn, real_labels, syn_labels, *, class_counts, t=None, kernel="ga
     return csdm_with_alpha(real, syn, real_labels, syn_labels, alpha, **_spectral_options(locals()))
 
 
+@autocast_policy((0, "real"), (1, "syn"), (None, "t"))
 def csdm_with_alpha(real, syn, real_labels, syn_labels, alpha: torch.Tensor, *, num_classes=None, **spectral):
     """CSDM with the per-class weights alpha (C,) already computed (what CSDMLoss keeps as a
     buffer, so a loaded state_dict is what the loss uses). Other arguments as in `csdm`."""
@@ -512,6 +517,7 @@ def csdm_with_alpha(real, syn, real_labels, syn_labels, alpha: torch.Tensor, *, 
     return _spectral_discrepancy(real, syn, real_labels, syn_labels, alpha=alpha, num_classes=num_classes, **spectral)
 
 
+@autocast_policy((0, "real"), (1, "syn"), fused=False)
 def mmd(
     real,
     syn,

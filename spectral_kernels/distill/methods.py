@@ -3,6 +3,8 @@ once (the library's discrepancies are per class by construction), never a loss p
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 import spectral_kernels as sk
@@ -13,13 +15,39 @@ METHODS = ("random", "dm", "mmd", "ncfm", "sdd", "csdm")
 HEAD_RULES = ALPHA_RULES  # --head-rule is csdm's alpha_rule
 
 
-def median_bandwidth(features: torch.Tensor, generator: torch.Generator, max_rows: int = 512) -> float:
-    """Median pairwise distance of (a sample of) the real features: a scale-free bandwidth."""
-    if features.shape[0] > max_rows:
-        features = features[torch.randperm(features.shape[0], generator=generator)[:max_rows]]
-    distances = torch.cdist(features, features)
-    upper = distances[torch.triu(torch.ones_like(distances, dtype=torch.bool), diagonal=1)]
-    return max(float(upper.median()), 1e-6) if upper.numel() else 1.0
+# Pairs the median bandwidth is taken over (SPEC §4.2): its relative standard error is about
+# 1.25 cv / sqrt(MEDIAN_PAIRS), 0.3% for distances with a coefficient of variation of 0.2.
+MEDIAN_PAIRS = 8192
+
+
+def median_bandwidth(features: torch.Tensor, generator: torch.Generator, num_pairs: int = MEDIAN_PAIRS) -> float:
+    """Median distance between pairs of rows of `features`: a scale-free bandwidth (SPEC §4.2).
+
+    All N(N-1)/2 pairs when there are at most `num_pairs` (no draw from the generator), else about
+    `num_pairs` of them: one torch.randperm(N) from `generator` cuts the rows into blocks of
+    B = ceil(2 num_pairs / N) + 1 and every pair within the first ceil(num_pairs / (B(B-1)/2))
+    blocks counts. Every pair is then equally likely to be in the sample, and every row is in as
+    many pairs as any other, so the sample median is as close to the median over all pairs as
+    that of num_pairs independent pairs, at the cost of small products (no N x N matrix, no
+    gather per pair). Distances are computed in float32 at least.
+    """
+    n = features.shape[0]
+    if n < 2:
+        return 1.0
+    rows = features.detach()
+    if n * (n - 1) // 2 <= num_pairs:
+        size, blocks = n, 1
+    else:
+        size = max(2, math.ceil(2 * num_pairs / n) + 1)
+        blocks = min(n // size, math.ceil(num_pairs / (size * (size - 1) // 2)))
+        rows = rows[torch.randperm(n, generator=generator)[: blocks * size].to(rows.device)]
+    rows = rows.to(torch.promote_types(rows.dtype, torch.float32))
+    rows = (rows - rows.mean(0)).reshape(blocks, size, -1)  # centred: less cancellation in the expansion below
+    squares = (rows * rows).sum(-1)
+    squared = squares[:, :, None] + squares[:, None, :] - 2.0 * torch.bmm(rows, rows.transpose(1, 2))
+    upper = torch.triu_indices(size, size, 1, device=rows.device)
+    distances = squared[:, upper[0], upper[1]].clamp_min(0.0).sqrt()
+    return max(float(distances.median()), 1e-6)
 
 
 def gather_interleaved(x: torch.Tensor, group) -> torch.Tensor:

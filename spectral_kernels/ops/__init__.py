@@ -14,6 +14,8 @@ triton, then cuda, then reference, whichever is available). Triton comes first o
 its forward is fully fused (no phase matrix in memory at all) and it is autotuned per shape;
 the cuda backend needs no JIT or autotuning and is the fallback where Triton is missing.
 Which is faster is for the GPU benchmark to say (benchmarks/bench_ops.py --device cuda).
+Under torch.autocast the dtype the backend gets is chosen first (ops/autocast.py), so that a
+bf16 tensor reaches a fused backend, cast to float32 where that backend needs it.
 """
 
 from __future__ import annotations
@@ -114,8 +116,10 @@ def resolve(name: str, x: torch.Tensor) -> Backend:
 
 
 def _register_builtin() -> None:
-    from . import cpp, cuda, hadamard, reference, triton_ecf  # noqa: F401  (hadamard registers its op)
+    from . import autocast, cpp, cuda, hadamard, reference, triton_ecf  # noqa: F401  (hadamard registers its op)
 
+    if cpp.LOAD_ERROR is None:
+        autocast.register()
     register_backend(reference.ReferenceBackend())
     register_backend(cpp.CppBackend())
     register_backend(cuda.CudaBackend())
