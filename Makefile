@@ -36,6 +36,7 @@ test: lint $(BUILD_STAMP)
 lint: $(DEPS_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy  # the public modules, as pyproject.toml's [tool.mypy] lists them
 
 bench: $(BUILD_STAMP)
 	$(PY) benchmarks/bench_ops.py
