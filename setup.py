@@ -192,11 +192,13 @@ class build_ext(_setuptools_build_ext):
 
     def run(self):
         _torch()
+        with_cuda = _want_cuda()
+        # First: it sets CUDA_HOME, which torch.utils.cpp_extension reads when it is imported.
+        extension = torch_extension(with_cuda)
         from torch.utils.cpp_extension import BuildExtension, is_ninja_available
 
-        with_cuda = _want_cuda()
         # Filled in place, not replaced: finalize_options has set setuptools' private fields on it.
-        vars(self.extensions[0]).update(vars(torch_extension(with_cuda)))
+        vars(self.extensions[0]).update(vars(extension))
         inplace = self.inplace
         self.__class__ = BuildExtension
         # What BuildExtension.__init__ and finalize_options set, with ninja as before.
