@@ -18,8 +18,6 @@ $(PY):
 $(DEPS_STAMP): $(PY) requirements-dev.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
-	# animal-mnist declares tensorflow, which its data files do not need: install it alone.
-	$(PY) -m pip install -q --no-deps animal-mnist==0.4
 	touch $@
 
 $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
@@ -36,6 +34,7 @@ test: lint $(BUILD_STAMP)
 lint: $(DEPS_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy  # the public modules, as pyproject.toml's [tool.mypy] lists them
 
 bench: $(BUILD_STAMP)
 	$(PY) benchmarks/bench_ops.py

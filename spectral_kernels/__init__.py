@@ -10,7 +10,21 @@ from .ops import available_backends
 from .sampler import FrequencySampler
 from .structured import HadamardFrequencies, hadamard_frequencies
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The installed distribution's version (a wheel's carries the torch it was built against,
+    0.1.0+pt2141cu130); in a source tree without installed metadata, _version.py's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spectral_kernels")
+    except PackageNotFoundError:
+        from ._version import VERSION
+
+        return VERSION
+
+
+__version__ = _installed_version()
 
 __all__ = [
     "CSDMLoss",

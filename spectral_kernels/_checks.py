@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 
@@ -241,7 +242,10 @@ def generator(name: str, value) -> torch.Generator | None:
     return value
 
 
-def choice(name: str, value, allowed: Sequence[str]) -> str:
+T = TypeVar("T")  # the type of a choice's allowed values (str, or str | None)
+
+
+def choice(name: str, value, allowed: Sequence[T]) -> T:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
     return value

@@ -35,6 +35,7 @@ from .distill.data import DATASETS, DataError
 from .distill.files import RunFileError, read_metrics, read_text
 from .distill.loop import distill
 from .distill.methods import HEAD_RULES, METHODS
+from .distill.needs import check_installed
 from .distill.rundir import saved_config
 from .kernels import SPECTRAL_KERNELS, STRUCTURES
 
@@ -177,7 +178,9 @@ def _parse_yaml(text: str, path: Path):
     try:
         import yaml
     except ImportError:
-        raise ConfigError("--config: a YAML file needs PyYAML (pip install pyyaml); or use JSON") from None
+        raise ConfigError(
+            "--config: a YAML file needs PyYAML: pip install 'spectral_kernels[yaml]' (or pyyaml); or use JSON"
+        ) from None
 
     class NoAliases(yaml.SafeLoader):
         def compose_node(self, parent, index):
@@ -246,6 +249,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "distill":
             config = distill_config(args)
+            check_installed(config.dataset)
             run = distill(config, resume=args.resume, overwrite=args.overwrite)
             if not config.quiet and int(os.environ.get("RANK", "0")) == 0:
                 _show(run)

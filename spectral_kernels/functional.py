@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 
@@ -24,6 +25,14 @@ from .ops.precision import PRECISIONS as OP_PRECISIONS
 from .safe_math import safe_sqrt
 from .structured import HadamardFrequencies, check_hadamard, hadamard_frequencies
 from .terms import amplitude_phase
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+# What the public functions take (annotations only; the values are checked at run time).
+Frequencies: TypeAlias = "torch.Tensor | HadamardFrequencies"  # t: a matrix (M, d) or SORF parameters
+Bandwidth: TypeAlias = "float | Sequence[float]"  # a list means the sum of the kernels
+ClassCounts: TypeAlias = "torch.Tensor | Sequence[float]"  # (C,) real images per class
 
 ALPHA_RULES = ("binary", "log-linear")
 PRECISIONS = (None, *OP_PRECISIONS)  # None: follow torch's TF32 setting
@@ -109,7 +118,7 @@ def _prepare_pair(real, syn, real_labels, syn_labels, *, num_classes, check_fini
 
 def _ecf_means(
     x: torch.Tensor,
-    t: torch.Tensor,
+    t: Frequencies,
     index: ClassIndex,
     backend: ops.Backend,
     precision,
@@ -140,7 +149,7 @@ def _ecf_means(
     return sums[:, 0] / n, sums[:, 1] / n
 
 
-def _terms(pair: _Pair, t: torch.Tensor, backend: str, precision):
+def _terms(pair: _Pair, t: Frequencies, backend: str, precision):
     """Amplitude and phase terms (A, H), each (C, M), of the real vs synthetic ECFs."""
     chosen = ops.resolve(backend, pair.real)
     check = pair.check_finite
@@ -257,7 +266,16 @@ def _spectral_discrepancy(
 
 
 @autocast_policy((0, "x"), (1, "t"))
-def ecf(x, t, labels=None, num_classes=None, *, backend="auto", precision=None, check_finite=None):
+def ecf(
+    x: torch.Tensor,
+    t: Frequencies,
+    labels: torch.Tensor | None = None,
+    num_classes: int | None = None,
+    *,
+    backend: str = "auto",
+    precision: str | None = None,
+    check_finite: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class empirical characteristic function (SPEC §1).
 
     Args:
@@ -294,22 +312,22 @@ def ecf(x, t, labels=None, num_classes=None, *, backend="auto", precision=None, 
 
 @autocast_policy((0, "real"), (1, "syn"), (2, "t"))
 def ncfd(
-    real,
-    syn,
-    t,
-    real_labels=None,
-    syn_labels=None,
+    real: torch.Tensor,
+    syn: torch.Tensor,
+    t: Frequencies,
+    real_labels: torch.Tensor | None = None,
+    syn_labels: torch.Tensor | None = None,
     *,
-    num_classes=None,
-    alpha=0.5,
-    sqrt=True,
-    eps=1e-12,
-    reduction="mean",
-    backend="auto",
-    precision=None,
-    check_finite=None,
-    real_group=None,
-):
+    num_classes: int | None = None,
+    alpha: float | torch.Tensor = 0.5,
+    sqrt: bool = True,
+    eps: float = 1e-12,
+    reduction: str = "mean",
+    backend: str = "auto",
+    precision: str | None = None,
+    check_finite: bool | None = None,
+    real_group: ProcessGroup | None = None,
+) -> torch.Tensor:
     """Neural characteristic function discrepancy of NCFM (SPEC §3).
 
     With P, Q the per-class ECFs of `real` and `syn` at the frequencies `t` and A, H the
@@ -381,9 +399,12 @@ def _spectral_options(arguments: dict) -> dict:
 
 # Packed as SPEC §7 prints it (fmt: skip): one parameter per line would run to 20 lines.
 @autocast_policy((0, "real"), (1, "syn"), (None, "t"))
-def sdd(real, syn, real_labels=None, syn_labels=None, *, t=None, kernel="gaussian", bandwidth=1.0, nu=1.5,
-        num_freqs=4096, generator=None, num_classes=None, reduction="mean", backend="auto", precision=None,
-        check_finite=None, real_group=None, structure="iid"):  # fmt: skip
+def sdd(real: torch.Tensor, syn: torch.Tensor, real_labels: torch.Tensor | None = None,
+        syn_labels: torch.Tensor | None = None, *, t: Frequencies | None = None, kernel: str = "gaussian",
+        bandwidth: Bandwidth = 1.0, nu: float = 1.5, num_freqs: int = 4096, generator: torch.Generator | None = None,
+        num_classes: int | None = None, reduction: str = "mean", backend: str = "auto", precision: str | None = None,
+        check_finite: bool | None = None, real_group: ProcessGroup | None = None,
+        structure: str = "iid") -> torch.Tensor:  # fmt: skip
     """Spectral distribution distance (SPEC §3): SDD_c = mean_m |P_c(w_m) - Q_c(w_m)|^2.
 
     With `t=None`, `num_freqs` frequencies w are drawn afresh on every call from the spectral
@@ -403,7 +424,13 @@ def sdd(real, syn, real_labels=None, syn_labels=None, *, t=None, kernel="gaussia
     return _spectral_discrepancy(real, syn, real_labels, syn_labels, alpha=None, **_spectral_options(locals()))
 
 
-def csdm_class_alpha(class_counts, *, alpha_head=0.8, head_classes=None, alpha_rule="binary") -> torch.Tensor:
+def csdm_class_alpha(
+    class_counts: ClassCounts,
+    *,
+    alpha_head: float = 0.8,
+    head_classes: torch.Tensor | Sequence[bool] | None = None,
+    alpha_rule: str = "binary",
+) -> torch.Tensor:
     """Per-class amplitude weight alpha_c of CSDM (SPEC §3), a (C,) float64 tensor.
 
     Head classes get alpha_head (weight on amplitude, i.e. diversity), tail classes
@@ -481,10 +508,13 @@ def _head_mask(head_classes, num_classes: int) -> torch.Tensor:
 
 
 # Packed as SPEC §7 prints it (fmt: skip), like sdd.
-def csdm(real, syn, real_labels, syn_labels, *, class_counts, t=None, kernel="gaussian", bandwidth=1.0, nu=1.5,
-         num_freqs=4096, alpha_head=0.8, head_classes=None, alpha_rule="binary", generator=None, num_classes=None,
-         reduction="mean", backend="auto", precision=None, check_finite=None, real_group=None,
-         structure="iid"):  # fmt: skip
+def csdm(real: torch.Tensor, syn: torch.Tensor, real_labels: torch.Tensor, syn_labels: torch.Tensor, *,
+         class_counts: ClassCounts, t: Frequencies | None = None, kernel: str = "gaussian",
+         bandwidth: Bandwidth = 1.0, nu: float = 1.5, num_freqs: int = 4096, alpha_head: float = 0.8,
+         head_classes: torch.Tensor | Sequence[bool] | None = None, alpha_rule: str = "binary",
+         generator: torch.Generator | None = None, num_classes: int | None = None, reduction: str = "mean",
+         backend: str = "auto", precision: str | None = None, check_finite: bool | None = None,
+         real_group: ProcessGroup | None = None, structure: str = "iid") -> torch.Tensor:  # fmt: skip
     """Class-aware spectral distribution matching (SPEC §3).
 
         CSDM_c = mean_m [ alpha_c A + (1 - alpha_c) H ]
@@ -519,19 +549,19 @@ def csdm_with_alpha(real, syn, real_labels, syn_labels, alpha: torch.Tensor, *, 
 
 @autocast_policy((0, "real"), (1, "syn"), fused=False)
 def mmd(
-    real,
-    syn,
-    real_labels=None,
-    syn_labels=None,
+    real: torch.Tensor,
+    syn: torch.Tensor,
+    real_labels: torch.Tensor | None = None,
+    syn_labels: torch.Tensor | None = None,
     *,
-    kernel="gaussian",
-    bandwidth=1.0,
-    nu=1.5,
-    estimator="v",
-    num_classes=None,
-    reduction="mean",
-    check_finite=None,
-):
+    kernel: str = "gaussian",
+    bandwidth: Bandwidth = 1.0,
+    nu: float = 1.5,
+    estimator: str = "v",
+    num_classes: int | None = None,
+    reduction: str = "mean",
+    check_finite: bool | None = None,
+) -> torch.Tensor:
     """Exact pairwise MMD^2 per class (SPEC §3): the baseline for memory and speed.
 
     kernel="linear": ||mean(x) - mean(y)||^2 (the DM objective). Other kernels (SPEC §4, with

@@ -9,10 +9,14 @@ same frequencies the saved one would have drawn next.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import nn
 
 from . import _checks, functional, ops
+from .functional import Bandwidth, ClassCounts, Frequencies
 from .kernels import check_kernel, check_structure
 
 
@@ -24,8 +28,16 @@ class NCFDLoss(nn.Module):
     """
 
     def __init__(
-        self, *, alpha=0.5, sqrt=True, eps=1e-12, num_classes=None, reduction="mean", backend="auto", precision=None
-    ):
+        self,
+        *,
+        alpha: float | torch.Tensor = 0.5,
+        sqrt: bool = True,
+        eps: float = 1e-12,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+        backend: str = "auto",
+        precision: str | None = None,
+    ) -> None:
         super().__init__()
         self.num_classes = _checks.num_classes(num_classes)
         if isinstance(alpha, torch.Tensor):
@@ -47,7 +59,14 @@ class NCFDLoss(nn.Module):
         self.backend = ops.check_name(backend)
         self.precision = _checks.choice("precision", precision, functional.PRECISIONS)
 
-    def forward(self, real, syn, t, real_labels=None, syn_labels=None):
+    def forward(
+        self,
+        real: torch.Tensor,
+        syn: torch.Tensor,
+        t: Frequencies,
+        real_labels: torch.Tensor | None = None,
+        syn_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return functional.ncfd(
             real,
             syn,
@@ -78,17 +97,17 @@ class _SpectralLoss(nn.Module):
     def __init__(
         self,
         *,
-        kernel="gaussian",
-        bandwidth=1.0,
-        nu=1.5,
-        num_freqs=4096,
-        num_classes=None,
-        reduction="mean",
-        backend="auto",
-        generator=None,
-        precision=None,
-        structure="iid",
-    ):
+        kernel: str = "gaussian",
+        bandwidth: Bandwidth = 1.0,
+        nu: float = 1.5,
+        num_freqs: int = 4096,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+        backend: str = "auto",
+        generator: torch.Generator | None = None,
+        precision: str | None = None,
+        structure: str = "iid",
+    ) -> None:
         super().__init__()
         self.kernel = check_kernel(kernel, spectral=True)
         self.structure = check_structure(structure, self.kernel)
@@ -162,7 +181,14 @@ class SDDLoss(_SpectralLoss):
     (through `generator` when one is given).
     """
 
-    def forward(self, real, syn, real_labels=None, syn_labels=None, t=None):
+    def forward(
+        self,
+        real: torch.Tensor,
+        syn: torch.Tensor,
+        real_labels: torch.Tensor | None = None,
+        syn_labels: torch.Tensor | None = None,
+        t: Frequencies | None = None,
+    ) -> torch.Tensor:
         return functional.sdd(
             real, syn, real_labels, syn_labels, num_classes=self.num_classes, **self._spectral_kwargs(t)
         )
@@ -182,7 +208,18 @@ class CSDMLoss(_SpectralLoss):
     ones that count.
     """
 
-    def __init__(self, class_counts, *, alpha_head=0.8, head_classes=None, alpha_rule="binary", **spectral):
+    class_counts: torch.Tensor  # buffers
+    class_alpha: torch.Tensor
+
+    def __init__(
+        self,
+        class_counts: ClassCounts,
+        *,
+        alpha_head: float = 0.8,
+        head_classes: torch.Tensor | Sequence[bool] | None = None,
+        alpha_rule: str = "binary",
+        **spectral: Any,
+    ) -> None:
         super().__init__(**spectral)
         class_alpha = functional.csdm_class_alpha(
             class_counts, alpha_head=alpha_head, head_classes=head_classes, alpha_rule=alpha_rule
@@ -194,7 +231,14 @@ class CSDMLoss(_SpectralLoss):
         self.alpha_head, self.alpha_rule = float(alpha_head), alpha_rule
         self.head_rule = "head_classes mask" if head_classes is not None else alpha_rule
 
-    def forward(self, real, syn, real_labels, syn_labels, t=None):
+    def forward(
+        self,
+        real: torch.Tensor,
+        syn: torch.Tensor,
+        real_labels: torch.Tensor,
+        syn_labels: torch.Tensor,
+        t: Frequencies | None = None,
+    ) -> torch.Tensor:
         return functional.csdm_with_alpha(
             real,
             syn,
@@ -215,7 +259,16 @@ class CSDMLoss(_SpectralLoss):
 class MMDLoss(nn.Module):
     """`sk.mmd` as a module: loss(real, syn, real_labels=None, syn_labels=None)."""
 
-    def __init__(self, *, kernel="gaussian", bandwidth=1.0, nu=1.5, estimator="v", num_classes=None, reduction="mean"):
+    def __init__(
+        self,
+        *,
+        kernel: str = "gaussian",
+        bandwidth: Bandwidth = 1.0,
+        nu: float = 1.5,
+        estimator: str = "v",
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
         super().__init__()
         self.kernel = check_kernel(kernel, spectral=False)
         sigmas = _checks.bandwidths(bandwidth)
@@ -225,7 +278,13 @@ class MMDLoss(nn.Module):
         self.num_classes = _checks.num_classes(num_classes)
         self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
 
-    def forward(self, real, syn, real_labels=None, syn_labels=None):
+    def forward(
+        self,
+        real: torch.Tensor,
+        syn: torch.Tensor,
+        real_labels: torch.Tensor | None = None,
+        syn_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return functional.mmd(
             real,
             syn,

@@ -122,7 +122,15 @@ def hadamard_matrix(n: int, *, dtype=torch.float64, device=None) -> torch.Tensor
 
 
 def hadamard_frequencies(
-    kernel, num_freqs, dim, *, bandwidth=1.0, nu=1.5, generator=None, device=None, dtype=None
+    kernel: str,
+    num_freqs: int,
+    dim: int,
+    *,
+    bandwidth: float | list[float] = 1.0,
+    nu: float = 1.5,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> HadamardFrequencies:
     """SORF: M frequencies in blocks of D = block_width(dim), as HadamardFrequencies (arguments
     as sk.sample_frequencies)."""

@@ -1,9 +1,9 @@
 """Image datasets for distillation, all loaded into memory as normalised float tensors.
 
-Names: `digits` (scikit-learn's bundled 8x8 digits), `animals` (28x28 silhouettes shipped in
-the PyPI package animal-mnist), `cifar10`, `cifar100` (torchvision's python-format archives
-under --data-root; never downloaded), `imagefolder` (a folder per class under --data-root),
-and a `-lt` variant of each: the training set is made long-tailed with
+Names: `digits` (scikit-learn's bundled 8x8 digits), `animals` (28x28 silhouettes of the PyPI
+package animal-mnist 0.4, shipped in animal_mnist/), `cifar10`, `cifar100` (torchvision's
+python-format archives under --data-root; never downloaded), `imagefolder` (a folder per
+class under --data-root), and a `-lt` variant of each: the training set is made long-tailed with
 n_c = floor(n_max * imbalance^(-c / (C - 1))) images of class c (fixed seed); test sets stay
 balanced. Pickled files are read with a restricted unpickler that only rebuilds numpy arrays,
 so a tampered data file cannot run code.
@@ -12,7 +12,6 @@ so a tampered data file cannot run code.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import math
 import pickle
@@ -22,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# animal-mnist 0.4's data files, shipped in the package (animal_mnist/SOURCE.md says why).
+ANIMALS_FOLDER = Path(__file__).resolve().parent / "animal_mnist"
 BASE_DATASETS = ("digits", "animals", "cifar10", "cifar100", "imagefolder")
 DATASETS = BASE_DATASETS + tuple(f"{name}-lt" for name in BASE_DATASETS)
 DEFAULT_LT_IMBALANCE = 10.0
@@ -132,10 +133,7 @@ def _digits():
 
 
 def _animals():
-    spec = importlib.util.find_spec("animal_mnist")  # locates the package without importing it
-    if spec is None or spec.submodule_search_locations is None:
-        raise DataError("the animals dataset needs the package animal-mnist: pip install --no-deps animal-mnist==0.4")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "data" / "Animal_MNIST"
+    folder = ANIMALS_FOLDER
     try:
         with gzip.open(folder / "animal_data_version_3.gz", "rb") as f:
             images = _unpickle(f.read())
@@ -148,7 +146,7 @@ def _animals():
     except _READ_ERRORS as error:
         raise DataError(
             f"animals: the data files under {folder} are damaged ({_reason(error)}); "
-            "reinstall with pip install --no-deps --force-reinstall animal-mnist==0.4"
+            "reinstall spectral_kernels (pip install --force-reinstall --no-deps spectral_kernels)"
         ) from None
     return _stratified_split(x, y, 0.2, seed=0)
 

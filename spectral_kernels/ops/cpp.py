@@ -12,8 +12,10 @@ from __future__ import annotations
 import torch
 
 from ..classes import ClassIndex
+from . import torch_tie
 from .autograd import register_dense_autograd
 
+torch_tie.check()  # before loading: a library built against another torch must not be loaded at all
 try:
     from .. import _C  # noqa: F401  (loading the library registers the ops)
 
