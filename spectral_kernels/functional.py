@@ -70,6 +70,7 @@ def _prepare_pair(real, syn, real_labels, syn_labels, *, num_classes, check_fini
     syn = _checks.features("syn", syn)
     _checks.same_layout("syn", syn, "real", real)
     num_classes = _checks.num_classes(num_classes)
+    real_group = _checks.process_group("real_group", real_group)
     check_finite = _checks.resolve_check_finite(check_finite)
     if check_finite:
         _checks.finite("real", real)
@@ -127,6 +128,12 @@ def _ecf_means(
     phase raise ValueError naming `name` (inputs are already known to be finite then).
     """
     precision = _checks.choice("precision", precision, PRECISIONS)
+    _checks.allocation(
+        f"num_classes={index.num_classes} with {t.shape[0]} frequencies: the per-class ECF sums (C, 2, M) of {name}",
+        (index.num_classes, 2, t.shape[0]),
+        torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype,
+        x.device,
+    )
     if isinstance(t, HadamardFrequencies):
         sums = hadamard_ecf_sums(x, t, index, backend, precision)
     else:
@@ -282,7 +289,9 @@ def ecf(x, t, labels=None, num_classes=None, *, backend="auto", precision=None, 
         _checks.finite("x", x)
     num_classes = _checks.num_classes(num_classes)
     if labels is None:
-        y, num_classes = None, num_classes or 1
+        if num_classes not in (None, 1):
+            raise ValueError(f"num_classes={num_classes} was given without labels; without labels there is one class")
+        y, num_classes = None, 1
     else:
         y = _checks.labels("labels", labels, x.shape[0], "x", x.device)
         num_classes = _classes_of_labels(num_classes, {"labels": y})
@@ -440,7 +449,7 @@ def csdm_class_alpha(class_counts, *, alpha_head=0.8, head_classes=None, alpha_r
 
 def _class_counts(class_counts) -> torch.Tensor:
     if isinstance(class_counts, torch.Tensor):
-        counts = class_counts.detach().cpu()
+        counts = _checks.not_meta("class_counts", class_counts).detach().cpu()
         if counts.dtype == torch.bool or counts.is_complex():
             raise TypeError(f"class_counts must hold numbers, got dtype {counts.dtype}")
         counts = counts.double()
@@ -467,6 +476,7 @@ def _class_counts(class_counts) -> torch.Tensor:
 def _head_mask(head_classes, num_classes: int) -> torch.Tensor:
     if not isinstance(head_classes, torch.Tensor):
         head_classes = torch.as_tensor(head_classes)
+    _checks.not_meta("head_classes", head_classes)
     if head_classes.dtype != torch.bool:
         raise TypeError(f"head_classes must be a bool mask of shape ({num_classes},), got dtype {head_classes.dtype}")
     if head_classes.shape != (num_classes,):
