@@ -1941,6 +1941,28 @@ CLI_CASES = [
         setup=lambda d: (d / "file").write_text("x"),
     ),
     # -- trust round 3: library values and sizes, through the CLI
+    # --bandwidth 1e-30 ran to the end: every pair's Gaussian kernel underflowed (mmd a constant,
+    # the spectral losses noise from phases float32 keeps no digits of)
+    Cli(
+        "bandwidth whose kernel vanishes, sdd",
+        [*DISTILL, "--method", "sdd", "--bandwidth", "1e-30"],
+        ["iteration 0", "--bandwidth 1e-30", "too small", "use --bandwidth >="],
+    ),
+    Cli(
+        "bandwidth whose kernel vanishes, mmd",
+        [*DISTILL, "--method", "mmd", "--bandwidth", "1e-30"],
+        ["--bandwidth 1e-30", "too small"],
+    ),
+    Cli(
+        "bandwidth whose kernel vanishes, ncfm",
+        [*DISTILL, "--method", "ncfm", "--bandwidth", "1e-30"],
+        ["--bandwidth 1e-30", "too small"],
+    ),
+    Cli(
+        "bandwidth whose kernel vanishes, csdm",
+        [*DISTILL, "--method", "csdm", "--bandwidth", "1e-12"],
+        ["--bandwidth 1e-12", "too small"],
+    ),
     # -- end of library values and sizes, through the CLI
     # -- trust round 3: run folders, checkpoints and synthetic sets, through the CLI
     # -- end of run folders, through the CLI
