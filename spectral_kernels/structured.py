@@ -179,9 +179,11 @@ def check_hadamard(name: str, t: HadamardFrequencies, like: torch.Tensor, like_n
     """SORF frequencies passed to a discrepancy: the op contract (_checks.sorf: the same checks
     and messages whichever backend runs, the reference included), matching x, and no gradient
     asked of the signs or radii (no backend's fused op gives one: refused rather than given on
-    one backend and silently dropped on another). The signs and radii are checked always, not
-    only with check_finite: a sign of 0 is a perfect match, not a NaN."""
-    _checks.sorf(t.signs, t.radii, t.num_freqs, t.dim, name=f"{name}.")
+    one backend and silently dropped on another). The values of host signs and radii are read
+    always (a sign of 0 is a perfect match, not a NaN: check_finite would not catch it); on a GPU,
+    where reading them costs a host sync, with check_finite like the other value scans."""
+    check_values = check_finite or (isinstance(t.signs, torch.Tensor) and t.signs.device.type == "cpu")
+    _checks.sorf(t.signs, t.radii, t.num_freqs, t.dim, name=f"{name}.", check_values=check_values)
     if t.dim != like.shape[1]:
         raise ValueError(f"{name} has d={t.dim} but {like_name} has d={like.shape[1]}")
     if t.dtype != like.dtype or t.signs.dtype != like.dtype:
