@@ -561,6 +561,13 @@ def mmd(
         if x.shape[0] == 0:
             per_class.append(pair.real.new_zeros(()))
             continue
+        # k(x, x), k(y, y) and k(x, y) with their distance temporaries: at least (n + s)^2 values
+        _checks.allocation(
+            f"mmd: class {c} with {x.shape[0]} real and {y.shape[0]} synthetic rows: its kernel matrices",
+            (x.shape[0] + y.shape[0], x.shape[0] + y.shape[0]),
+            x.dtype,
+            x.device,
+        )
         if estimator == "u" and min(x.shape[0], y.shape[0]) < 2:
             raise ValueError(
                 f"estimator='u' needs >= 2 samples per class on each side; class {c} has {x.shape[0]} real and "

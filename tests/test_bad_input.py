@@ -935,6 +935,12 @@ LIB_CASES = [
         ["(3, 1048576, 1048576)", "13194139533312 bytes", "reference"],
     ),
     Lib(
+        "mmd of 2**20 rows in one class",
+        lambda: sk.mmd(L.huge_rows(2**20), Y),
+        ValueError,
+        ["mmd: class 0 with 1048576 real and 4 synthetic rows", "(1048580, 1048580)", "bytes"],
+    ),
+    Lib(
         "dense SORF frequencies too large",
         lambda: L.huge_sorf(2**22, 2**16, 2**38, 40000).dense(),
         ValueError,
