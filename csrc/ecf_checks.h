@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -52,6 +53,54 @@ inline OpShape check_op_inputs(const at::Tensor& x, const at::Tensor& t, const a
     }
   }
   return {x.size(0), t.size(0), x.size(1), offsets.size(0) - 1};
+}
+
+// The contract of the SORF ops (hadamard_sums and its gradient; the twin of
+// spectral_kernels._checks.sorf, with the same messages): signs (B, 3, D) holding exactly +1 or
+// -1, radii (B, D) finite and > 0, D a power of two >= d, num_freqs in ((B - 1) D, B D], every
+// input on `device`. The signs and radii are read on the host (B x 4 x D values, small beside
+// the op's N x M work): a sign of 0 would make every frequency 0 (a silent perfect match), a
+// NaN or negative radius meaningless sums.
+inline OpShape check_sorf_inputs(const at::Tensor& x, const at::Tensor& signs, const at::Tensor& radii,
+                                 const at::Tensor& perm, const at::Tensor& offsets, int64_t num_freqs,
+                                 c10::DeviceType device, const char* backend) {
+  TORCH_CHECK_VALUE(signs.dim() == 3 && signs.size(1) == 3 && signs.size(0) >= 1,
+                    "spectral_kernels: signs must have shape (B, 3, D), got ", signs.sizes());
+  const int64_t blocks = signs.size(0), width = signs.size(2);
+  TORCH_CHECK_VALUE(width >= 1 && (width & (width - 1)) == 0,
+                    "spectral_kernels: the block width D must be a power of two, got ", width);
+  TORCH_CHECK_VALUE(radii.dim() == 2 && radii.size(0) == blocks && radii.size(1) == width,
+                    "spectral_kernels: radii must have shape (", blocks, ", ", width, "), got ", radii.sizes());
+  TORCH_CHECK_VALUE(num_freqs > (blocks - 1) * width && num_freqs <= blocks * width, "spectral_kernels: num_freqs=",
+                    num_freqs, " does not fit ", blocks, " blocks of ", width, " (it must lie in (", (blocks - 1) * width,
+                    ", ", blocks * width, "])");
+  // x against a stand-in t of shape (M, d) (an expanded scalar: no memory): the same contract and
+  // messages as the dense ops.
+  const at::Tensor stand_in = radii.new_zeros({1, 1}).expand({num_freqs, x.dim() == 2 ? x.size(1) : 0});
+  const OpShape shape = check_op_inputs(x, stand_in, perm, offsets, device, backend, /*half_ok=*/false);
+  TORCH_CHECK_VALUE(width >= shape.dim, "spectral_kernels: the block width D=", width, " must be >= d=", shape.dim);
+  for (const auto* tensor : {&signs, &radii}) {
+    TORCH_CHECK_TYPE(tensor->scalar_type() == x.scalar_type(), "spectral_kernels: signs and radii must have x's dtype ",
+                     x.scalar_type(), ", got ", tensor->scalar_type());
+    TORCH_CHECK_VALUE(tensor->device().type() == device, "spectral_kernels (", backend,
+                      "): every input must be on the same device as its backend (", c10::DeviceTypeName(device),
+                      "), got one on ", tensor->device());
+  }
+  if (device == c10::DeviceType::CPU) {
+    const auto s = signs.detach().to(at::kDouble).contiguous();
+    const double* sv = s.data_ptr<double>();
+    for (int64_t i = 0; i < s.numel(); ++i) {
+      TORCH_CHECK_VALUE(sv[i] == 1.0 || sv[i] == -1.0, "spectral_kernels: signs must hold exactly +1 or -1, got ", sv[i],
+                        " at index (", i / (3 * width), ", ", (i / width) % 3, ", ", i % width, ")");
+    }
+    const auto r = radii.detach().to(at::kDouble).contiguous();
+    const double* rv = r.data_ptr<double>();
+    for (int64_t i = 0; i < r.numel(); ++i) {
+      TORCH_CHECK_VALUE(std::isfinite(rv[i]) && rv[i] > 0, "spectral_kernels: radii must be finite and > 0, got ", rv[i],
+                        " at index (", i / width, ", ", i % width, ")");
+    }
+  }
+  return shape;
 }
 
 inline void check_precision(const std::string& precision) {

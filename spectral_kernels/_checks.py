@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -168,6 +169,7 @@ def unit_interval(name: str, value, num_classes: int, like: torch.Tensor) -> tor
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a float or a floating tensor, got dtype {value.dtype}")
+        not_meta(name, value)
         if value.dim() == 0:
             value = value.expand(num_classes)
         if value.shape != (num_classes,):
@@ -220,14 +222,133 @@ def non_negative(name: str, value) -> float:
     return float(value)
 
 
-def draw_size(num_freqs: int, dim: int) -> None:
-    """Frequencies are drawn as a float64 (M, d) array: refuse one that could not be allocated."""
+def draw_size(num_freqs: int, dim: int, device=None) -> None:
+    """Frequencies are drawn as a float64 (M, d) array: refuse 2**32 values or more (32 GiB: a
+    typo, not a draw), and any draw the draw device's memory cannot hold."""
     gib = num_freqs * dim * 8 / 2**30
-    if num_freqs * dim > 2**32:
+    if num_freqs * dim >= 2**32:
         raise ValueError(
             f"num_freqs={num_freqs} x dim={dim} frequencies would take {gib:.0f} GiB to draw; "
-            "at most 2**32 values per draw"
+            "fewer than 2**32 values per draw"
         )
+    allocation(f"num_freqs={num_freqs} x dim={dim}: the float64 draw", (num_freqs, dim), torch.float64, device)
+
+
+# Below this many bytes a call never asks the system how much memory is left (a file read per
+# call): small requests are what every training step makes, and they fit.
+_PROBE_BYTES = 1 << 26
+
+
+def _cpu_available_bytes() -> int | None:
+    """What this process can still allocate on the host: MemAvailable + SwapFree of
+    /proc/meminfo, lowered to what a cgroup (v2) memory limit leaves; None where unknown."""
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line.split()[1:2]}
+        available = fields["MemAvailable"] + fields.get("SwapFree", 0)
+    except (OSError, KeyError, ValueError, IndexError):
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            available = min(available, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def available_bytes(device) -> int | None:
+    """Bytes a new tensor on `device` can still take: the host's available memory for CPU
+    tensors, the GPU's free memory plus what torch's caching allocator holds unused for CUDA
+    tensors; None where there is nothing to measure (meta) or no way to (other devices)."""
+    device = torch.device(device if device is not None else "cpu")
+    if device.type == "cpu":
+        return _cpu_available_bytes()
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return None
+
+
+def allocation(what: str, shape: Sequence[int], dtype: torch.dtype, device) -> None:
+    """The size guard (SPEC §6): refuse, before allocating, a tensor of `shape` and `dtype` that
+    `device` cannot hold, naming `what` (the arguments that sized it), the shape and the bytes.
+    Skipped under torch.compile (a file read is not traceable)."""
+    if tracing():
+        return
+    nbytes = math.prod(int(n) for n in shape) * dtype.itemsize
+    if nbytes < _PROBE_BYTES:
+        return
+    available = available_bytes(device)
+    if available is not None and nbytes > available:
+        where = torch.device(device if device is not None else "cpu")
+        raise ValueError(
+            f"{what}: shape {tuple(int(n) for n in shape)} of {dtype} would take {nbytes} bytes "
+            f"({nbytes / 2**30:.3g} GiB), more than the {available} bytes ({available / 2**30:.3g} GiB) available on "
+            f"{where}"
+        )
+
+
+def not_meta(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor whose values are read must hold some: the meta device holds none."""
+    if tensor.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device, which holds no values; pass a tensor with data")
+    return tensor
+
+
+def sorf(signs, radii, num_freqs, dim: int, *, name: str = "", where: str = "", check_values: bool = True):
+    """The contract of SORF frequencies (structured.HadamardFrequencies and the ops that take
+    their parts), the Python twin of check_sorf_inputs in csrc/ecf_checks.h, with the same
+    messages: signs (B, 3, D) holding exactly +1 or -1, radii (B, D) finite and > 0, D a power
+    of two >= d, num_freqs an int in ((B - 1) D, B D]. `name` prefixes the parts ("t."),
+    `where` the message ("spectral_kernels (triton): "). Values are read only with
+    `check_values` (host tensors outside torch.compile). Returns (B, D)."""
+    for part, tensor, shape in (("signs", signs, "(B, 3, D)"), ("radii", radii, "(B, D)")):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{where}{name}{part} must be a torch.Tensor of shape {shape}, got {type(tensor).__name__}")
+    for part, value in (("num_freqs", num_freqs), ("dim", dim)):
+        # (a SymInt where torch.compile traces with dynamic shapes)
+        if isinstance(value, bool) or not isinstance(value, (numbers.Integral, torch.SymInt)):
+            raise TypeError(f"{where}{name}{part} must be an int, got {value!r}")
+    if signs.dim() != 3 or signs.shape[1] != 3 or signs.shape[0] < 1:
+        raise ValueError(f"{where}{name}signs must have shape (B, 3, D), got {tuple(signs.shape)}")
+    blocks, width = signs.shape[0], signs.shape[2]
+    if width < 1 or width & (width - 1):
+        raise ValueError(f"{where}the block width D must be a power of two, got {width}")
+    if tuple(radii.shape) != (blocks, width):
+        raise ValueError(f"{where}{name}radii must have shape ({blocks}, {width}), got {tuple(radii.shape)}")
+    if not (blocks - 1) * width < num_freqs <= blocks * width:
+        raise ValueError(
+            f"{where}{name}num_freqs={num_freqs} does not fit {blocks} blocks of {width} (it must lie in "
+            f"({(blocks - 1) * width}, {blocks * width}])"
+        )
+    if width < dim:
+        raise ValueError(f"{where}the block width D={width} must be >= d={dim}")
+    if check_values and not tracing():
+        _sorf_values(signs, radii, name, where)
+    return blocks, width
+
+
+def _sorf_values(signs: torch.Tensor, radii: torch.Tensor, name: str, where: str) -> None:
+    # One pass each over B x 3 x D and B x D values: small beside the op's N x M work. A sign of 0
+    # would make every frequency 0 (a silent perfect match), 2 or 3.5 a matrix that is not
+    # orthogonal; NaN passes neither test.
+    signs, radii = signs.detach(), radii.detach()
+    for part, bad, rule in (
+        ("signs", (signs != 1) & (signs != -1), "hold exactly +1 or -1"),
+        ("radii", ~(torch.isfinite(radii) & (radii > 0)), "be finite and > 0"),
+    ):
+        if bool(bad.any()):
+            index = tuple(int(i) for i in bad.nonzero()[0])
+            value = (signs if part == "signs" else radii)[index].item()
+            raise ValueError(f"{where}{name}{part} must {rule}, got {value:g} at index {index}")
 
 
 def boolean(name: str, value) -> bool:
@@ -239,6 +360,18 @@ def boolean(name: str, value) -> bool:
 def generator(name: str, value) -> torch.Generator | None:
     if value is not None and not isinstance(value, torch.Generator):
         raise TypeError(f"{name} must be a torch.Generator or None, got {type(value).__name__}")
+    return value
+
+
+def process_group(name: str, value):
+    """None or a torch.distributed process group (anything else fails deep inside all_reduce)."""
+    if value is None:
+        return None
+    group_type = getattr(torch.distributed, "ProcessGroup", None)
+    if group_type is None or not isinstance(value, group_type):
+        raise TypeError(
+            f"{name} must be a torch.distributed process group or None, got {value!r} ({type(value).__name__})"
+        )
     return value
 
 

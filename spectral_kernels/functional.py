@@ -80,6 +80,7 @@ def _prepare_pair(real, syn, real_labels, syn_labels, *, num_classes, check_fini
     syn = _checks.features("syn", syn)
     _checks.same_layout("syn", syn, "real", real)
     num_classes = _checks.num_classes(num_classes)
+    real_group = _checks.process_group("real_group", real_group)
     check_finite = _checks.resolve_check_finite(check_finite)
     if check_finite:
         _checks.finite("real", real)
@@ -137,6 +138,12 @@ def _ecf_means(
     phase raise ValueError naming `name` (inputs are already known to be finite then).
     """
     precision = _checks.choice("precision", precision, PRECISIONS)
+    _checks.allocation(
+        f"num_classes={index.num_classes} with {t.shape[0]} frequencies: the per-class ECF sums (C, 2, M) of {name}",
+        (index.num_classes, 2, t.shape[0]),
+        torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype,
+        x.device,
+    )
     if isinstance(t, HadamardFrequencies):
         sums = hadamard_ecf_sums(x, t, index, backend, precision)
     else:
@@ -302,7 +309,9 @@ def ecf(
         _checks.finite("x", x)
     num_classes = _checks.num_classes(num_classes)
     if labels is None:
-        y, num_classes = None, num_classes or 1
+        if num_classes not in (None, 1):
+            raise ValueError(f"num_classes={num_classes} was given without labels; without labels there is one class")
+        y, num_classes = None, 1
     else:
         y = _checks.labels("labels", labels, x.shape[0], "x", x.device)
         num_classes = _classes_of_labels(num_classes, {"labels": y})
@@ -471,7 +480,7 @@ def csdm_class_alpha(
 
 def _class_counts(class_counts) -> torch.Tensor:
     if isinstance(class_counts, torch.Tensor):
-        counts = class_counts.detach().cpu()
+        counts = _checks.not_meta("class_counts", class_counts).detach().cpu()
         if counts.dtype == torch.bool or counts.is_complex():
             raise TypeError(f"class_counts must hold numbers, got dtype {counts.dtype}")
         counts = counts.double()
@@ -498,6 +507,7 @@ def _class_counts(class_counts) -> torch.Tensor:
 def _head_mask(head_classes, num_classes: int) -> torch.Tensor:
     if not isinstance(head_classes, torch.Tensor):
         head_classes = torch.as_tensor(head_classes)
+    _checks.not_meta("head_classes", head_classes)
     if head_classes.dtype != torch.bool:
         raise TypeError(f"head_classes must be a bool mask of shape ({num_classes},), got dtype {head_classes.dtype}")
     if head_classes.shape != (num_classes,):
@@ -587,6 +597,13 @@ def mmd(
         if x.shape[0] == 0:
             per_class.append(pair.real.new_zeros(()))
             continue
+        # k(x, x), k(y, y) and k(x, y) with their distance temporaries: at least (n + s)^2 values
+        _checks.allocation(
+            f"mmd: class {c} with {x.shape[0]} real and {y.shape[0]} synthetic rows: its kernel matrices",
+            (x.shape[0] + y.shape[0], x.shape[0] + y.shape[0]),
+            x.dtype,
+            x.device,
+        )
         if estimator == "u" and min(x.shape[0], y.shape[0]) < 2:
             raise ValueError(
                 f"estimator='u' needs >= 2 samples per class on each side; class {c} has {x.shape[0]} real and "

@@ -165,10 +165,10 @@ class DrawArguments:
         kernel = check_kernel(kernel, spectral=True)
         num_freqs = _checks.positive_int("num_freqs", num_freqs)
         dim = _checks.positive_int("dim", dim)
-        _checks.draw_size(num_freqs, dim)
         sigmas = _checks.bandwidths(bandwidth)
         nu = _checks.positive("nu", nu)
         generator = _checks.generator("generator", generator)
+        _checks.draw_size(num_freqs, dim, generator.device if generator is not None else None)
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
         out_dtype = dtype or torch.get_default_dtype()

@@ -63,6 +63,13 @@ class FrequencySampler(nn.Module):
             if num_components is None
             else _checks.positive_int("num_components", num_components)
         )
+        if k > self.num_freqs:
+            # frequency m belongs to component m mod K: components past num_freqs would never draw
+            raise ValueError(
+                f"num_components={k} is more than num_freqs={self.num_freqs}: component k draws the frequencies "
+                "m with m mod K = k, so the extra components would never be used; pass num_components <= num_freqs"
+            )
+        _checks.draw_size(self.num_freqs, self.dim)  # the default draw of every forward, refused now
         bandwidth = _checks.positive("bandwidth", bandwidth)
         spread = _checks.non_negative("spread", spread)
         if not math.isfinite(spread):
@@ -88,8 +95,15 @@ class FrequencySampler(nn.Module):
 
     def forward(self, num_freqs: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         m = self.num_freqs if num_freqs is None else _checks.positive_int("num_freqs", num_freqs)
-        _checks.draw_size(m, self.dim)
+        if self.log_scales.device.type == "meta":
+            raise ValueError("FrequencySampler: its parameters are on the meta device, which holds no values; move it")
+        _checks.draw_size(m, self.dim, self.log_scales.device)
         generator = _checks.generator("generator", generator)
+        if generator is not None and generator.device.type != self.log_scales.device.type:
+            raise ValueError(
+                f"generator is on {generator.device} but the FrequencySampler's parameters are on "
+                f"{self.log_scales.device}; the draw happens on the parameters' device"
+            )
         if not _checks.tracing():
             largest = float(self.log_scales.detach().max())
             if math.isnan(largest):

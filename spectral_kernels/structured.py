@@ -50,12 +50,27 @@ def orthogonal_frequencies(
     kernel's law (arguments as sk.sample_frequencies)."""
     check_structure("orthogonal", kernel)
     draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth=bandwidth, nu=nu, generator=generator, dtype=dtype)
+    d = draw.dim
+    # A block of d rows is a d x d QR; a cut block of k < d rows (M = 4 at d = 30000) needs only
+    # the QR of a d x k matrix, whose k orthonormal columns are a Haar-random k-frame: never d x d.
+    _checks.allocation(
+        f"num_freqs={draw.num_freqs} x dim={d}: an orthogonal block",
+        (3, d, min(d, draw.num_freqs)),
+        torch.float64,
+        draw.device,
+    )
     blocks = []
-    for _ in range(math.ceil(draw.num_freqs / draw.dim)):
-        g = torch.randn(draw.dim, draw.dim, generator=draw.generator, device=draw.device, dtype=torch.float64)
-        q, r = torch.linalg.qr(g)
-        blocks.append(q * torch.sign(torch.diagonal(r)).unsqueeze(0))  # Haar: fix the signs QR leaves arbitrary
-    directions = torch.cat(blocks)[: draw.num_freqs]
+    for start in range(0, draw.num_freqs, d):
+        rows = min(d, draw.num_freqs - start)
+        if rows == d:
+            g = torch.randn(d, d, generator=draw.generator, device=draw.device, dtype=torch.float64)
+            q, r = torch.linalg.qr(g)
+            blocks.append(q * torch.sign(torch.diagonal(r)).unsqueeze(0))  # Haar: fix the signs QR leaves arbitrary
+        else:
+            g = torch.randn(d, rows, generator=draw.generator, device=draw.device, dtype=torch.float64)
+            q, r = torch.linalg.qr(g)  # reduced: q is d x rows
+            blocks.append((q * torch.sign(torch.diagonal(r)).unsqueeze(0)).T)
+    directions = torch.cat(blocks)
     return draw.finish(directions * _radii(draw, draw.num_freqs, draw.dim).unsqueeze(1), device)
 
 
@@ -102,19 +117,37 @@ class HadamardFrequencies:
         )
 
     def dense(self) -> torch.Tensor:
-        """The (M, d) frequencies themselves (what the fused op never builds)."""
-        width = self.width
-        h = hadamard_matrix(width, dtype=self.dtype, device=self.device)
-        rows = []
-        for b in range(self.signs.shape[0]):
-            d1, d2, d3 = self.signs[b]
-            structured = h @ (d1[:, None] * (h @ (d2[:, None] * (h @ torch.diag(d3))))) / width**1.5
-            rows.append(self.radii[b][:, None] * structured[:, : self.dim])
-        return torch.cat(rows)[: self.num_freqs]
+        """The (M, d) frequencies themselves (what the fused op never builds), without the D x D
+        matrix: row j of H D1 H D2 H D3 is e_j run through the chain from the left, three fast
+        Walsh-Hadamard transforms of the block's rows (exact: integers below 2^53)."""
+        width, blocks = self.width, self.signs.shape[0]
+        rows = min(width, self.num_freqs)  # rows of each block that are used (all but the last block's: all)
+        what = f"HadamardFrequencies(num_freqs={self.num_freqs}, dim={self.dim}).dense()"
+        _checks.allocation(what, (self.num_freqs, self.dim), self.dtype, self.device)
+        _checks.allocation(f"{what}'s transforms", (2, blocks, rows, width), torch.float64, self.device)
+        v = torch.eye(rows, width, dtype=torch.float64, device=self.device).expand(blocks, rows, width)
+        for k in range(3):  # e_j^T H D1 H D2 H D3, every block at once: a transform, then a diagonal
+            v = fwht(v) * self.signs[:, k, None, :].to(torch.float64)
+        structured = (v[..., : self.dim] / width**1.5).to(self.dtype)
+        return (self.radii[:, :rows, None] * structured).reshape(blocks * rows, self.dim)[: self.num_freqs]
+
+
+def fwht(v: torch.Tensor) -> torch.Tensor:
+    """v H along the last dimension (unnormalised Walsh-Hadamard transform; its length a power
+    of two), in log2 D butterfly passes: O(D log D) per row, never the D x D matrix."""
+    width = v.shape[-1]
+    h = 1
+    while h < width:
+        pairs = v.reshape(*v.shape[:-1], width // (2 * h), 2, h)
+        v = torch.stack((pairs[..., 0, :] + pairs[..., 1, :], pairs[..., 0, :] - pairs[..., 1, :]), dim=-2)
+        v = v.reshape(*v.shape[:-3], width)
+        h *= 2
+    return v
 
 
 def hadamard_matrix(n: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
     """The n x n Walsh-Hadamard matrix (Sylvester's construction, entries +-1), n a power of two."""
+    _checks.allocation(f"hadamard_matrix(n={n})", (n, n), dtype, device)
     h = torch.ones(1, 1, dtype=dtype, device=device)
     while h.shape[0] < n:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
@@ -138,17 +171,36 @@ def hadamard_frequencies(
     draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth=bandwidth, nu=nu, generator=generator, dtype=dtype)
     width = block_width(draw.dim)
     blocks = math.ceil(draw.num_freqs / width)
+    # the signs are drawn as int64 and turned into float64: two (B, 3, D) arrays of 8 bytes
+    _checks.allocation(
+        f"num_freqs={draw.num_freqs} x dim={draw.dim}: the SORF signs",
+        (2, blocks, 3, width),
+        torch.float64,
+        draw.device,
+    )
     signs = torch.randint(0, 2, (blocks, 3, width), generator=draw.generator, device=draw.device).double() * 2 - 1
     radii = draw.finish(_radii(draw, blocks * width, width), device).reshape(blocks, width)
     return HadamardFrequencies(signs.to(device=radii.device, dtype=radii.dtype), radii, draw.num_freqs, draw.dim)
 
 
 def check_hadamard(name: str, t: HadamardFrequencies, like: torch.Tensor, like_name: str, check_finite: bool) -> None:
+    """SORF frequencies passed to a discrepancy: the op contract (_checks.sorf: the same checks
+    and messages whichever backend runs, the reference included), matching x, and no gradient
+    asked of the signs or radii (no backend's fused op gives one: refused rather than given on
+    one backend and silently dropped on another). The values of host signs and radii are read
+    always (a sign of 0 is a perfect match, not a NaN: check_finite would not catch it); on a GPU,
+    where reading them costs a host sync, with check_finite like the other value scans."""
+    check_values = check_finite or (isinstance(t.signs, torch.Tensor) and t.signs.device.type == "cpu")
+    _checks.sorf(t.signs, t.radii, t.num_freqs, t.dim, name=f"{name}.", check_values=check_values)
     if t.dim != like.shape[1]:
         raise ValueError(f"{name} has d={t.dim} but {like_name} has d={like.shape[1]}")
     if t.dtype != like.dtype or t.signs.dtype != like.dtype:
         raise TypeError(f"{name} has dtype {t.dtype} but {like_name} has dtype {like.dtype}; use {name}.to(dtype=...)")
     if t.device != like.device or t.signs.device != like.device:
         raise ValueError(f"{name} is on {t.device} but {like_name} is on {like.device}; use {name}.to(device=...)")
-    if check_finite:
-        _checks.finite(f"{name}.radii", t.radii)
+    for part in ("signs", "radii"):
+        if getattr(t, part).requires_grad:
+            raise ValueError(
+                f"{name}.{part} requires grad, but SORF frequencies get no gradient on any backend (their signs and "
+                f"radii are samples, not parameters); pass {name}.{part}.detach(), or learn dense frequencies"
+            )

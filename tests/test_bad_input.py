@@ -26,6 +26,7 @@ import spectral_kernels as sk
 from spectral_kernels.distill.config import DistillConfig
 from spectral_kernels.distill.loop import distill
 
+from . import lib_sizes as L
 from .conftest import FAST_CLI, assert_one_line_error, hold_run_lock, run_cli
 
 _G = torch.Generator().manual_seed(0)
@@ -676,6 +677,350 @@ LIB_CASES = [
         ["does not fit this generator"],
     ),
     # -- trust round 3: library values and sizes (SORF contract, size guard, generators)
+    # The SORF contract, through every backend: signs exactly +-1, radii finite and > 0, num_freqs an
+    # int that fits the blocks, parameters that are tensors and need no gradient.
+    Lib(
+        "sorf signs 0 reference",
+        lambda: sk.sdd(X, Y, t=L.sorf(((0, 0, 1), 0.0)), backend="reference"),
+        ValueError,
+        ["t.signs", "+1 or -1", "got 0 at index (0, 0, 1)"],
+    ),
+    Lib(
+        "sorf signs 0 cpu",
+        lambda: sk.sdd(X, Y, t=L.sorf(((0, 0, 1), 0.0)), backend="cpu"),
+        ValueError,
+        ["t.signs", "+1 or -1", "got 0 at index (0, 0, 1)"],
+    ),
+    Lib(
+        "triton sorf signs 0",
+        lambda: sk.sdd(X, Y, t=L.sorf(((0, 0, 1), 0.0)), backend="triton"),
+        ValueError,
+        ["t.signs", "+1 or -1", "got 0 at index (0, 0, 1)"],
+    ),
+    Lib(
+        "sorf signs 2 reference",
+        lambda: sk.ncfd(X, Y, L.sorf(((1, 2, 3), 2.0)), backend="reference"),
+        ValueError,
+        ["t.signs", "got 2 at index (1, 2, 3)"],
+    ),
+    Lib(
+        "sorf signs 3.5 cpu",
+        lambda: sk.ncfd(X, Y, L.sorf(((1, 0, 0), 3.5)), backend="cpu"),
+        ValueError,
+        ["t.signs", "got 3.5"],
+    ),
+    Lib(
+        "sorf signs NaN reference",
+        lambda: sk.ecf(X, L.sorf(((0, 1, 0), float("nan"))), backend="reference"),
+        ValueError,
+        ["t.signs", "got nan"],
+    ),
+    Lib(
+        "sorf signs NaN unchecked",
+        lambda: sk.ecf(X, L.sorf(((0, 1, 0), float("nan"))), check_finite=False),
+        ValueError,
+        ["t.signs", "got nan"],
+    ),
+    Lib(
+        "sorf signs all 0 (a perfect match)",
+        lambda: sk.sdd(X, Y, t=L.sorf(torch.zeros_like)),
+        ValueError,
+        ["t.signs", "+1 or -1"],
+    ),
+    Lib(
+        "sorf radii NaN unchecked",
+        lambda: sk.sdd(X, Y, t=L.sorf(radii=((0, 1), float("nan"))), check_finite=False),
+        ValueError,
+        ["t.radii", "finite and > 0", "got nan at index (0, 1)"],
+    ),
+    Lib(
+        "sorf radii inf reference",
+        lambda: sk.sdd(X, Y, t=L.sorf(radii=((1, 1), float("inf"))), backend="reference"),
+        ValueError,
+        ["t.radii", "got inf"],
+    ),
+    Lib(
+        "sorf radii 0 cpu",
+        lambda: sk.sdd(X, Y, t=L.sorf(radii=((0, 0), 0.0)), backend="cpu"),
+        ValueError,
+        ["t.radii", "got 0 at index (0, 0)"],
+    ),
+    Lib(
+        "triton sorf radii negative",
+        lambda: sk.sdd(X, Y, t=L.sorf(radii=((0, 2), -1.0)), backend="triton"),
+        ValueError,
+        ["t.radii", "got -1"],
+    ),
+    Lib(
+        "sorf num_freqs float cpu",
+        lambda: sk.sdd(X, Y, t=L.sorf(num_freqs=8.0), backend="cpu"),
+        TypeError,
+        ["t.num_freqs", "8.0"],
+    ),
+    Lib(
+        "sorf num_freqs float reference",
+        lambda: sk.sdd(X, Y, t=L.sorf(num_freqs=8.0), backend="reference"),
+        TypeError,
+        ["t.num_freqs", "8.0"],
+    ),
+    Lib("sorf num_freqs a bool", lambda: sk.sdd(X, Y, t=L.sorf(num_freqs=True)), TypeError, ["t.num_freqs", "True"]),
+    Lib(
+        "sorf num_freqs 0 reference",
+        lambda: sk.sdd(X, Y, t=L.sorf(num_freqs=0), backend="reference"),
+        ValueError,
+        ["t.num_freqs=0", "(4, 8]"],
+    ),
+    Lib(
+        "sorf num_freqs beyond the blocks reference",
+        lambda: sk.sdd(X, Y, t=L.sorf(num_freqs=9), backend="reference"),
+        ValueError,
+        ["t.num_freqs=9", "2 blocks of 4"],
+    ),
+    Lib(
+        "sorf num_freqs negative reference",
+        lambda: sk.ncfd(X, Y, L.sorf(num_freqs=-1), backend="reference"),
+        ValueError,
+        ["t.num_freqs=-1"],
+    ),
+    Lib(
+        "triton sorf num_freqs beyond the blocks",
+        lambda: sk.sdd(X, Y, t=L.sorf(num_freqs=17, width=16, blocks=1), backend="triton"),
+        ValueError,
+        ["t.num_freqs=17", "1 blocks of 16"],
+    ),
+    Lib("sorf dim a float", lambda: sk.sdd(X, Y, t=L.sorf(dim=3.0)), TypeError, ["t.dim", "3.0"]),
+    Lib("sorf signs None", lambda: sk.sdd(X, Y, t=L.sorf(signs=lambda s: None)), TypeError, ["t.signs", "NoneType"]),
+    Lib("sorf radii a list", lambda: sk.ncfd(X, Y, L.sorf(radii=lambda r: r.tolist())), TypeError, ["t.radii", "list"]),
+    Lib(
+        "sorf signs of another shape",
+        lambda: sk.sdd(X, Y, t=L.sorf(signs=lambda s: s[:, :2])),
+        ValueError,
+        ["t.signs", "(B, 3, D)", "(2, 2, 4)"],
+    ),
+    Lib(
+        "sorf radii of another shape",
+        lambda: sk.sdd(X, Y, t=L.sorf(radii=lambda r: r[:1]), backend="reference"),
+        ValueError,
+        ["t.radii", "(2, 4)", "(1, 4)"],
+    ),
+    Lib(
+        "sorf block width below d reference",
+        lambda: sk.sdd(torch.randn(6, 5), torch.randn(4, 5), t=L.sorf(dim=5), backend="reference"),
+        ValueError,
+        ["D=4", "d=5"],
+    ),
+    Lib(
+        "sorf radii requiring grad cpu",
+        lambda: sk.sdd(X, Y, t=L.sorf(radii=L.requiring_grad), backend="cpu"),
+        ValueError,
+        ["t.radii", "requires grad", "detach"],
+    ),
+    Lib(
+        "sorf radii requiring grad reference",
+        lambda: sk.sdd(X, Y, t=L.sorf(radii=L.requiring_grad), backend="reference"),
+        ValueError,
+        ["t.radii", "requires grad"],
+    ),
+    Lib(
+        "sorf signs requiring grad",
+        lambda: sk.ncfd(X, Y, L.sorf(signs=L.requiring_grad)),
+        ValueError,
+        ["t.signs", "requires grad"],
+    ),
+    # the raw ops: the same contract and messages in C++ (cpu) and in the Triton op
+    Lib(
+        "hadamard op signs 0",
+        L.op("hadamard_sums", L.signs_with((0, 1, 2), 0.0), L.sorf().radii),
+        ValueError,
+        ["signs", "+1 or -1", "got 0 at index (0, 1, 2)"],
+    ),
+    Lib(
+        "hadamard op signs NaN",
+        L.op("hadamard_sums", L.signs_with((1, 0, 0), float("nan")), L.sorf().radii),
+        ValueError,
+        ["signs", "got nan at index (1, 0, 0)"],
+    ),
+    Lib(
+        "hadamard op radii inf",
+        L.op("hadamard_sums", L.sorf().signs, L.radii_with((1, 3), float("inf"))),
+        ValueError,
+        ["radii", "finite and > 0", "got inf at index (1, 3)"],
+    ),
+    Lib(
+        "hadamard op radii negative",
+        L.op("hadamard_sums", L.sorf().signs, L.radii_with((0, 0), -2.0)),
+        ValueError,
+        ["radii", "got -2 at index (0, 0)"],
+    ),
+    Lib(
+        "hadamard grad op signs 2",
+        L.op_grad("hadamard_sums_grad_x", L.signs_with((0, 2, 0), 2.0), L.sorf().radii),
+        ValueError,
+        ["signs", "got 2 at index (0, 2, 0)"],
+    ),
+    Lib(
+        "hadamard op signs on meta",
+        L.op("hadamard_sums", L.sorf().signs.to("meta"), L.sorf().radii),
+        ValueError,
+        ["one device", "meta"],
+    ),
+    Lib(
+        "hadamard op radii on meta",
+        L.op("hadamard_sums", L.sorf().signs, L.sorf().radii.to("meta")),
+        ValueError,
+        ["one device", "meta"],
+    ),
+    Lib(
+        "hadamard grad op signs on meta",
+        L.op_grad("hadamard_sums_grad_x", L.sorf().signs.to("meta"), L.sorf().radii),
+        ValueError,
+        ["one device", "meta"],
+    ),
+    Lib(
+        "hadamard op num_freqs 2**62 on meta",
+        L.op("hadamard_sums", L.sorf().signs.to("meta"), L.sorf().radii.to("meta"), num_freqs=2**62),
+        ValueError,
+        ["meta"],
+    ),
+    Lib(
+        "triton hadamard op signs 0",
+        L.op(
+            "hadamard_sums_triton",
+            L.signs_with((0, 1, 2), 0.0, width=16, blocks=1),
+            L.sorf(width=16, blocks=1).radii,
+            precision="ieee",
+        ),
+        ValueError,
+        ["signs", "+1 or -1", "got 0 at index (0, 1, 2)"],
+    ),
+    Lib(
+        "triton hadamard op radii NaN",
+        L.op(
+            "hadamard_sums_triton",
+            L.sorf(width=16, blocks=1).signs,
+            L.radii_with((0, 5), float("nan"), width=16, blocks=1),
+            precision="ieee",
+        ),
+        ValueError,
+        ["radii", "got nan at index (0, 5)"],
+    ),
+    Lib(
+        "triton hadamard op signs on meta",
+        L.op(
+            "hadamard_sums_triton",
+            L.sorf(width=16, blocks=1).signs.to("meta"),
+            L.sorf(width=16, blocks=1).radii,
+            precision="ieee",
+        ),
+        ValueError,
+        ["one device", "meta"],
+    ),
+    # sizes: refused with the argument, the shape and the bytes before anything is allocated
+    Lib(
+        "ecf num_classes 2**24 with 4096 frequencies",
+        lambda: sk.ecf(X, torch.randn(4096, 3), L.PERM % 2, num_classes=2**24),
+        ValueError,
+        ["num_classes=16777216", "(16777216, 2, 4096)", "549755813888 bytes"],
+    ),
+    Lib(
+        "sdd num_classes 2**24 with 4096 frequencies",
+        lambda: sk.sdd(X, Y, XL, YL, num_classes=2**24),
+        ValueError,
+        ["num_classes=16777216", "549755813888 bytes"],
+    ),
+    Lib(
+        "reference phases of 2**20 x 2**20",
+        lambda: sk.ecf(L.huge_rows(2**20), torch.randn(2**20, 3), backend="reference"),
+        ValueError,
+        ["(3, 1048576, 1048576)", "13194139533312 bytes", "reference"],
+    ),
+    Lib(
+        "mmd of 2**20 rows in one class",
+        lambda: sk.mmd(L.huge_rows(2**20), Y),
+        ValueError,
+        ["mmd: class 0 with 1048576 real and 4 synthetic rows", "(1048580, 1048580)", "bytes"],
+    ),
+    Lib(
+        "dense SORF frequencies too large",
+        lambda: L.huge_sorf(2**22, 2**16, 2**38, 40000).dense(),
+        ValueError,
+        ["(274877906944, 40000)", "bytes"],
+    ),
+    Lib(
+        "frequency draw of exactly 2**32 values",
+        lambda: sk.sample_frequencies("gaussian", 2**16, 2**16),
+        ValueError,
+        ["num_freqs=65536", "dim=65536", "2**32"],
+    ),
+    Lib(
+        "orthogonal draw of exactly 2**32 values",
+        lambda: sk.sample_frequencies("gaussian", 2**16, 2**16, structure="orthogonal"),
+        ValueError,
+        ["num_freqs=65536", "2**32"],
+    ),
+    Lib(
+        "sampler draw of exactly 2**32 values",
+        lambda: sk.FrequencySampler(2**16, num_freqs=2**16),
+        ValueError,
+        ["num_freqs=65536", "dim=65536", "2**32"],
+    ),
+    Lib(
+        "sampler num_components 10**9",
+        lambda: sk.FrequencySampler(3, num_components=10**9),
+        ValueError,
+        ["num_components=1000000000", "num_freqs=4096"],
+    ),
+    Lib(
+        "sampler forward draw of 2**32 values",
+        lambda: sk.FrequencySampler(2**16, num_freqs=8)(num_freqs=2**16),
+        ValueError,
+        ["num_freqs=65536", "2**32"],
+    ),
+    # generators and tensors on the meta device, and a process group that is not one
+    Lib(
+        "sampler on meta with a generator",
+        lambda: sk.FrequencySampler(3).to("meta")(generator=torch.Generator()),
+        ValueError,
+        ["FrequencySampler", "meta device"],
+    ),
+    Lib("sampler on meta", lambda: sk.FrequencySampler(3).to("meta")(), ValueError, ["FrequencySampler", "meta"]),
+    Lib(
+        "alpha tensor on meta",
+        lambda: sk.ncfd(X, Y, T, XL, YL, alpha=torch.tensor([0.5, 0.5], device="meta")),
+        ValueError,
+        ["alpha", "meta"],
+    ),
+    Lib(
+        "class_counts on meta",
+        lambda: sk.csdm(X, Y, XL, YL, class_counts=torch.tensor([3.0, 3.0], device="meta")),
+        ValueError,
+        ["class_counts", "meta"],
+    ),
+    Lib(
+        "head_classes on meta",
+        lambda: sk.csdm_class_alpha([3, 3], head_classes=torch.tensor([True, False], device="meta")),
+        ValueError,
+        ["head_classes", "meta"],
+    ),
+    Lib("CSDMLoss on meta", lambda: sk.CSDMLoss([3, 3]).to("meta")(X, Y, XL, YL), ValueError, ["meta"]),
+    Lib(
+        "real_group an int",
+        lambda: sk.ncfd(X, Y, T, XL, YL, num_classes=2, real_group=0),
+        TypeError,
+        ["real_group", "int"],
+    ),
+    Lib(
+        "real_group a string",
+        lambda: sk.sdd(X, Y, XL, YL, num_classes=2, real_group="world"),
+        TypeError,
+        ["real_group", "'world'"],
+    ),
+    Lib(
+        "ecf num_classes without labels",
+        lambda: sk.ecf(X, T, num_classes=3),
+        ValueError,
+        ["num_classes=3", "without labels"],
+    ),
     # -- end of library values and sizes
     # -- trust round 3: run folders, checkpoints and synthetic sets
     # -- end of run folders
@@ -1602,6 +1947,28 @@ CLI_CASES = [
         setup=lambda d: (d / "file").write_text("x"),
     ),
     # -- trust round 3: library values and sizes, through the CLI
+    # --bandwidth 1e-30 ran to the end: every pair's Gaussian kernel underflowed (mmd a constant,
+    # the spectral losses noise from phases float32 keeps no digits of)
+    Cli(
+        "bandwidth whose kernel vanishes, sdd",
+        [*DISTILL, "--method", "sdd", "--bandwidth", "1e-30"],
+        ["iteration 0", "--bandwidth 1e-30", "too small", "use --bandwidth >="],
+    ),
+    Cli(
+        "bandwidth whose kernel vanishes, mmd",
+        [*DISTILL, "--method", "mmd", "--bandwidth", "1e-30"],
+        ["--bandwidth 1e-30", "too small"],
+    ),
+    Cli(
+        "bandwidth whose kernel vanishes, ncfm",
+        [*DISTILL, "--method", "ncfm", "--bandwidth", "1e-30"],
+        ["--bandwidth 1e-30", "too small"],
+    ),
+    Cli(
+        "bandwidth whose kernel vanishes, csdm",
+        [*DISTILL, "--method", "csdm", "--bandwidth", "1e-12"],
+        ["--bandwidth 1e-12", "too small"],
+    ),
     # -- end of library values and sizes, through the CLI
     # -- trust round 3: run folders, checkpoints and synthetic sets, through the CLI
     # -- end of run folders, through the CLI

@@ -132,25 +132,9 @@ struct Structured {
 
 Structured prepare(const at::Tensor& x, const at::Tensor& signs, const at::Tensor& radii, const at::Tensor& perm,
                    const at::Tensor& offsets, int64_t num_freqs) {
-  TORCH_CHECK_VALUE(signs.dim() == 3 && signs.size(1) == 3 && signs.size(0) >= 1,
-                    "spectral_kernels: signs must have shape (B, 3, D), got ", signs.sizes());
+  // The whole contract, values of the signs and radii included, lives in ecf_checks.h.
+  const OpShape shape = check_sorf_inputs(x, signs, radii, perm, offsets, num_freqs, c10::DeviceType::CPU, "cpu");
   const int64_t blocks = signs.size(0), width = signs.size(2);
-  TORCH_CHECK_VALUE(width >= 1 && (width & (width - 1)) == 0, "spectral_kernels: the block width D must be a power of two, got ", width);
-  TORCH_CHECK_VALUE(radii.dim() == 2 && radii.size(0) == blocks && radii.size(1) == width,
-                    "spectral_kernels: radii must have shape (", blocks, ", ", width, "), got ", radii.sizes());
-  TORCH_CHECK_VALUE(num_freqs > (blocks - 1) * width && num_freqs <= blocks * width, "spectral_kernels: num_freqs=", num_freqs,
-                    " does not fit ", blocks, " blocks of ", width, " (it must lie in (", (blocks - 1) * width, ", ",
-                    blocks * width, "])");
-  // x against a stand-in t of shape (M, d) (an expanded scalar: no memory): the same contract and
-  // messages as the dense ops.
-  const at::Tensor stand_in = radii.new_zeros({1, 1}).expand({num_freqs, x.dim() == 2 ? x.size(1) : 0});
-  const OpShape shape = check_op_inputs(x, stand_in, perm, offsets, c10::DeviceType::CPU, "cpu", /*half_ok=*/false);
-  TORCH_CHECK_VALUE(width >= shape.dim, "spectral_kernels: the block width D=", width, " must be >= d=", shape.dim);
-  for (const auto* tensor : {&signs, &radii}) {
-    TORCH_CHECK_TYPE(tensor->scalar_type() == x.scalar_type(), "spectral_kernels: signs and radii must have x's dtype ",
-                     x.scalar_type(), ", got ", tensor->scalar_type());
-    TORCH_CHECK_VALUE(tensor->device().is_cpu(), "spectral_kernels (cpu): signs and radii must be on the CPU");
-  }
   Structured s{x.detach().contiguous(), signs.detach().contiguous(), radii.detach().contiguous(), perm.contiguous(),
                offsets.contiguous(), {}, shape.num_classes, num_freqs, shape.dim, width, blocks};
   check_layout_values(s.perm, s.offsets, shape.num_rows);

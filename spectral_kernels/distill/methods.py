@@ -50,6 +50,30 @@ def median_bandwidth(features: torch.Tensor, generator: torch.Generator, num_pai
     return max(float(distances.median()), 1e-6)
 
 
+def check_bandwidth(bandwidth: float, features: torch.Tensor, max_rows: int = 256) -> None:
+    """--bandwidth against the features it is used on. A Gaussian kernel is exp(-D^2 / (2 sigma^2));
+    once even the closest two distinct features have D / sigma > sqrt(2 ln(1 / tiny)) (13.2 in
+    float32) the kernel of every pair underflows: mmd is then a constant with no gradient, and
+    the spectral losses take cos and sin of phases <t, x> so large that float32 keeps none of
+    their digits below 2 pi: noise (--bandwidth 1e-30 ran to the end this way). Refused with
+    the limit. The first rows only: deterministic, no generator drawn from."""
+    rows = features.detach()[:max_rows].float()
+    distances = torch.cdist(rows, rows)
+    apart = distances[distances > 0]
+    if apart.numel() == 0:
+        return
+    closest = float(apart.min())
+    tiny = torch.finfo(features.dtype).tiny
+    limit = closest / (2.0 * -math.log(tiny)) ** 0.5
+    if bandwidth < limit:
+        raise ValueError(
+            f"--bandwidth {bandwidth:g} is too small for these features: the closest two of {rows.shape[0]} real "
+            f"features are {closest:.3g} apart, so the Gaussian kernel exp(-D^2 / (2 bandwidth^2)) of every pair is "
+            f"below {features.dtype}'s smallest normal number {tiny:.3g} and the loss no longer depends on the data; "
+            f"use --bandwidth >= {limit:.3g}, or leave it out (the median distance)"
+        )
+
+
 def gather_interleaved(x: torch.Tensor, group) -> torch.Tensor:
     """Undo `full[rank::world]` sharding: every process gets `full` in its original row order."""
     world = torch.distributed.get_world_size(group)
@@ -78,14 +102,20 @@ class Objective:
         self.class_counts = class_counts
         self.num_classes = num_classes
         self.maximisers: list[torch.nn.Module] = []
+        self._bandwidth_checked = False
         if config.method == "ncfm" and config.learned_sampler:
             self.sampler = sk.FrequencySampler(
                 feature_dim, num_freqs=config.num_freqs, bandwidth=(2.0 * feature_dim) ** 0.5
             )
             self.maximisers.append(self.sampler)
 
-    def _bandwidth(self, real_features, generator) -> float:
+    def _bandwidth(self, real_features, generator, kernel: str = "gaussian") -> float:
         if self.config.bandwidth:
+            if kernel == "gaussian" and not self._bandwidth_checked:  # once, on the first batch
+                if self.real_group is not None:  # every process decides on the same rows
+                    real_features = gather_interleaved(real_features, self.real_group)
+                check_bandwidth(self.config.bandwidth, real_features)
+                self._bandwidth_checked = True
             return self.config.bandwidth
         if self.real_group is not None:
             # Every process must draw the same frequencies: the median is not additive, so
@@ -121,7 +151,7 @@ class Objective:
         spectral = dict(
             real_group=self.real_group,
             kernel=cfg.kernel,
-            bandwidth=self._bandwidth(real_f, generator),
+            bandwidth=self._bandwidth(real_f, generator, cfg.kernel),
             num_freqs=cfg.num_freqs,
             generator=generator,
             structure=cfg.frequencies,

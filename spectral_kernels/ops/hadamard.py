@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import torch
 
+from .. import _checks
 from ..classes import ClassIndex
 from . import triton_hadamard
 from .autograd import register_sorf_autograd
-from .cpp import LOAD_ERROR
+from .cpp import LOAD_ERROR, _one_device
 from .precision import resolve_precision
 
 
@@ -35,12 +36,19 @@ def hadamard_ecf_sums(x: torch.Tensor, t, index: ClassIndex, backend, precision)
 def _register() -> None:
     ops = torch.ops.spectral_kernels
 
+    # The fake kernels also run when one real input sits on the meta device (the dispatcher picks
+    # them then): one device first, then the shapes of the contract, before anything is sized by
+    # num_freqs (2**62 would otherwise ask the allocator for the output).
     @torch.library.register_fake("spectral_kernels::hadamard_sums")
     def _sums_fake(x, signs, radii, perm, offsets, num_freqs):
+        _one_device(x, signs, radii, perm, offsets)
+        _checks.sorf(signs, radii, num_freqs, x.shape[-1], where="spectral_kernels: ", check_values=False)
         return x.new_empty(offsets.shape[0] - 1, 2, num_freqs)
 
     @torch.library.register_fake("spectral_kernels::hadamard_sums_grad_x")
     def _grad_fake(grad, x, signs, radii, perm, offsets, num_freqs):
+        _one_device(grad, x, signs, radii, perm, offsets)
+        _checks.sorf(signs, radii, num_freqs, x.shape[-1], where="spectral_kernels: ", check_values=False)
         return torch.empty_like(x)
 
     register_sorf_autograd("spectral_kernels::hadamard_sums", ops.hadamard_sums_grad_x)

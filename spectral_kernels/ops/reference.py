@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _checks
 from ..classes import ClassIndex
 from .precision import cuda_matmul_precision, resolve_precision
 
@@ -54,6 +55,12 @@ def ecf_sums_reference(
     """S (C, 2, M) with S[c,0,m] = sum_{labels_i = c} cos(<t_m, x_i>) and S[c,1,m] the sine sum.
 
     precision: None follows torch's TF32 setting; "ieee" or "tf32" fixes CUDA float32 products."""
+    _checks.allocation(
+        f"the reference backend's phases x t^T and their cos and sin ({x.shape[0]} rows x {t.shape[0]} frequencies)",
+        (3, x.shape[0], t.shape[0]),
+        x.dtype,
+        x.device,
+    )
     if precision is None or x.device.type != "cuda":
         phase = x @ t.T
     else:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import _checks
 from .autograd import register_sorf_autograd
 from .reference import row_classes
 from .triton_ecf import _IMPORT_ERROR, _check_inputs, _safe_layout, _sincos_mode, _work_items
@@ -165,31 +166,25 @@ def _block_rows(width: int) -> int:
 
 
 def _check(x, signs, radii, perm, offsets, num_freqs, precision, check_values) -> None:
-    d = x.shape[1] if x.dim() == 2 else 0
-    _check_inputs(x, x.new_empty((max(num_freqs, 1), d)), perm, offsets, precision, check_values)
-    if (
-        signs.dim() != 3
-        or signs.shape[1] != 3
-        or radii.dim() != 2
-        or tuple(radii.shape) != (signs.shape[0], signs.shape[2])
-    ):
-        raise ValueError(
-            f"spectral_kernels (triton): signs must be (B, 3, D) and radii (B, D), got {tuple(signs.shape)} and "
-            f"{tuple(radii.shape)}"
-        )
-    blocks, width = signs.shape[0], signs.shape[2]
-    if width < MIN_WIDTH or width & (width - 1) or width < d:
-        raise ValueError(
-            f"spectral_kernels (triton): the block width D={width} must be a power of two >= max(16, d={d})"
-        )
-    if not (blocks - 1) * width < num_freqs <= blocks * width:
-        raise ValueError(f"spectral_kernels (triton): num_freqs={num_freqs} does not fit {blocks} blocks of {width}")
+    """The dense contract for x, perm and offsets, then the SORF contract (_checks.sorf, the
+    same checks and messages as csrc/ecf_checks.h), then what these kernels add: D >= 16 and
+    float32 parameters."""
+    where = "spectral_kernels (triton): "
     for name, tensor in (("signs", signs), ("radii", radii)):
-        if tensor.device != x.device or tensor.dtype != torch.float32:
-            raise TypeError(
-                f"spectral_kernels (triton): {name} must be float32 on {x.device}, got {tensor.dtype} on "
-                f"{tensor.device}"
+        if isinstance(tensor, torch.Tensor) and tensor.device != x.device:
+            raise ValueError(
+                f"{where}every input must be on one device, got {name} on {tensor.device} and x on {x.device}"
             )
+    d = x.shape[1] if x.dim() == 2 else 0
+    _, width = _checks.sorf(signs, radii, num_freqs, d, where=where, check_values=False)
+    _check_inputs(x, x.new_empty(1, 1).expand(num_freqs, d), perm, offsets, precision, check_values)
+    if width < MIN_WIDTH:
+        raise ValueError(f"{where}the block width D={width} must be a power of two >= max(16, d={d})")
+    for name, tensor in (("signs", signs), ("radii", radii)):
+        if tensor.dtype != torch.float32:
+            raise TypeError(f"{where}{name} must be float32, got {tensor.dtype}")
+    if check_values:
+        _checks.sorf(signs, radii, num_freqs, d, where=where)
 
 
 def _forward(x, signs, radii, perm, offsets, num_freqs, precision):
