@@ -41,7 +41,7 @@ def _register() -> None:
 
     @torch.library.register_fake("spectral_kernels::hadamard_sums_grad_x")
     def _grad_fake(grad, x, signs, radii, perm, offsets, num_freqs):
-        return torch.empty_like(x)
+        return x.new_empty(x.shape)  # contiguous, as the real op returns (not x's strides)
 
     register_sorf_autograd("spectral_kernels::hadamard_sums", ops.hadamard_sums_grad_x)
 
