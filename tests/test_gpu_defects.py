@@ -217,7 +217,6 @@ def test_sorf_ops_refuse_blocks_wider_than_fit_in_shared_memory():
     assert not th.supports(x, width) and th.supports(x, th.MAX_WIDTH)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="compiles with TRITON_INTERPRET unset, as on a CPU machine")
 def test_dense_kernels_address_x_and_t_with_int64_offsets():
     """rows x stride_x and m_offs x stride_t pass 2**31 once N d or M d does: every product of
     index tensors in the dense kernels (the addresses of x, t, G and W) must be int64. Read from
