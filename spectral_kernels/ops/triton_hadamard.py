@@ -46,7 +46,7 @@ MIN_WIDTH = 16  # tl.dot's smallest dimension
 NUM_STAGES = 2  # software pipelining depth of both kernels (launch_options)
 # The widest block the kernels take: beyond it t is materialised (supports). Compiled for sm_90
 # at NUM_STAGES, every width up to here fits H100's 227 KiB of shared memory per block
-# (tests/test_triton_compile.py); see docs/backends.md for A100.
+# (tests/test_triton_compile.py); D = 4096 needed 256 KiB (ieee backward). See docs/backends.md.
 MAX_WIDTH = 2048
 
 # The kernels below keep their parameters and calls packed, not one per line: Triton kernels take long
