@@ -5,6 +5,7 @@ tensor-core instructions in the machine code (cuobjdump of the cubin Triton buil
     python benchmarks/triton_resources.py              # table -> benchmarks/results/triton_resources_sm90.md
     python benchmarks/triton_resources.py --json       # one JSON line per variant (tests/test_triton_compile.py)
     python benchmarks/triton_resources.py --quick      # the first autotune config only
+    python benchmarks/triton_resources.py --json --sorf  # the SORF kernels at every launchable D
 
 Static figures, not timings: they say whether a configuration spills or fits in shared memory,
 and whether tf32 products reach the wgmma instructions (HGMMA in SASS). Run without
@@ -35,6 +36,7 @@ from spectral_kernels.ops import triton_ecf as te  # noqa: E402
 from spectral_kernels.ops import triton_hadamard as th  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
+SORF_PRECISIONS = ("tf32", "ieee")
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 OUT = Path(__file__).resolve().parent / "results" / "triton_resources_sm90.md"
 H100_SHARED_PER_BLOCK = 227 * 1024  # the opt-in maximum per thread block on sm_90
@@ -165,8 +167,23 @@ def reduce_kernel() -> dict:
     }
 
 
+def ttir(kernel: str) -> str:
+    """The TTIR of a dense kernel (float32, tf32, the first config), for tests that read how it
+    forms its addresses."""
+    fn = te._forward_kernel.fn if kernel == "forward" else te._weight_kernel.fn
+    config = te.gpu_configs()[0]
+    consts = {**config.kwargs, "PRECISION": "tf32", "ACC": tl.float32, "SINCOS": "reduced"}
+    compiled = triton.compile(
+        ASTSource(fn, _signature(kernel, "*fp32", "*fp32", consts), consts),
+        target=TARGET,
+        options={"num_warps": config.num_warps, "num_stages": config.num_stages},
+    )
+    return compiled.asm["ttir"]
+
+
 def hadamard_variant(kernel: str, width: int, precision: str) -> dict:
-    """A SORF kernel (ops/triton_hadamard.py) at block width D = width."""
+    """A SORF kernel (ops/triton_hadamard.py) at block width D = width, compiled with the launch's
+    own options (num_warps, num_stages: triton_hadamard.launch_options)."""
     a, b = th._factors(width)
     consts = {
         "BLOCK_N": th._block_rows(width),
@@ -205,15 +222,15 @@ def hadamard_variant(kernel: str, width: int, precision: str) -> dict:
             },
         )
     signature.update({k: "constexpr" for k in consts})
-    compiled = triton.compile(
-        ASTSource(fn, signature, consts), target=TARGET, options={"num_warps": th._num_warps(width), "num_stages": 2}
-    )
+    options = th.launch_options(width)
+    compiled = triton.compile(ASTSource(fn, signature, consts), target=TARGET, options=options)
     return {
         "kernel": kernel,
         "x": "fp32",
         "precision": precision,
         "sincos": "reduced",
-        "config": f"D={width} ({a}x{b}) rows {consts['BLOCK_N']} w{th._num_warps(width)}",
+        "width": width,
+        "config": f"D={width} ({a}x{b}) rows {consts['BLOCK_N']} w{options['num_warps']} s{options['num_stages']}",
         "shared_bytes": compiled.metadata.shared,
         "wgmma_ptx": sorted(set(re.findall(r"wgmma\.mma_async\S*", compiled.asm["ptx"]))),
         **_machine_code_stats(compiled.asm["cubin"]),
@@ -237,8 +254,28 @@ def rows(quick: bool):
     yield reduce_kernel()
     for kernel in ("sorf_forward", "sorf_backward"):
         for width in (64, 2048) if quick else (16, 64, 128, 512, 2048):
-            for precision in ("tf32", "ieee"):
+            for precision in SORF_PRECISIONS:
                 yield hadamard_variant(kernel, width, precision)
+
+
+def _sorf_job(job):
+    return hadamard_variant(*job)
+
+
+def sorf_rows(jobs: int):
+    """The SORF kernels at every block width they can be launched with, in both precisions, in
+    `jobs` processes (compiles are independent; the widest take tens of seconds each)."""
+    work = [
+        (k, w, p) for w in th.launchable_widths() for k in ("sorf_forward", "sorf_backward") for p in SORF_PRECISIONS
+    ]
+    if jobs <= 1:
+        yield from map(_sorf_job, work)
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_sorf_job, work)
 
 
 def markdown(results: list[dict]) -> str:
@@ -273,10 +310,14 @@ def main() -> None:
         "--json", action="store_true", help="print one JSON line per variant instead of writing the table"
     )
     parser.add_argument("--quick", action="store_true", help="only the first autotune configuration")
+    parser.add_argument(
+        "--sorf", action="store_true", help="only the SORF kernels, at every launchable block width and precision"
+    )
+    parser.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1), help="compile processes for --sorf")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     results = []
-    for result in rows(args.quick):
+    for result in sorf_rows(args.jobs) if args.sorf else rows(args.quick):
         results.append(result)
         if args.json:
             print(json.dumps(result), flush=True)

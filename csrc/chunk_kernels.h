@@ -95,6 +95,26 @@ C10_HOST_DEVICE void weight(int64_t index, T* phase, int64_t num_freqs, const in
 }
 
 // ---------------------------------------------------------------------------------------------
+// The launch grids of the three kernels (threads per block: kThreads), computed once here for
+// the CUDA launches and for the CPU emulation, which walks the same grid and refuses what CUDA
+// would refuse (grid_ok): a dimension of 0 blocks, or past grid.x < 2^31 / grid.y <= 65535.
+constexpr int64_t kThreads = 256;
+constexpr int64_t kMaxGridX = (1LL << 31) - 1, kMaxGridY = 65535;
+
+struct Grid {
+  int64_t x, y;
+};
+
+inline Grid piece_grid(int64_t len, int64_t num_freqs) {  // (column block, piece)
+  return {math::ceil_div(num_freqs, kThreads), math::ceil_div(len, kPieceRows)};
+}
+inline Grid class_grid(int64_t num_classes, int64_t num_freqs) {  // (class, block of its 2M sums)
+  return {num_classes, math::ceil_div(2 * num_freqs, kThreads)};
+}
+inline Grid weight_grid(int64_t len, int64_t num_freqs) { return {math::ceil_div(len * num_freqs, kThreads), 1}; }
+inline bool grid_ok(const Grid& g) { return g.x >= 1 && g.x <= kMaxGridX && g.y >= 1 && g.y <= kMaxGridY; }
+
+// ---------------------------------------------------------------------------------------------
 // The three products, as arguments of a column-major GEMM (cuBLAS's convention):
 // C (m x n, ldc) = op(A) op(B) + beta C. A row-major (r x c) matrix is, to a column-major
 // routine, its transpose (c x r) with leading dimension c, hence the swapped operands below.
@@ -103,6 +123,15 @@ struct GemmArgs {
   int64_t m, n, k, lda, ldb, ldc;
   double beta;
 };
+
+// Whether cuBLAS takes these arguments (cublasGemmEx returns CUBLAS_STATUS_INVALID_VALUE
+// otherwise): sizes >= 0 and every leading dimension >= max(1, rows of its stored matrix), also
+// when a size is 0. The walk never calls a GEMM with m, n or k = 0 (chunk_walk.h: product).
+inline bool gemm_ok(const GemmArgs& g) {
+  const auto at_least = [](int64_t ld, int64_t rows) { return ld >= (rows > 1 ? rows : 1); };
+  return g.m >= 0 && g.n >= 0 && g.k >= 0 && at_least(g.lda, g.trans_a ? g.k : g.m) &&
+         at_least(g.ldb, g.trans_b ? g.n : g.k) && at_least(g.ldc, g.m);
+}
 
 // phase (rows x M) = x_rows (rows x d) t^T   <=>   phase^T (M x rows) = t (M x d) x_rows^T.
 inline GemmArgs phase_args(int64_t rows, int64_t num_freqs, int64_t dim) {

@@ -93,6 +93,19 @@ inline Problem prepare(const at::Tensor& x, const at::Tensor& t, const at::Tenso
           x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat, mode == "tf32", budget};
 }
 
+// engine.gemm unless the product is empty: with nothing to write (m or n = 0) it is skipped, and
+// with k = 0 (d = 0: every phase is 0) C becomes beta C. cuBLAS refuses the leading dimensions of
+// 0 that such sizes bring (chunk::gemm_ok), so the engine never sees them.
+template <typename Engine>
+void product(Engine& engine, const GemmArgs& g, const at::Tensor& a, const at::Tensor& b, at::Tensor& c, bool tf32) {
+  if (g.m == 0 || g.n == 0) return;
+  if (g.k == 0) {
+    if (g.beta == 0) c.zero_();
+    return;
+  }
+  engine.gemm(g, a, b, c, tf32);
+}
+
 template <typename T, typename Engine>
 void forward_walk(Engine& engine, const Problem& p, at::Tensor& out) {
   const OpShape& s = p.shape;
@@ -106,7 +119,7 @@ void forward_walk(Engine& engine, const Problem& p, at::Tensor& out) {
     const int64_t len = std::min(rows, s.num_rows - base);
     at::Tensor x_rows = gathered.narrow(0, 0, len), chunk_phase = phase.narrow(0, 0, len);
     at::index_select_out(x_rows, p.x, 0, p.layout.perm.narrow(0, base, len));
-    engine.gemm(phase_args(len, s.num_freqs, s.dim), p.t, x_rows, chunk_phase, p.tf32);
+    product(engine, phase_args(len, s.num_freqs, s.dim), p.t, x_rows, chunk_phase, p.tf32);
     engine.template piece_sums<T>(chunk_phase.data_ptr<T>(), len, s.num_freqs, offsets, s.num_classes, base,
                                   partial.data_ptr<T>());
     engine.template class_sums<T>(partial.data_ptr<T>(), len, s.num_freqs, offsets, s.num_classes, base, out.data_ptr<T>());
@@ -130,24 +143,25 @@ void backward_walk(Engine& engine, const Problem& p, const at::Tensor& grad, at:
     const at::Tensor positions = p.layout.perm.narrow(0, base, len);
     at::Tensor x_rows = gathered.narrow(0, 0, len), w = phase.narrow(0, 0, len);
     at::index_select_out(x_rows, p.x, 0, positions);
-    engine.gemm(phase_args(len, s.num_freqs, s.dim), p.t, x_rows, w, p.tf32);
+    product(engine, phase_args(len, s.num_freqs, s.dim), p.t, x_rows, w, p.tf32);
     engine.template weight<T>(w.data_ptr<T>(), len, s.num_freqs, offsets, s.num_classes, base, grad.data_ptr<T>());
     at::Tensor x_work = gathered_work.narrow(0, 0, len);
     if (half) x_work.copy_(x_rows);
     if (dx != nullptr) {
       at::Tensor dx_chunk = dx_rows.narrow(0, 0, len);
-      engine.gemm(dx_args(len, s.num_freqs, s.dim), t_work, w, dx_chunk, p.tf32);
+      product(engine, dx_args(len, s.num_freqs, s.dim), t_work, w, dx_chunk, p.tf32);
       dx->index_copy_(0, positions, dx_chunk);  // the rows of one chunk are distinct for a valid perm
     }
-    if (dt != nullptr) engine.gemm(dt_args(len, s.num_freqs, s.dim), x_work, w, *dt, p.tf32);
+    if (dt != nullptr) product(engine, dt_args(len, s.num_freqs, s.dim), x_work, w, *dt, p.tf32);
   }
 }
 
-// Per-class sums (C, 2, M) in the work dtype (float32 for float32 and half inputs).
+// Per-class sums (C, 2, M) in the work dtype (float32 for float32 and half inputs). No rows or
+// no frequencies: zeros, with no launch (a grid of 0 blocks is a CUDA launch error).
 template <typename Engine>
 at::Tensor forward(Engine& engine, const Problem& p) {
   at::Tensor out = at::zeros({p.shape.num_classes, 2, p.shape.num_freqs}, p.x.options().dtype(p.work));
-  if (p.shape.num_rows == 0) return out;
+  if (p.shape.num_rows == 0 || p.shape.num_freqs == 0) return out;
   if (p.work == at::kDouble) {
     forward_walk<double>(engine, p, out);
   } else {
@@ -165,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor> backward(Engine& engine, const Problem& p, co
   const auto work = p.x.options().dtype(p.work);
   at::Tensor dx = need_x ? at::zeros({p.shape.num_rows, p.shape.dim}, work) : at::Tensor();
   at::Tensor dt = need_t ? at::zeros({p.shape.num_freqs, p.shape.dim}, work) : at::Tensor();
-  if (p.shape.num_rows > 0 && (need_x || need_t)) {
+  if (p.shape.num_rows > 0 && p.shape.num_freqs > 0 && (need_x || need_t)) {  // else zeros, as in forward
     if (p.work == at::kDouble) {
       backward_walk<double>(engine, p, grad, need_x ? &dx : nullptr, need_t ? &dt : nullptr);
     } else {

@@ -359,6 +359,9 @@ def test_every_autotune_tile_shape_computes_the_same_sums_and_gradients(rng, mon
 
     configs = te.gpu_configs()
     assert len(configs) == 6  # keep the parametrization in step with the list
+    # Through the autotuner even under SPECTRAL_KERNELS_TRITON_AUTOTUNE=0 (the GPU test run), whose
+    # untuned launches would otherwise run the first shape whatever the configs below say.
+    monkeypatch.setattr(te, "AUTOTUNE", True)
     for kernel in (te._forward_kernel, te._weight_kernel):
         monkeypatch.setattr(kernel, "configs", [configs[config_index]])
         monkeypatch.setattr(kernel, "cache", {})

@@ -69,3 +69,30 @@ def test_autotuning_tells_precisions_apart_and_gives_float64_one_config(monkeypa
     configs = [object(), object()]
     assert te._prune_configs(configs, {}, ACC=tl.float64, PRECISION="ieee") == [te.FP64_CONFIG]
     assert te._prune_configs(configs, {}, ACC=tl.float32, PRECISION="tf32") is configs
+
+
+def test_sorf_kernels_fit_hopper_shared_memory_at_every_launchable_width_with_the_launch_options():
+    """The SORF kernels compiled as they launch (triton_hadamard.launch_options: num_stages set
+    explicitly; Triton's default of 3 needed 200 KiB at D = 2048, ieee), at every block width D
+    they take, in both precisions: each must fit H100's 227 KiB per block. Wider blocks are
+    refused (t is materialised instead)."""
+    import torch
+
+    from spectral_kernels.ops import triton_hadamard as th
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--json", "--sorf"], capture_output=True, text=True, env=env, timeout=1800
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    compiled = {(row["kernel"], row["width"], row["precision"]) for row in rows}
+    widths = th.launchable_widths()
+    assert widths[0] == th.MIN_WIDTH and widths[-1] == th.MAX_WIDTH
+    assert compiled == {(k, w, p) for k in ("sorf_forward", "sorf_backward") for w in widths for p in ("tf32", "ieee")}
+    for row in rows:
+        stages = th.launch_options(row["width"])["num_stages"]
+        assert row["config"].endswith(f"s{stages}") and row["shared_bytes"] <= 227 * 1024, row
+    x = torch.empty(1, 4)
+    assert th.supports(x, th.MAX_WIDTH) and not th.supports(x, 2 * th.MAX_WIDTH)

@@ -62,6 +62,9 @@ def _one_device(*tensors) -> None:
 
 def _register() -> None:
     ops = torch.ops.spectral_kernels
+    # The gradient fakes use new_empty(shape), not empty_like: the kernels return contiguous
+    # gradients whatever the inputs' strides, and Inductor asserts the fake's strides (a
+    # transposed x failed there).
 
     @torch.library.register_fake("spectral_kernels::ecf_sums")
     def _ecf_sums_fake(x, t, perm, offsets, precision):
@@ -71,17 +74,19 @@ def _register() -> None:
     @torch.library.register_fake("spectral_kernels::ecf_sums_grad_x")
     def _grad_x_fake(grad, x, t, perm, offsets, precision):
         _one_device(grad, x, t, perm, offsets)
-        return torch.empty_like(x)
+        return x.new_empty(x.shape)
 
     @torch.library.register_fake("spectral_kernels::ecf_sums_grad_t")
     def _grad_t_fake(grad, x, t, perm, offsets, precision):
         _one_device(grad, x, t, perm, offsets)
-        return torch.empty_like(t)
+        return t.new_empty(t.shape)
 
     @torch.library.register_fake("spectral_kernels::ecf_sums_backward")
     def _backward_fake(grad, x, t, perm, offsets, precision, need_x, need_t):
         _one_device(grad, x, t, perm, offsets)
-        return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(t) if need_t else t.new_empty(0))
+        return (x.new_empty(x.shape) if need_x else x.new_empty(0)), (
+            t.new_empty(t.shape) if need_t else t.new_empty(0)
+        )
 
     register_dense_autograd("spectral_kernels::ecf_sums", ops.ecf_sums_backward)
 

@@ -49,7 +49,7 @@ def _register() -> None:
     def _grad_fake(grad, x, signs, radii, perm, offsets, num_freqs):
         _one_device(grad, x, signs, radii, perm, offsets)
         _checks.sorf(signs, radii, num_freqs, x.shape[-1], where="spectral_kernels: ", check_values=False)
-        return torch.empty_like(x)
+        return x.new_empty(x.shape)  # contiguous, as the real op returns (not x's strides)
 
     register_sorf_autograd("spectral_kernels::hadamard_sums", ops.hadamard_sums_grad_x)
 

@@ -43,6 +43,7 @@ could look into.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -67,6 +68,13 @@ W_CHUNK_BYTES = 32 * 2**20
 # The largest |phase| the fast sin/cos reduction takes (csrc/ecf_math.h: kMaxFastPhase, the same
 # limit for every backend; tests/test_ecf_math.py checks they agree).
 MAX_FAST_PHASE = 8192.0
+# SPECTRAL_KERNELS_TRITON_AUTOTUNE=0: one tile shape per accumulator type, untimed (read once, at
+# import). The GPU test run uses it to keep compiles down; test_backends checks every shape separately.
+AUTOTUNE = os.environ.get("SPECTRAL_KERNELS_TRITON_AUTOTUNE", "1") != "0"
+# The class reduction's grid is (C, ceil(2M / CLASS_REDUCE_BLOCK)); CUDA caps grid.y at 65535.
+CLASS_REDUCE_BLOCK = 256
+MAX_GRID_Y = 65535
+MAX_FREQS = MAX_GRID_Y * CLASS_REDUCE_BLOCK // 2
 
 
 def gpu_configs():
@@ -87,11 +95,8 @@ def gpu_configs():
 def _configs():
     if INTERPRETED:  # the interpreter cannot autotune over several configs; big blocks run faster there
         return [triton.Config({"BLOCK_N": 32, "BLOCK_M": 32, "BLOCK_K": 32}, num_warps=4)]
-    # SPECTRAL_KERNELS_TRITON_AUTOTUNE=0: the first shape, untimed (read once, at import). The
-    # GPU test run uses it to keep compiles down; test_backends checks every shape separately.
-    if os.environ.get("SPECTRAL_KERNELS_TRITON_AUTOTUNE", "1") == "0":
-        return gpu_configs()[:1]
-    return gpu_configs()
+    # Untuned launches (AUTOTUNE off) bypass the autotuner (_launch), so one config is enough here.
+    return gpu_configs() if AUTOTUNE else gpu_configs()[:1]
 
 
 def _prune_configs(configs, named_args, **kwargs):
@@ -123,8 +128,9 @@ if _IMPORT_ERROR is None:
             k_mask = k < D
             xa = tl.load(x_ptr + rows[:, None] * stride_x + k[None, :], mask=row_mask[:, None] & k_mask[None, :],
                          other=0.0)
-            tb = tl.load(t_ptr + m_offs[None, :] * stride_t + k[:, None], mask=m_mask[None, :] & k_mask[:, None],
-                         other=0.0)
+            # int64: m_offs x stride_t passes 2**31 once M d does (rows are int64 already).
+            tb = tl.load(t_ptr + m_offs.to(tl.int64)[None, :] * stride_t + k[:, None],
+                         mask=m_mask[None, :] & k_mask[:, None], other=0.0)
             acc = tl.dot(xa.to(ACC), tb.to(ACC), acc, input_precision=PRECISION, out_dtype=ACC)
         return acc
 
@@ -297,22 +303,41 @@ def _check_grad(grad, offsets, t):
 
 
 def _fixed_config(acc_type) -> triton.Config:
-    """The one tile shape used when autotuning is off for determinism (see _launch)."""
+    """The one tile shape of an untuned launch (see _launch): the first config, pruned as the
+    autotuner prunes (float64: FP64_CONFIG)."""
     if INTERPRETED:
         return _configs()[0]
     return FP64_CONFIG if acc_type == tl.float64 else gpu_configs()[0]
 
 
 def _launch(kernel, grid, *args, **kwargs) -> None:
-    """Launch an autotuned kernel, or under torch.use_deterministic_algorithms(True) its plain
-    jitted function with one fixed tile shape, untimed. Autotuning picks the shape by timing,
-    so another process (or the same one after a cache flush) may pick another, and the tile
-    shape fixes the order of the float sums: the same inputs would then give results that
-    differ in the last bits from one run of a program to the next."""
-    if torch.are_deterministic_algorithms_enabled():
+    """Launch an autotuned kernel, or, under torch.use_deterministic_algorithms(True) or with
+    autotuning off, its plain jitted function with one fixed tile shape, untimed. Autotuning
+    picks the shape by timing, so another process (or the same one after a cache flush) may
+    pick another, and the tile shape fixes the order of the float sums: the same inputs would
+    then give results that differ in the last bits from one run of a program to the next.
+    Autotuning off goes through the same path because Triton's autotuner never prunes a single
+    config: float64 would compile the 128 x 128 tile (12.2 KB stack per thread on sm_90)."""
+    if torch.are_deterministic_algorithms_enabled() or not AUTOTUNE:
         kernel.fn[grid](*args, **kwargs, **_fixed_config(kwargs["ACC"]).all_kwargs())
     else:
         kernel[grid](*args, **kwargs)
+
+
+def _device_guard(device: torch.device):
+    """Triton launches on the *current* CUDA device, whatever device the tensors are on, and
+    custom_op adds no guard: without this, cuda:1 tensors would be handed to a kernel running
+    on cuda:0. CPU tensors (the interpreter) need none."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _class_reduce_grid(num_classes: int, num_freqs: int) -> tuple[int, int]:
+    """The class reduction's grid (C, ceil(2M / 256)), refused (ValueError) past CUDA's grid.y
+    limit of 65535, as the cuda backend refuses it (csrc/chunk_walk.h: kMaxFreqs)."""
+    blocks = triton.cdiv(2 * num_freqs, CLASS_REDUCE_BLOCK)
+    if blocks > MAX_GRID_Y:
+        raise ValueError(f"spectral_kernels (triton): at most {MAX_FREQS} frequencies per call, got M={num_freqs}")
+    return num_classes, blocks
 
 
 def _sincos_mode() -> str:
@@ -369,9 +394,10 @@ def _work_items(offsets: torch.Tensor, num_rows: int, rows_per_item: int):
 def _forward(
     x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor, precision: str
 ) -> torch.Tensor:
-    x, t = x.contiguous(), t.contiguous()
     n, d = x.shape
     m, num_classes = t.shape[0], offsets.shape[0] - 1
+    reduce_grid = _class_reduce_grid(num_classes, m)  # refused before anything is allocated
+    x, t = x.contiguous(), t.contiguous()
     acc_type, precision = _kernel_types(x.dtype, precision)
     out = torch.zeros(num_classes, 2, m, device=x.device, dtype=_sums_dtype(x.dtype))
     if n == 0 or m == 0:
@@ -385,25 +411,25 @@ def _forward(
     start, end, item_offsets = _work_items(offsets, n, rows_per_item)
     partial = torch.empty(start.shape[0], 2, m, device=x.device, dtype=out.dtype)
     grid = lambda meta: (start.shape[0] * triton.cdiv(m, meta["BLOCK_M"]),)
-    _launch(
-        _forward_kernel,
-        grid,
-        x,
-        t,
-        perm,
-        start,
-        end,
-        partial,
-        m,
-        d,
-        x.stride(0),
-        t.stride(0),
-        PRECISION=precision,
-        ACC=acc_type,
-        SINCOS=_sincos_mode(),
-    )
-    block = 256
-    _class_reduce_kernel[(num_classes, triton.cdiv(2 * m, block))](partial, item_offsets, out, m, BLOCK=block)
+    with _device_guard(x.device):
+        _launch(
+            _forward_kernel,
+            grid,
+            x,
+            t,
+            perm,
+            start,
+            end,
+            partial,
+            m,
+            d,
+            x.stride(0),
+            t.stride(0),
+            PRECISION=precision,
+            ACC=acc_type,
+            SINCOS=_sincos_mode(),
+        )
+        _class_reduce_kernel[reduce_grid](partial, item_offsets, out, m, BLOCK=CLASS_REDUCE_BLOCK)
     return out
 
 
@@ -428,7 +454,7 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
     chunk = max(128, (W_CHUNK_BYTES // (grad.element_size() * m)) // 128 * 128)
     w_buffer = torch.empty(min(chunk, n), m, device=x.device, dtype=work)
     t_work = t.to(work)
-    with cuda_matmul_precision(precision, x.device):
+    with cuda_matmul_precision(precision, x.device), _device_guard(x.device):
         for r0 in range(0, n, chunk):
             r = min(chunk, n - r0)
             w, x_rows = w_buffer[:r], x[r0 : r0 + r]
@@ -493,7 +519,11 @@ if _IMPORT_ERROR is None:
     def _(grad, x, t, perm, offsets, precision, need_x, need_t):
         _check_inputs(x, t, perm, offsets, precision, check_values=False)
         _check_grad(grad, offsets, t)
-        return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(t) if need_t else t.new_empty(0))
+        # new_empty, not empty_like: the real op returns contiguous gradients whatever x's strides
+        # (Inductor asserts the fake's strides, e.g. for a transposed x).
+        return (x.new_empty(x.shape) if need_x else x.new_empty(0)), (
+            t.new_empty(t.shape) if need_t else t.new_empty(0)
+        )
 
     register_dense_autograd(ecf_sums_triton, ecf_sums_triton_backward)
 

@@ -32,9 +32,23 @@ from torch import Tensor
 from .. import _checks
 from .autograd import register_sorf_autograd
 from .reference import row_classes
-from .triton_ecf import _IMPORT_ERROR, _check_inputs, _safe_layout, _sincos_mode, _work_items
+from .triton_ecf import (
+    _IMPORT_ERROR,
+    CLASS_REDUCE_BLOCK,
+    _check_inputs,
+    _class_reduce_grid,
+    _device_guard,
+    _safe_layout,
+    _sincos_mode,
+    _work_items,
+)
 
 MIN_WIDTH = 16  # tl.dot's smallest dimension
+NUM_STAGES = 2  # software pipelining depth of both kernels (launch_options)
+# The widest block the kernels take: beyond it t is materialised (supports). Compiled for sm_90
+# at NUM_STAGES, every width up to here fits H100's 227 KiB of shared memory per block
+# (tests/test_triton_compile.py); D = 4096 needed 256 KiB (ieee backward). See docs/backends.md.
+MAX_WIDTH = 2048
 
 # The kernels below keep their parameters and calls packed, not one per line: Triton kernels take long
 # lists of pointers and compile-time constants, and the formatter's one-per-line layout would make them
@@ -159,6 +173,15 @@ def _num_warps(width: int) -> int:
     return 8 if width >= 128 else 4
 
 
+def launch_options(width: int) -> dict:
+    """num_warps and num_stages of both SORF kernels at block width D: set here, explicitly, and
+    read by the launches and by the resource check (benchmarks/triton_resources.py), so the check
+    compiles what launches. Triton's default num_stages (3) multi-buffers the backward's block
+    loop: at D = 2048 it needed 164/200 KiB of shared memory (tf32/ieee) on sm_90, against
+    100/136 KiB with 2 (tests/test_triton_compile.py checks every launchable D)."""
+    return {"num_warps": _num_warps(width), "num_stages": NUM_STAGES}
+
+
 def _block_rows(width: int) -> int:
     """Rows per program: about 4096 values of a tile, so one row of D = 2048 fits in registers
     (tl.dot still gets >= 16 rows: BLOCK_N * A and BLOCK_N * B with A, B >= 16 above D = 128)."""
@@ -187,9 +210,20 @@ def _check(x, signs, radii, perm, offsets, num_freqs, precision, check_values) -
         _checks.sorf(signs, radii, num_freqs, d, where=where)
 
 
+def _check_width(width: int) -> None:
+    """Wider blocks do not fit in shared memory (see MAX_WIDTH): refused before any allocation."""
+    if width > MAX_WIDTH:
+        raise ValueError(
+            f"spectral_kernels (triton): the block width D={width} is above {MAX_WIDTH}, the widest whose kernels fit "
+            "in a GPU's shared memory; materialise t (HadamardFrequencies.dense()) and call the dense op"
+        )
+
+
 def _forward(x, signs, radii, perm, offsets, num_freqs, precision):
     n, d = x.shape
     num_classes, (blocks, _, width) = offsets.shape[0] - 1, signs.shape
+    _check_width(width)
+    reduce_grid = _class_reduce_grid(num_classes, num_freqs)  # refused before anything is allocated
     out = torch.zeros(num_classes, 2, num_freqs, device=x.device, dtype=torch.float32)
     if n == 0:
         return out
@@ -199,61 +233,62 @@ def _forward(x, signs, radii, perm, offsets, num_freqs, precision):
     rows_per_item = 64 * max(1, triton.cdiv(n, 64 * max(1, triton.cdiv(256, blocks))))
     start, end, item_offsets = _work_items(offsets, n, rows_per_item)
     partial = torch.empty(start.shape[0], 2, num_freqs, device=x.device, dtype=torch.float32)
-    _hadamard_forward_kernel[(start.shape[0] * blocks,)](
-        x,
-        signs,
-        radii * width**-1.5,  # the kernels take the radii with D^{-3/2} folded in
-        h_a,
-        h_b,
-        perm,
-        start,
-        end,
-        partial,
-        num_freqs,
-        d,
-        blocks,
-        BLOCK_N=_block_rows(width),
-        A=a,
-        B=b,
-        PRECISION=_dot_precision(precision),
-        SINCOS=_sincos_mode(),
-        num_warps=_num_warps(width),
-    )
-    _class_reduce_kernel[(num_classes, triton.cdiv(2 * num_freqs, 256))](
-        partial, item_offsets, out, num_freqs, BLOCK=256
-    )
+    with _device_guard(x.device):
+        _hadamard_forward_kernel[(start.shape[0] * blocks,)](
+            x,
+            signs,
+            radii * width**-1.5,  # the kernels take the radii with D^{-3/2} folded in
+            h_a,
+            h_b,
+            perm,
+            start,
+            end,
+            partial,
+            num_freqs,
+            d,
+            blocks,
+            BLOCK_N=_block_rows(width),
+            A=a,
+            B=b,
+            PRECISION=_dot_precision(precision),
+            SINCOS=_sincos_mode(),
+            **launch_options(width),
+        )
+        _class_reduce_kernel[reduce_grid](partial, item_offsets, out, num_freqs, BLOCK=CLASS_REDUCE_BLOCK)
     return out
 
 
 def _backward(grad, x, signs, radii, perm, offsets, num_freqs, precision):
     n, d = x.shape
     blocks, _, width = signs.shape
+    _check_width(width)
     dx = torch.empty(n, d, device=x.device, dtype=torch.float32)
     if n == 0:
         return dx
     a, b = _factors(width)
     h_a, h_b = _matrices(width, x.device)
     rows = _block_rows(width)
-    _hadamard_backward_kernel[(triton.cdiv(n, rows),)](
-        x,
-        signs,
-        radii * width**-1.5,
-        h_a,
-        h_b,
-        row_classes(perm, offsets, n),
-        grad.float().contiguous(),
-        dx,
-        n,
-        num_freqs,
-        d,
-        blocks,
-        BLOCK_N=rows,
-        A=a,
-        B=b,
-        PRECISION=_dot_precision(precision),
-        SINCOS=_sincos_mode(),
-        num_warps=_num_warps(width),
-    )
+    with _device_guard(x.device):
+        _hadamard_backward_kernel[(triton.cdiv(n, rows),)](
+            x,
+            signs,
+            radii * width**-1.5,
+            h_a,
+            h_b,
+            row_classes(perm, offsets, n),
+            grad.float().contiguous(),
+            dx,
+            n,
+            num_freqs,
+            d,
+            blocks,
+            BLOCK_N=rows,
+            A=a,
+            B=b,
+            PRECISION=_dot_precision(precision),
+            SINCOS=_sincos_mode(),
+            **launch_options(width),
+        )
     return dx
 
 
@@ -293,11 +328,16 @@ if _IMPORT_ERROR is None:
 
     @hadamard_sums_triton_grad_x.register_fake
     def _(grad, x, signs, radii, perm, offsets, num_freqs, precision):
-        return torch.empty_like(x)
+        return x.new_empty(x.shape)  # contiguous, as the real op returns (not x's strides)
 
     register_sorf_autograd(hadamard_sums_triton, hadamard_sums_triton_grad_x)
 
 
 def supports(x: Tensor, width: int) -> bool:
     """Whether the Triton SORF kernels take this call (else t is materialised)."""
-    return _IMPORT_ERROR is None and width >= MIN_WIDTH and x.dtype != torch.float64
+    return _IMPORT_ERROR is None and MIN_WIDTH <= width <= MAX_WIDTH and x.dtype != torch.float64
+
+
+def launchable_widths() -> list[int]:
+    """Every block width D the kernels can be launched with (what the resource check compiles)."""
+    return [1 << k for k in range(MIN_WIDTH.bit_length() - 1, MAX_WIDTH.bit_length())]
