@@ -85,8 +85,8 @@ def run_cell(dataset, imbalance, ipc, method, settings, workdir: Path, device: s
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        f"Device: {rows[0]['device']}. Test accuracy (%) mean ± std over {NUM_EVAL} evaluation seeds (final epoch); "
-        "distillation wall time in seconds. Settings per dataset in the CSV.",
+        f"Device: {rows[0]['device']}. Test accuracy (%) mean ± sample std over {NUM_EVAL} evaluation seeds "
+        "(final epoch); distillation wall time in seconds. Settings per dataset in the CSV.",
         "",
     ]
     for dataset in SETTINGS:
