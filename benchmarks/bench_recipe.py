@@ -432,8 +432,8 @@ def write_ablation_table(csv_path: Path, md_path: Path) -> None:
         return
     lines = [
         "Ablation on animals-lt (imbalance 50, IPC 10): the thin loop, then one ingredient added at a time "
-        f"(cumulative). Accuracy (%) mean ± std over {NUM_EVAL} evaluation seeds; gain = the step's accuracy minus "
-        "the step it builds on, seed by seed, mean ± 95% t-interval. "
+        f"(cumulative). Accuracy (%) mean ± sample std over {NUM_EVAL} evaluation seeds; gain = the step's accuracy "
+        "minus the step it builds on, seed by seed, mean ± 95% t-interval. "
         f"{devices(rows)}",
         "",
         "| step | " + " | ".join(f"{m} accuracy | {m} gain" for m in ABLATION_METHODS) + " |",
@@ -450,7 +450,10 @@ def write_ablation_table(csv_path: Path, md_path: Path) -> None:
                 continue
             left_out = base is not None and hurts(base, row)
             gain = _fmt(*paired(base, row)) + (" (left out)" if left_out else "") if base else "—"
-            table[name] += [f"{float(row['accuracy_mean']):.2f} ± {float(row['accuracy_std']):.2f}", gain]
+            # The sample std of the seeds' accuracies (the CSV's accuracy_std of early rows is eval.json's
+            # population std of the time).
+            spread = statistics.stdev(accuracies(row))
+            table[name] += [f"{float(row['accuracy_mean']):.2f} ± {spread:.2f}", gain]
             if not left_out:
                 base = row
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in table.items()]
