@@ -210,7 +210,7 @@ def run_cell(stage, dataset, imbalance, ipc, method, variant, flags, settings, c
     result = json.loads((out / "eval.json").read_text())
     row.update(
         accuracy_mean=round(100 * result["accuracy_mean"], 2),
-        accuracy_std=round(100 * result["accuracy_std"], 2),
+        accuracy_std=None if result["accuracy_std"] is None else round(100 * result["accuracy_std"], 2),
         accuracies=" ".join(f"{100 * a:.2f}" for a in result["accuracies"]),
         distill_seconds=round(total - result["seconds"], 1),
         eval_seconds=result["seconds"],
