@@ -3,6 +3,7 @@ factors and IPCs, test accuracy over evaluation seeds, wall time per method.
 
     python benchmarks/bench_distill.py                 # writes benchmarks/results/distill_cpu.{csv,md}
     python benchmarks/bench_distill.py --quick         # one tiny cell per method, to check the script
+    python benchmarks/bench_distill.py --report        # the .md again from the CSV, nothing run
 
 Rows are appended to the CSV as each run finishes (an interrupted grid keeps what it ran; a
 rerun skips the cells already in the CSV), and the Markdown table is rewritten after each.
@@ -16,6 +17,7 @@ import csv
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -69,7 +71,7 @@ def run_cell(dataset, imbalance, ipc, method, settings, workdir: Path, device: s
         "ipc": ipc,
         "method": method,
         "accuracy_mean": round(100 * result["accuracy_mean"], 2),
-        "accuracy_std": round(100 * result["accuracy_std"], 2),
+        "accuracy_std": None if result["accuracy_std"] is None else round(100 * result["accuracy_std"], 2),
         "accuracies": " ".join(f"{100 * a:.2f}" for a in result["accuracies"]),
         "distill_seconds": round(total - result["seconds"], 1),
         "eval_seconds": result["seconds"],
@@ -83,10 +85,16 @@ def run_cell(dataset, imbalance, ipc, method, settings, workdir: Path, device: s
     }
 
 
+def sample_std(row: dict) -> float:
+    """The sample std (n - 1) of a cell's accuracies; the committed CSV's accuracy_std column holds
+    the population std eval.json reported when it was made."""
+    return statistics.stdev(float(a) for a in str(row["accuracies"]).split())
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
-        f"Device: {rows[0]['device']}. Test accuracy (%) mean ± std over {NUM_EVAL} evaluation seeds (final epoch); "
-        "distillation wall time in seconds. Settings per dataset in the CSV.",
+        f"Device: {rows[0]['device']}. Test accuracy (%) mean ± sample std over {NUM_EVAL} evaluation seeds "
+        "(final epoch); distillation wall time in seconds. Settings per dataset in the CSV.",
         "",
     ]
     for dataset in SETTINGS:
@@ -106,7 +114,7 @@ def markdown(rows: list[dict]) -> str:
             mine = {(int(r["imbalance"]), int(r["ipc"])): r for r in cells if r["method"] == method}
             if not mine:
                 continue
-            shown = [f"{mine[c]['accuracy_mean']} ± {mine[c]['accuracy_std']}" if c in mine else "" for c in columns]
+            shown = [f"{mine[c]['accuracy_mean']} ± {sample_std(mine[c]):.2f}" if c in mine else "" for c in columns]
             seconds = sum(float(r["distill_seconds"]) for r in mine.values()) / len(mine)
             lines.append(f"| {method} | " + " | ".join(shown) + f" | {seconds:.1f} |")
         lines.append("")
@@ -118,7 +126,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "distill_cpu"))
     parser.add_argument("--datasets", nargs="+", default=list(SETTINGS))
+    parser.add_argument("--report", action="store_true", help="rewrite the .md from the existing CSV, run nothing")
     args = parser.parse_args()
+    if args.report:
+        path = Path(args.out)
+        path.with_suffix(".md").write_text(markdown(list(csv.DictReader(open(path.with_suffix(".csv"))))))
+        return
     if args.quick:
         for s in SETTINGS.values():
             s.update(imbalances=[10], ipcs=[1], iterations=3, eval_epochs=2, width=16)

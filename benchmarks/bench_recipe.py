@@ -8,7 +8,7 @@ is worth with it, on long-tailed data, with statistics.
     python benchmarks/bench_recipe.py alpha       # CSDM alpha_head sweep, and head/tail reversed
     python benchmarks/bench_recipe.py structure   # csdm and ncfm with i.i.d. against structured frequencies
     python benchmarks/bench_recipe.py fill        # short classes padded with noise against augmented copies
-    python benchmarks/bench_recipe.py report      # tables (MD) and plots (PNG) from the CSVs
+    python benchmarks/bench_recipe.py report      # tables (MD) and plots (PNG) from the CSVs and JSON
     ... --quick                                   # tiny settings in a temporary folder: checks the script
 
 Every cell is one `spectral-distill distill` run (in this process, through the CLI's main) whose
@@ -44,12 +44,12 @@ from spectral_kernels.cli import main as cli
 from spectral_kernels.cli import parse_distill
 from spectral_kernels.distill.config import RECIPES
 from spectral_kernels.distill.methods import METHODS
+from spectral_kernels.distill.stats import t975
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = DEFAULT_RUNS = Path("runs/recipe")
 NUM_EVAL = 5
 # t quantiles (0.975) by degrees of freedom, for 95% intervals of small samples.
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 # Per dataset: ConvNet width, real images per class per step, iterations, evaluation epochs, the
 # grid's imbalances and IPCs. Widths and epochs are what a 2-core CPU affords; iterations are
@@ -210,7 +210,7 @@ def run_cell(stage, dataset, imbalance, ipc, method, variant, flags, settings, c
     result = json.loads((out / "eval.json").read_text())
     row.update(
         accuracy_mean=round(100 * result["accuracy_mean"], 2),
-        accuracy_std=round(100 * result["accuracy_std"], 2),
+        accuracy_std=None if result["accuracy_std"] is None else round(100 * result["accuracy_std"], 2),
         accuracies=" ".join(f"{100 * a:.2f}" for a in result["accuracies"]),
         distill_seconds=round(total - result["seconds"], 1),
         eval_seconds=result["seconds"],
@@ -230,7 +230,7 @@ def interval(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     if len(values) < 2:
         return mean, float("nan")
-    return mean, T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, t975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def differences(a: dict, b: dict) -> list[float]:
@@ -432,8 +432,8 @@ def write_ablation_table(csv_path: Path, md_path: Path) -> None:
         return
     lines = [
         "Ablation on animals-lt (imbalance 50, IPC 10): the thin loop, then one ingredient added at a time "
-        f"(cumulative). Accuracy (%) mean ± std over {NUM_EVAL} evaluation seeds; gain = the step's accuracy minus "
-        "the step it builds on, seed by seed, mean ± 95% t-interval. "
+        f"(cumulative). Accuracy (%) mean ± sample std over {NUM_EVAL} evaluation seeds; gain = the step's accuracy "
+        "minus the step it builds on, seed by seed, mean ± 95% t-interval. "
         f"{devices(rows)}",
         "",
         "| step | " + " | ".join(f"{m} accuracy | {m} gain" for m in ABLATION_METHODS) + " |",
@@ -450,7 +450,10 @@ def write_ablation_table(csv_path: Path, md_path: Path) -> None:
                 continue
             left_out = base is not None and hurts(base, row)
             gain = _fmt(*paired(base, row)) + (" (left out)" if left_out else "") if base else "—"
-            table[name] += [f"{float(row['accuracy_mean']):.2f} ± {float(row['accuracy_std']):.2f}", gain]
+            # The sample std of the seeds' accuracies (the CSV's accuracy_std of early rows is eval.json's
+            # population std of the time).
+            spread = statistics.stdev(accuracies(row))
+            table[name] += [f"{float(row['accuracy_mean']):.2f} ± {spread:.2f}", gain]
             if not left_out:
                 base = row
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in table.items()]
@@ -485,7 +488,7 @@ def write_grid_table(csv_path: Path, md_path: Path) -> None:
         for ipc in sorted({p for (d, _, p, _) in summary if d == dataset}):
             lines += grid_section(rows, summary, dataset, ipc)
     md_path.write_text("\n".join(lines))
-    plot_grid(summary, md_path.with_suffix(".png"))
+    plot_grid(rows, md_path.with_suffix(".png"))
 
 
 def grid_section(rows: list[dict], summary: dict, dataset: str, ipc: int) -> list[str]:
@@ -514,11 +517,17 @@ def grid_section(rows: list[dict], summary: dict, dataset: str, ipc: int) -> lis
 def paired_with_csdm(rows: list[dict], cell: tuple, other: str) -> tuple | None:
     """csdm minus `other` in one (dataset, imbalance, ipc) cell, seed by seed over every
     distillation seed both ran: (mean, 95% half-width, n pairs), or None."""
+    return paired_in_cell(rows, cell, "csdm", other)
+
+
+def paired_in_cell(rows: list[dict], cell: tuple, method: str, base: str) -> tuple | None:
+    """`method` minus `base` in one (dataset, imbalance, ipc) cell, seed by seed over every
+    distillation seed both ran: (mean, 95% half-width, n pairs), or None."""
     here = {(r["method"], r["seed"]): r for r in rows if (r["dataset"], int(r["imbalance"]), int(r["ipc"])) == cell}
     diffs = []
-    for (method, seed), row in sorted(here.items()):
-        if method == "csdm" and (other, seed) in here:
-            diffs += differences(here[other, seed], row)
+    for (name, seed), row in sorted(here.items()):
+        if name == method and (base, seed) in here:
+            diffs += differences(here[base, seed], row)
     return (*interval(diffs), len(diffs)) if diffs else None
 
 
@@ -605,46 +614,71 @@ def write_versus_grid(csv_path: Path, results: Path, md_path: Path, caption: str
     md_path.write_text("\n".join(lines) + "\n")
 
 
-def plot_grid(summary: dict, path: Path) -> None:
+# The grid's figure compares the matching methods with DM, the baseline they all extend, seed by
+# seed: a random subset sits 5 to 20 points below and would flatten the differences (it is in
+# the table).
+COMPARED = [m for m in METHODS if m not in ("random", "dm")]
+
+
+def plot_grid(rows: list[dict], path: Path) -> None:
+    """distill_recipe.png: a panel per dataset and IPC, each matching method's paired difference
+    to DM (mean and 95% t-interval) against the imbalance, one legend for all panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = list(dict.fromkeys(k[0] for k in summary))
-    ipcs = sorted({k[2] for k in summary})
-    fig, axes = plt.subplots(len(datasets), len(ipcs), figsize=(5 * len(ipcs), 3.6 * len(datasets)), squeeze=False)
+    cells = sorted({(r["dataset"], int(r["imbalance"]), int(r["ipc"])) for r in rows})
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    ipcs = sorted({c[2] for c in cells})
+    fig, axes = plt.subplots(len(datasets), len(ipcs), figsize=(5 * len(ipcs), 3.4 * len(datasets)), squeeze=False)
+    colours = {m: f"C{k}" for k, m in enumerate(METHODS)}
     for row, dataset in enumerate(datasets):
         for col, ipc in enumerate(ipcs):
             ax = axes[row][col]
-            if not any(k[0] == dataset and k[2] == ipc for k in summary):
+            imbalances = sorted(c[1] for c in cells if c[0] == dataset and c[2] == ipc)
+            if not imbalances:
                 ax.axis("off")  # an IPC the grid does not run for this dataset (digits-lt stops at 10)
                 continue
-            for m in METHODS:
-                points = sorted((k[1], v) for k, v in summary.items() if k[0] == dataset and k[2] == ipc and k[3] == m)
-                if points:
-                    xs = [p[0] for p in points]
-                    ax.errorbar(
-                        xs,
-                        [p[1][0] for p in points],
-                        yerr=[0 if math.isnan(p[1][1]) else p[1][1] for p in points],
-                        marker="o",
-                        capsize=3,
-                        label=m,
-                    )
+            ax.axhline(0, color=colours["dm"], linewidth=1.2, label="dm (zero: each difference is to dm)")
+            for k, m in enumerate(COMPARED):
+                got = [(i, paired_in_cell(rows, (dataset, i, ipc), m, "dm")) for i in imbalances]
+                got = [(i, d) for i, d in got if d is not None]
+                if not got:
+                    continue
+                # Side by side at each imbalance (x log-scaled), so that the intervals do not overlap.
+                shift = 1.09 ** (k - (len(COMPARED) - 1) / 2)
+                ax.errorbar(
+                    [i * shift for i, _ in got],
+                    [d[0] for _, d in got],
+                    yerr=[0 if math.isnan(d[1]) else d[1] for _, d in got],
+                    marker="o",
+                    markersize=4,
+                    capsize=3,
+                    color=colours[m],
+                    label=f"{m} minus dm",
+                )
             ax.set_xscale("log")
+            ax.set_xticks(imbalances, [str(i) for i in imbalances])
+            ax.minorticks_off()
             ax.set_title(f"{dataset}, IPC {ipc}")
             ax.set_xlabel("imbalance (n_max / n_min)")
-            ax.set_ylabel("test accuracy (%)")
+            ax.set_ylabel("accuracy minus dm's (points)")
             ax.grid(alpha=0.3)
-    drawn = [ax for row in axes for ax in row if ax.axison]
-    drawn[-1].legend(fontsize=8)  # on a panel with lines, wherever the hidden ones fall
-    fig.tight_layout()
+    handles, labels = next(ax for r in axes for ax in r if ax.axison).get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    fig.suptitle(
+        "Test accuracy of each matching method minus DM's, with the recipe (" + ", ".join(datasets) + "): "
+        "paired by distillation and evaluation seed, mean and 95% t-interval"
+    )
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def plot_curves(rows: dict, path: Path) -> None:
+    """recipe_curves.png: each method's matching loss against the iteration (rows: method ->
+    [{"iteration", "loss"}])."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -656,15 +690,28 @@ def plot_curves(rows: dict, path: Path) -> None:
         loss = [r["loss"] for r in values]
         window = max(1, len(loss) // 50)
         smooth = [statistics.fmean(loss[max(0, i - window) : i + 1]) for i in range(len(loss))]
-        ax.plot(its, loss, alpha=0.25, lw=0.7)
-        ax.plot(its, smooth, lw=1.5)
-        ax.set_title(f"{method} (animals-lt, imb 50, IPC 10)")
+        ax.plot(its, loss, alpha=0.25, lw=0.7, color="C0", label="loss at each iteration")
+        ax.plot(its, smooth, lw=1.5, color="C1", label=f"running mean over {window + 1} iterations")
+        ax.set_title(method)
         ax.set_xlabel("iteration")
         ax.set_ylabel("matching loss")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
+    fig.suptitle("Matching loss against iteration with the recipe (animals-lt, imbalance 50, IPC 10)")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def replot_curves(results: Path) -> None:
+    """recipe_curves.png again from recipe_curves.json (method -> [[iteration, loss], ...])."""
+    path = results / "recipe_curves.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        plot_curves(
+            {m: [{"iteration": i, "loss": v} for i, v in pairs] for m, pairs in saved.items()}, path.with_suffix(".png")
+        )
 
 
 def method_list(text: str) -> list[str]:
@@ -706,6 +753,7 @@ def main() -> None:
         write_alpha_table(args.results / "recipe_alpha.csv", args.results / "recipe_alpha.md")
         write_structure_table(args.results, args.results / "recipe_structure.md")
         write_fill_table(args.results, args.results / "recipe_fill.md")
+        replot_curves(args.results)
     else:
         stages = {
             "curves": stage_curves,

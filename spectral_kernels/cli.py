@@ -32,7 +32,7 @@ from .distill.config import (
     DistillConfig,
 )
 from .distill.data import DATASETS, DataError
-from .distill.files import RunFileError, read_metrics, read_text
+from .distill.files import RunFileError, read_json, read_metrics, read_text
 from .distill.loop import distill
 from .distill.methods import HEAD_RULES, METHODS
 from .distill.needs import check_installed
@@ -217,12 +217,38 @@ def _show(run: Path) -> None:
         where = f"loaded from the {r['loaded']}" if "loaded" in r else f"on {r.get('device')}, amp {r.get('amp')}"
         print(f"{r.get('phase')}: {where}{', compiled' if r.get('compile') else ''}")
     for r in (r for r in rows if r.get("event") == "eval"):
+        print(f"evaluation: {_accuracy_text(r)} ({r['epochs']} epochs)")
+        if r.get("per_class_accuracy"):
+            print("  per class: " + " ".join("-" if a is None else f"{100 * a:.1f}" for a in r["per_class_accuracy"]))
+        for group in ("many", "medium", "few"):
+            if f"{group}_shot_accuracy" in r:
+                value = r[f"{group}_shot_accuracy"]
+                print(
+                    f"  {group}-shot ({r['shot_thresholds'][group]} training images): "
+                    f"{'no class' if value is None else f'{100 * value:.2f} %'}"
+                )
+    environment = run / "environment.json"
+    if environment.is_file():
+        env = read_json(environment, "run environment")
         print(
-            f"evaluation: {100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f} % over {r['num_eval']} "
-            f"seeds ({r['epochs']} epochs)"
+            f"environment: spectral_kernels {env.get('spectral_kernels')}, torch {env.get('torch')}, triton "
+            f"{env.get('triton')}, CUDA {env.get('cuda')}, CPU kernels {env.get('cpu_kernels')}, device "
+            f"{env.get('device')} ({env.get('device_name')})"
         )
     grid = run / "grid.png"
     print(f"image grid: {grid if grid.exists() else 'not written yet'}")
+
+
+def _accuracy_text(r: dict) -> str:
+    """Test accuracy (%) over the evaluation seeds: the mean, the sample std (n - 1) and the 95%
+    t-interval of the mean (eval.json); a run evaluated before these were recorded gives a std only."""
+    text = f"{100 * r['accuracy_mean']:.2f} % mean over {r['num_eval']} seed{'s' if r['num_eval'] != 1 else ''}"
+    if r.get("accuracy_ci95"):
+        low, high = (100 * v for v in r["accuracy_ci95"])
+        return f"{text}, sample std {100 * r['accuracy_std']:.2f}, 95% interval [{low:.2f}, {high:.2f}]"
+    if "accuracy_ci95" not in r and r.get("accuracy_std") is not None:  # an older eval row
+        return f"{text}, std {100 * r['accuracy_std']:.2f}"
+    return text
 
 
 def _fail(message: str, status: int = 2) -> int:
@@ -264,10 +290,7 @@ def main(argv=None) -> int:
                 amp=args.amp,
                 compile=args.compile,
             )
-            print(
-                f"{100 * result['accuracy_mean']:.2f} +- {100 * result['accuracy_std']:.2f} % over "
-                f"{result['num_eval']} seeds"
-            )
+            print(_accuracy_text(result))
         else:
             _show(args.run)
     except (ConfigError, DataError) as error:

@@ -234,3 +234,27 @@ def test_the_alpha_sweep_runs_each_dataset_with_its_own_second_seeds(bench, tmp_
 def test_a_caption_names_every_machine_its_cells_ran_on(bench):
     assert bench.devices([{"device": "a"}, {"device": "a"}]) == "Device: a."
     assert bench.devices([{"device": "a"}, {"device": "b"}, {"device": "a"}]) == "Devices: a (2 cells); b (1 cell)."
+
+
+def test_the_grid_figure_shows_each_method_minus_dm_with_one_legend_and_a_title(bench, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **_: saved.append(fig))
+
+    def row(imbalance, method, seed, accuracies):
+        return dict(dataset="animals-lt", imbalance=str(imbalance), ipc="10", method=method, seed=str(seed),
+                    accuracies=accuracies)  # fmt: skip
+
+    rows = [row(1, "dm", 0, "50 52 54"), row(1, "csdm", 0, "51 55 56"), row(1, "random", 0, "30 31 32"),
+            row(10, "dm", 0, "40 40 40"), row(10, "csdm", 0, "39 41 40"), row(10, "ncfm", 0, "42 43 41")]  # fmt: skip
+    bench.plot_grid(rows, tmp_path / "grid.png")
+    (fig,) = saved
+    assert "minus DM" in fig._suptitle.get_text()
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)  # one legend, outside the panels
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "csdm minus dm" in labels and "ncfm minus dm" in labels and not any("random" in t for t in labels)
+    (ax,) = [ax for ax in fig.axes if ax.axison]
+    csdm = next(c for c in ax.containers if c.get_label() == "csdm minus dm")
+    ys = list(csdm.lines[0].get_ydata())
+    assert ys == pytest.approx([(1 + 3 + 2) / 3, (-1 + 1 + 0) / 3])  # seed-by-seed differences to dm

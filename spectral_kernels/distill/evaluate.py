@@ -1,5 +1,7 @@
-"""Evaluate a synthetic set: train fresh ConvNets on it and report test accuracy as mean +- std
-over seeds, final epoch only (no picking the best epoch on the test set).
+"""Evaluate a synthetic set: train fresh ConvNets on it and report test accuracy over seeds as
+the mean, the sample std (n - 1) and the 95% t-interval of the mean (distill/stats.py), final
+epoch only (no picking the best epoch on the test set); each class's accuracy too and, for a
+long-tailed training set, the many/medium/few-shot means (SHOT_GROUPS).
 
 Training follows the run's settings: SGD (lr 0.01, momentum 0.9, weight decay 5e-4) or AdamW
 (lr 1e-3, weight decay 0.01, NCFM's evaluation), a step schedule ("half": x0.1 at half the
@@ -22,11 +24,21 @@ import torch.nn.functional as F
 from . import formation
 from .augment import siamese_augment
 from .config import EVAL_SCHEDULES, ConfigError, DistillConfig
-from .data import ImageDataset, load_dataset
+from .data import DEFAULT_LT_IMBALANCE, ImageDataset, load_dataset
 from .files import RunFileError, append_line, atomic_write_text, expect, expect_tensor, load_torch_file
 from .hardware import Hardware, backward_and_step, weights_finite
 from .models import ConvNet
+from .pictures import write_grid
 from .rundir import RunLock, saved_config
+from .stats import summarise
+
+# The long-tail literature's split of classes by their number of training images (Liu et al.,
+# OLTR, 2019; used by every ImageNet-LT / CIFAR-LT paper since): many > 100, medium 20-100,
+# few < 20. Kept as they are: the bundled sets' largest classes hold 125 (digits-lt) and 800
+# (animals-lt) images, so at the imbalances run here each group holds classes (digits-lt at
+# imbalance 10: 1 many, 7 medium, 2 few; animals-lt at 50: 5, 4, 1). An empty group is null.
+MANY_ABOVE, FEW_BELOW = 100, 20
+SHOT_THRESHOLDS = {"many": f"> {MANY_ABOVE}", "medium": f"{FEW_BELOW}-{MANY_ABOVE}", "few": f"< {FEW_BELOW}"}
 
 
 def cutmix(x: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, prob: float):
@@ -119,21 +131,68 @@ def train_and_test(
     epochs: int,
     width: int,
     hardware: Hardware | None = None,
+    by_class: bool = False,
     **training,
-) -> float:
+):
     """Test accuracy of a ConvNet trained by train_convnet(..., **training), tested on
-    hardware.device under its autocast and compilation."""
+    hardware.device under its autocast and compilation. With by_class, (accuracy, each class's
+    accuracy: a list of num_classes, None for a class without test images)."""
     hardware = hardware or Hardware()
     net = train_convnet(images, labels, dataset, seed=seed, epochs=epochs, width=width, hardware=hardware, **training)
     forward = hardware.compiled(net)
     test_x, test_y = dataset.test_x.to(hardware.device), dataset.test_y.to(hardware.device)
-    correct = torch.zeros((), dtype=torch.int64, device=hardware.device)
+    correct = torch.zeros(dataset.num_classes, dtype=torch.int64, device=hardware.device)
     with torch.no_grad():
         for start in range(0, test_x.shape[0], 1024):
             with hardware.autocast():
                 logits = forward(test_x[start : start + 1024])
-            correct += (logits.argmax(1) == test_y[start : start + 1024]).sum()
-    return int(correct) / test_x.shape[0]
+            y = test_y[start : start + 1024]
+            correct += torch.bincount(y[logits.argmax(1) == y], minlength=dataset.num_classes)
+    correct = correct.cpu()
+    accuracy = int(correct.sum()) / test_x.shape[0]
+    if not by_class:
+        return accuracy
+    totals = torch.bincount(dataset.test_y, minlength=dataset.num_classes)
+    return accuracy, [int(k) / int(n) if n > 0 else None for k, n in zip(correct, totals)]
+
+
+def _class_mean(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+def shot_groups(class_counts) -> dict:
+    """{"many", "medium", "few"} -> the classes (by number) of each group, from the training
+    set's class sizes."""
+    counts = [int(n) for n in class_counts]
+    return {
+        "many": [c for c, n in enumerate(counts) if n > MANY_ABOVE],
+        "medium": [c for c, n in enumerate(counts) if FEW_BELOW <= n <= MANY_ABOVE],
+        "few": [c for c, n in enumerate(counts) if n < FEW_BELOW],
+    }
+
+
+def summary(accuracies, per_class_runs, class_counts=None) -> dict:
+    """eval.json's figures from each seed's accuracy and per-class accuracies: mean, sample std,
+    95% t-interval, per-class means over seeds; with class_counts (a long-tailed training set)
+    the shot groups, their thresholds and their mean accuracies."""
+    stats = summarise(accuracies)
+    per_class = [_class_mean(seeds) for seeds in zip(*per_class_runs)]
+    result = {
+        "accuracy_mean": stats["mean"],
+        "accuracy_std": stats["std"],
+        "accuracy_ci95": stats["ci95"],
+        "accuracies": list(accuracies),
+        "num_eval": len(accuracies),
+        "per_class_accuracy": per_class,
+    }
+    if class_counts is not None:
+        groups = shot_groups(class_counts)
+        result["shot_thresholds"] = dict(SHOT_THRESHOLDS)
+        result["shot_classes"] = groups
+        for name, classes in groups.items():
+            result[f"{name}_shot_accuracy"] = _class_mean(per_class[c] for c in classes)
+    return result
 
 
 def evaluation_training(config: DistillConfig) -> dict:
@@ -229,7 +288,7 @@ def evaluate_run(
         images, labels = formation.decode(images, cfg.factor), formation.decoded_labels(labels, cfg.factor)
         began = time.perf_counter()
         append_line(run / "metrics.jsonl", json.dumps(hardware.phase("evaluation")))
-        accs = [
+        runs = [
             train_and_test(
                 images,
                 labels,
@@ -239,21 +298,24 @@ def evaluate_run(
                 width=cfg.width,
                 hardware=hardware,
                 what=f"evaluation network {k}",
+                by_class=True,
                 **evaluation_training(cfg),
             )
             for k in range(num_eval)
         ]
-        result = {
-            "event": "eval",
-            "accuracy_mean": statistics.fmean(accs),
-            "accuracy_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
-            "accuracies": accs,
-            "num_eval": num_eval,
-            "epochs": epochs,
-            "seconds": round(time.perf_counter() - began, 2),
-        }
+        imbalance = (
+            cfg.imbalance if cfg.imbalance is not None else DEFAULT_LT_IMBALANCE if cfg.dataset.endswith("-lt") else 1
+        )
+        long_tailed = imbalance > 1
+        figures = summary(
+            [acc for acc, _ in runs],
+            [per_class for _, per_class in runs],
+            dataset.class_counts.tolist() if long_tailed else None,
+        )
+        result = {"event": "eval", **figures, "epochs": epochs, "seconds": round(time.perf_counter() - began, 2)}
         atomic_write_text(json.dumps(result, indent=2) + "\n", run / "eval.json")
         append_line(run / "metrics.jsonl", json.dumps(result))
+        write_grid(run, saved["images"], saved["labels"], dataset, cfg, result)  # the title gains the accuracy
         return result
     finally:
         if lock is not None:

@@ -35,12 +35,12 @@ from . import formation
 from .augment import siamese_augment
 from .config import ConfigError, DistillConfig  # noqa: F401  (DistillConfig is re-exported)
 from .data import DataError, ImageDataset, load_dataset
+from .environment import write_environment
 from .files import (
     RunFileError,
     append_line,
     atomic_save,
     atomic_write_text,
-    durable_write,
     expect,
     expect_finite_state,
     expect_tensor,
@@ -51,6 +51,7 @@ from .files import (
 from .hardware import Hardware, backward_and_step
 from .methods import Objective
 from .models import ConvNet
+from .pictures import write_grid
 from .pool import network_pool, pool_network
 from .rundir import open_run_dir, write_config
 
@@ -247,6 +248,7 @@ def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, worl
         run.start = _restore_checkpoint(checkpoint, run)
     if rank == 0:
         write_config(path, config)
+        write_environment(path, config)
         # Metrics written after the last checkpoint belong to iterations that will run again.
         metrics = path / "metrics.jsonl"
         kept = [row for row in read_metrics(metrics) if row.get("iteration", -1) < run.start]
@@ -517,21 +519,11 @@ def _finish(run: _Run) -> None:
         },
         run.path / "synthetic.pt",
     )
-    save_grid(images, run.syn_y.cpu(), dataset, config.ipc, run.path / "grid.png")
+    write_grid(run.path, images, run.syn_y.cpu(), dataset, config)  # redrawn with the accuracy by evaluate_run
     if config.num_eval > 0:
         from .evaluate import evaluate_run
 
         evaluate_run(run.path, num_eval=config.num_eval, epochs=config.eval_epochs, dataset=dataset, locked=True)
-
-
-def save_grid(images: torch.Tensor, labels: torch.Tensor, dataset: ImageDataset, ipc: int, path: Path) -> None:
-    """grid.png: a row per class with its name, the stored images enlarged (distill/pictures.py)."""
-    from .pictures import labelled_grid
-
-    shown = (images * dataset.std[None, :, None, None] + dataset.mean[None, :, None, None]).clamp(0, 1)
-    names = dataset.class_names or tuple(str(c) for c in range(dataset.num_classes))
-    grid = labelled_grid(shown, labels, names, per_row=ipc)
-    durable_write(path, lambda f: grid.save(f, format="png"))
 
 
 def _progress(iterable, config: DistillConfig, desc: str):

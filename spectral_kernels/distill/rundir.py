@@ -31,6 +31,7 @@ LOCK_NAME = ".lock"
 FORMAT_KEY, RUN_FORMAT = "format", "spectral-distill run 1"
 # Every file a run writes; --overwrite removes these and nothing else.
 RUN_FILES = ("config.json", "checkpoint.pt", "metrics.jsonl", "synthetic.pt", "grid.png", "eval.json", "net_pool.pt")
+RUN_FILES += ("environment.json",)  # what produced the run, written when it starts (distill/environment.py)
 
 
 class RunBusyError(ConfigError):
