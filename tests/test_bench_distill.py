@@ -68,14 +68,16 @@ def test_steps_quick_writes_every_part_of_every_variant(steps, quick_run):
         assert float(row["speedup_vs_eager"]) == (1.0 if name == "eager" else pytest.approx(
             float(timed["eager", part]["median_ms"]) / float(row["median_ms"]), rel=0.01, abs=0.002))  # fmt: skip
     for row in rows:  # every row says what ran and where
-        assert row["dataset"] == "animals-lt" and row["imbalance"] == "50.0" and row["ipc"] == "10"
+        cell = steps.QUICK
+        assert (row["dataset"], float(row["imbalance"]), int(row["ipc"])) == (cell["dataset"], cell["imbalance"], 10)
         assert row["factor"] == "2" and row["recipe"] == "ncfm" and row["num_freqs"] == "64"
         assert row["cpu_isa"] == torch.backends.cpu.get_cpu_capability() and row["torch"] == torch.__version__
         assert row["device"] == "cpu"
     cli_variants = [n for n in names if n != "channels-last"]
     epochs = {(r["variant"], r["part"]) for r in rows if r["section"] == "epoch"}
     assert {v for v, _ in epochs} == set(cli_variants)
-    assert {p for _, p in epochs} >= {"pool epoch", "evaluation epoch"}
+    assert {p for _, p in epochs} == {"pool epoch", "pool first epoch (with compilation)", "evaluation epoch",
+                                      "evaluation first epoch (with compilation)", "evaluation test pass"}  # fmt: skip
     accuracy = [r for r in rows if r["section"] == "accuracy"]
     assert [r["variant"] for r in accuracy] == cli_variants
     for row in accuracy:
