@@ -39,7 +39,8 @@ Epoch times: `train_convnet` (pool training: the real training set, batches of 1
 median of epochs 2 .. 1 + E, and the first epoch, which includes compilation.
 
 Accuracy: the cell distilled and evaluated through the CLI under each option with the same
-seeds (the pool trained for real, in a temporary cache).
+seeds (the pool trained for real, in a temporary cache; --compile takes eager's pool from it
+and --compile --amp bf16 that of --amp bf16, as the CLI would: the cache key leaves --compile out).
 """
 
 from __future__ import annotations
@@ -151,6 +152,11 @@ class Variant:
     channels_last: bool = False
 
     @property
+    def slug(self) -> str:
+        """A folder name: "eager", "amp-bf16", "compile-amp-bf16", "channels-last"."""
+        return "-".join(word.strip("-") for word in self.name.split())
+
+    @property
     def flags(self) -> list[str]:
         return (["--amp", self.amp] if self.amp != "off" else []) + (["--compile"] if self.compile else [])
 
@@ -219,7 +225,7 @@ def _cache(folder: Path):
 def prepared_run(cell: dict, variant: Variant, device: str, folder: Path):
     """(run, lock): the loop's own set-up of the cell under `variant`, ready for `_step`; never
     checkpoints (iterations and checkpoint_every out of reach), metrics to /dev/null."""
-    config = parse_distill(cell_argv(cell, variant, device, folder / variant.name.replace(" ", "")))
+    config = parse_distill(cell_argv(cell, variant, device, folder / variant.slug))
     if config.calib_weight > 0:
         raise ValueError("the step breakdown times the recipe without the calibration term (--calib-weight 0)")
     config = dataclasses.replace(config, iterations=10**6, checkpoint_every=10**6, num_eval=0).validate()
@@ -423,7 +429,7 @@ def accuracy_rows(cell: dict, chosen: list[Variant], device: str, folder: Path) 
         for variant in chosen:
             if variant.channels_last:
                 continue
-            out = folder / "accuracy" / variant.name.replace(" ", "")
+            out = folder / "accuracy" / variant.slug
             argv = cell_argv(cell, variant, device, out)
             began = time.perf_counter()
             if cli(argv) != 0:

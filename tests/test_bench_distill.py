@@ -43,6 +43,14 @@ def test_the_grid_is_still_the_default_mode(bench):
     assert bench.RESULTS not in quick.parents  # a check never overwrites the committed results
 
 
+def test_fp16_is_timed_only_off_the_cpu(steps):
+    # The CLI refuses --amp fp16 on the CPU (hardware.amp_problem); a GPU gets it, alone and compiled.
+    cpu, cuda = ([v.name for v in steps.variants(d)] for d in ("cpu", "cuda"))
+    assert not any("fp16" in name for name in cpu)
+    assert cuda == cpu[:2] + ["--amp fp16", "--compile", "--compile --amp bf16", "--compile --amp fp16"] + cpu[-1:]
+    assert [v.slug for v in steps.variants("cuda")][-2:] == ["compile-amp-fp16", "channels-last"]
+
+
 @pytest.fixture(scope="module")
 def quick_run(bench, tmp_path_factory):
     # The eager compiler backend: dynamo traces the network as --compile does, without a C compiler.
