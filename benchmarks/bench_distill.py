@@ -4,6 +4,10 @@ factors and IPCs, test accuracy over evaluation seeds, wall time per method.
     python benchmarks/bench_distill.py                 # writes benchmarks/results/distill_cpu.{csv,md}
     python benchmarks/bench_distill.py --quick         # one tiny cell per method, to check the script
     python benchmarks/bench_distill.py --report        # the .md again from the CSV, nothing run
+    python benchmarks/bench_distill.py steps           # a step's parts, epochs and accuracy, eager against
+                                                       # --amp / --compile / channels-last (distill_steps.py):
+                                                       # benchmarks/results/distill_step_<device>.{csv,md}
+    python benchmarks/bench_distill.py steps --quick   # the same, tiny, into a temporary folder
 
 Rows are appended to the CSV as each run finishes (an interrupted grid keeps what it ran; a
 rerun skips the cells already in the CSV), and the Markdown table is rewritten after each.
@@ -18,6 +22,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -121,16 +126,37 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", nargs="?", choices=["grid", "steps"], default="grid")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=str(RESULTS / "distill_cpu"))
-    parser.add_argument("--datasets", nargs="+", default=list(SETTINGS))
-    parser.add_argument("--report", action="store_true", help="rewrite the .md from the existing CSV, run nothing")
-    args = parser.parse_args()
+    parser.add_argument("--out", default=None, help="path stem of the CSV and MD (default under benchmarks/results)")
+    parser.add_argument("--datasets", nargs="+", default=list(SETTINGS), help="grid only")
+    parser.add_argument("--device", default="cpu", help="steps only: the device every phase runs on")
+    parser.add_argument(
+        "--report", action="store_true", help="grid only: rewrite the .md from the existing CSV, run nothing"
+    )
+    args = parser.parse_args(argv)
+    if args.out is None and args.mode == "grid":
+        args.out = str(RESULTS / "distill_cpu")
+    elif args.out is None and args.quick:  # a quick check never overwrites the committed results
+        args.out = str(Path(tempfile.mkdtemp(prefix="bench-distill-steps-")) / "distill_step")
+    elif args.out is None:
+        args.out = str(RESULTS / f"distill_step_{torch.device(args.device).type}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     if args.report:
         path = Path(args.out)
         path.with_suffix(".md").write_text(markdown(list(csv.DictReader(open(path.with_suffix(".csv"))))))
+        return
+    if args.mode == "steps":
+        from distill_steps import run_steps  # this folder is on sys.path when the script runs
+
+        command = "python benchmarks/bench_distill.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        run_steps(Path(args.out), quick=args.quick, device=args.device, command=command.strip())
         return
     if args.quick:
         for s in SETTINGS.values():
