@@ -187,7 +187,12 @@ def _parser() -> argparse.ArgumentParser:
     group["method"].add_argument(
         "--learned-sampler", action="store_true", help="ncfm: train the frequency sampler as a true min-max"
     )
-    group["run"].add_argument("--quiet", action="store_true", help="no progress bars")
+    group["run"].add_argument(
+        "--quiet", action="store_true", help="no progress bars or phase summaries; the result line stays"
+    )
+    group["run"].add_argument(
+        "--verbose", action="store_true", default=False, help="also print the run's config and metrics (as show does)"
+    )
     group["run"].add_argument(
         "--resume", action="store_true", default=False, help="continue an interrupted run in --out"
     )
@@ -204,6 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=None, help="(default: the run's --compile)"
     )
+    e.add_argument("--quiet", action="store_true", help="no progress bar or summary; the result line stays")
     s = sub.add_parser("show", help="print a run's config, metrics and image grid path")
     s.add_argument("run", type=Path)
     return parser
@@ -285,6 +291,19 @@ def _show(run: Path) -> None:
     print(f"image grid: {grid if grid.exists() else 'not written yet'}")
 
 
+def _result_line(run: Path, config: DistillConfig) -> str:
+    """The last line a distillation prints: where its synthetic set is and, if evaluated, its accuracy."""
+    what = f"{run}: {config.method} on {config.dataset}, IPC {config.ipc}"
+    evals = [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == "eval"] if config.num_eval else []
+    if not evals:
+        return f"{what}, written to {run / 'synthetic.pt'} (not evaluated: --num-eval 0)"
+    r = evals[-1]
+    return (
+        f"{what}: accuracy {100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f} % over {r['num_eval']} "
+        f"seeds ({r['epochs']} epochs)"
+    )
+
+
 def _fail(message: str, status: int = 2) -> int:
     print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)  # one line, whatever it holds
     return status
@@ -293,7 +312,8 @@ def _fail(message: str, status: int = 2) -> int:
 def distill_config(args: argparse.Namespace) -> DistillConfig:
     """The options a parsed `distill` command runs with: its config file, then its flags, then
     the preset they name (flags win). Raises ConfigError."""
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "overwrite")}
+    cli_only = ("command", "config", "resume", "overwrite", "verbose")
+    given = {k: v for k, v in vars(args).items() if k not in cli_only}
     values = _read_config_file(args.config) if args.config else {}
     values.update(given)
     return DistillConfig.from_dict(values)
@@ -311,8 +331,10 @@ def main(argv=None) -> int:
             config = distill_config(args)
             check_installed(config.dataset)
             run = distill(config, resume=args.resume, overwrite=args.overwrite)
-            if not config.quiet and int(os.environ.get("RANK", "0")) == 0:
-                _show(run)
+            if int(os.environ.get("RANK", "0")) == 0:
+                if args.verbose:
+                    _show(run)
+                print(_result_line(run, config))  # even with --quiet: what the run produced
         elif args.command == "evaluate":
             from .distill.evaluate import evaluate_run
 
@@ -323,6 +345,7 @@ def main(argv=None) -> int:
                 device=args.device,
                 amp=args.amp,
                 compile=args.compile,
+                quiet=args.quiet,
             )
             print(
                 f"{100 * result['accuracy_mean']:.2f} +- {100 * result['accuracy_std']:.2f} % over "
