@@ -190,8 +190,9 @@ def _parser() -> argparse.ArgumentParser:
     group["run"].add_argument(
         "--quiet", action="store_true", help="no progress bars or phase summaries; the result line stays"
     )
+    # No default=False: absent unless given, so vars(args) stays the options of a DistillConfig (and this flag).
     group["run"].add_argument(
-        "--verbose", action="store_true", default=False, help="also print the run's config and metrics (as show does)"
+        "--verbose", action="store_true", help="also print the run's config and metrics (as show does)"
     )
     group["run"].add_argument(
         "--resume", action="store_true", default=False, help="continue an interrupted run in --out"
@@ -332,7 +333,7 @@ def main(argv=None) -> int:
             check_installed(config.dataset)
             run = distill(config, resume=args.resume, overwrite=args.overwrite)
             if int(os.environ.get("RANK", "0")) == 0:
-                if args.verbose:
+                if getattr(args, "verbose", False):
                     _show(run)
                 print(_result_line(run, config))  # even with --quiet: what the run produced
         elif args.command == "evaluate":
