@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from . import __version__
 from .distill.config import (
     EVAL_OPTIMIZERS,
     EVAL_SCHEDULES,
@@ -33,6 +34,7 @@ from .distill.config import (
 )
 from .distill.data import DATASETS, DataError
 from .distill.files import RunFileError, read_json, read_metrics, read_text
+from .distill.hardware import AMP
 from .distill.loop import distill
 from .distill.methods import HEAD_RULES, METHODS
 from .distill.needs import check_installed
@@ -49,101 +51,166 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _choices(names) -> str:
+    """The allowed values as argparse shows its choices ({a,b,c}), given as the metavar: the
+    values themselves are checked by DistillConfig.validate (see below)."""
+    return "{" + ",".join(names) + "}"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("distill", help="distil a dataset", argument_default=argparse.SUPPRESS)
+    # The options in the groups --help lists them by; a default is written into each help text
+    # once, by hand (no ArgumentDefaultsHelpFormatter: with argument_default=SUPPRESS it has
+    # nothing to print, and texts that explain a None default would say "default" twice).
+    group = {
+        name: d.add_argument_group(name, text)
+        for name, text in (
+            ("data", "the real dataset"),
+            ("method", "what the synthetic images match, and how"),
+            ("recipe", "a preset (--recipe) and the ingredients it sets"),
+            ("optimisation", "the optimiser of the synthetic images"),
+            ("evaluation", "networks trained on the synthetic set, tested on the real test set"),
+            ("run", "where and how the run computes and what it writes and prints"),
+        )
+    }
     defaults = DistillConfig()
     # Names are checked by DistillConfig.validate, not argparse choices, so a bad one gets a
-    # one-line message and exit status 2 like every other bad option.
-    d.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default {defaults.dataset})")
-    d.add_argument("--method", help=f"one of {', '.join(METHODS)} (default {defaults.method})")
-    for name, kind, text in [
-        ("ipc", int, "synthetic images per class"),
-        ("iterations", int, "optimisation steps"),
-        ("seed", int, "seed of every random draw"),
-        ("out", str, "run directory"),
-        ("device", str, "a torch device: cpu, cuda, cuda:N, mps, ... (every phase runs there)"),
-        ("num-eval", int, "evaluation seeds (0: no evaluation)"),
-        ("imbalance", float, "n_max / n_min of the long-tailed training set (-lt datasets: default 10)"),
-        ("data-root", str, "folder holding cifar/imagefolder data (never downloaded)"),
-        ("bandwidth", float, "kernel bandwidth (default: median feature distance per step)"),
-        ("num-freqs", int, "frequencies per step for ncfm/sdd/csdm"),
-        ("alpha-head", float, "CSDM amplitude weight of head classes"),
-        ("width", int, "ConvNet width"),
-        ("net-pool", int, "draw each step's network from this many briefly trained ones (0: fresh random)"),
-        ("pool-epochs", int, "training epochs of each pooled network"),
-        ("batch-real", int, "real images per class per step"),
-        ("lr", float, "Adam learning rate"),
-        ("eval-epochs", int, "training epochs per evaluation"),
-        ("checkpoint-every", int, "iterations between checkpoints"),
-        ("factor", int, "multi-formation: each stored image holds factor x factor images"),
-        ("calib-weight", float, "weight of the calibration term (cross-entropy of the pool's trained network)"),
-        ("weight-decay", float, "weight decay of the synthetic images' optimiser"),
-        ("eval-cutmix", float, "CutMix probability when training evaluation (and pool) networks"),
+    # one-line message and exit status 2 like every other bad option (and a config file's value
+    # the same check); the metavar shows the allowed values.
+    group["data"].add_argument(
+        "--dataset", metavar=_choices(DATASETS), help=f"the real dataset (default {defaults.dataset})"
+    )
+    group["method"].add_argument(
+        "--method", metavar=_choices(METHODS), help=f"the matching loss (default {defaults.method})"
+    )
+    for where, name, kind, text in [
+        ("method", "ipc", int, "synthetic images per class"),
+        ("optimisation", "iterations", int, "optimisation steps"),
+        ("run", "seed", int, "seed of every random draw"),
+        ("run", "out", str, "run directory"),
+        ("run", "device", str, "a torch device: cpu, cuda, cuda:N, mps, ... (every phase runs there)"),
+        ("evaluation", "num-eval", int, "evaluation seeds (0: no evaluation)"),
+        ("data", "imbalance", float, "n_max / n_min of the long-tailed training set (default 10, -lt datasets only)"),
+        ("data", "data-root", str, "folder holding cifar/imagefolder data (never downloaded; no default)"),
+        ("method", "bandwidth", float, "kernel bandwidth (default: the median feature distance of each step)"),
+        ("method", "num-freqs", int, "frequencies per step for ncfm/sdd/csdm"),
+        ("method", "alpha-head", float, "CSDM amplitude weight of head classes"),
+        ("method", "width", int, "ConvNet width"),
+        ("recipe", "net-pool", int, "draw each step's network from this many briefly trained ones (0: fresh random)"),
+        ("recipe", "pool-epochs", int, "training epochs of each pooled network"),
+        ("optimisation", "batch-real", int, "real images per class per step"),
+        (
+            "optimisation",
+            "lr",
+            float,
+            "learning rate of the synthetic images' optimiser (--optimizer: adam or adamw) and of the ncfm sampler",
+        ),
+        ("evaluation", "eval-epochs", int, "training epochs per evaluation"),
+        ("run", "checkpoint-every", int, "iterations between checkpoints"),
+        ("recipe", "factor", int, "multi-formation: each stored image holds factor x factor images"),
+        (
+            "recipe",
+            "calib-weight",
+            float,
+            "weight of the calibration term (cross-entropy of the pool's trained network)",
+        ),
+        ("recipe", "weight-decay", float, "weight decay of the synthetic images' optimiser"),
+        ("evaluation", "eval-cutmix", float, "CutMix probability when training evaluation (and pool) networks"),
     ]:
         default = getattr(defaults, name.replace("-", "_"))
         limits = INT_LIMITS.get(name.replace("-", "_"))
         bounds = f", {limits[0]}..{limits[1]}" if limits else ""
-        d.add_argument(f"--{name}", type=kind, help=f"{text} (default {default}{bounds})")
-    d.add_argument(
+        said = f" (default {default}{bounds})" if default is not None else ""  # a None default: the text says it
+        group[where].add_argument(f"--{name}", type=kind, help=f"{text}{said}")
+    group["recipe"].add_argument(
         "--recipe",
-        help=f"preset of the options below, one of {', '.join(RECIPES)} (default {defaults.recipe}); "
-        "options given explicitly win over it",
+        metavar=_choices(RECIPES),
+        help=f"preset of the options of this group (default {defaults.recipe}); options given explicitly win over it",
     )
-    for name, allowed in (
-        ("optimizer", OPTIMIZERS),
-        ("lr-schedule", LR_SCHEDULES),
-        ("eval-optimizer", EVAL_OPTIMIZERS),
-        ("eval-schedule", tuple(EVAL_SCHEDULES)),
+    for where, name, allowed, text in (
+        ("optimisation", "optimizer", OPTIMIZERS, "optimiser of the synthetic images"),
+        (
+            "optimisation",
+            "lr-schedule",
+            LR_SCHEDULES,
+            "plateau: the rate x0.5 after iterations / 40 steps without gain",
+        ),
+        ("evaluation", "eval-optimizer", EVAL_OPTIMIZERS, "sgd (lr 0.01, momentum 0.9) or adamw (lr 1e-3)"),
+        (
+            "evaluation",
+            "eval-schedule",
+            tuple(EVAL_SCHEDULES),
+            "half: x0.1 at half the epochs; steps: x0.5 at each fifth",
+        ),
     ):
-        d.add_argument(
-            f"--{name}", help=f"one of {', '.join(allowed)} (default {getattr(defaults, name.replace('-', '_'))})"
+        group[where].add_argument(
+            f"--{name}", metavar=_choices(allowed), help=f"{text} (default {getattr(defaults, name.replace('-', '_'))})"
         )
-    d.add_argument(
+    group["recipe"].add_argument(
         "--pool-interpolate",
         action=argparse.BooleanOptionalAction,
         help="match features of lambda * init + (1 - lambda) * trained pool weights, lambda ~ U(0, 1) per step",
     )
-    d.add_argument(
+    group["recipe"].add_argument(
         "--clamp-pixels", action=argparse.BooleanOptionalAction, help="keep the synthetic pixels in the valid range"
     )
-    d.add_argument(
+    group["recipe"].add_argument(
         "--init-fill",
-        help=f"tiles of a class with fewer real images than ipc x factor^2: {', '.join(INIT_FILLS)} "
+        metavar=_choices(INIT_FILLS),
+        help="tiles of a class with fewer real images than ipc x factor^2 "
         f"(repeat: its real images again, each copy augmented; default {defaults.init_fill})",
     )
-    d.add_argument("--kernel", help=f"one of {', '.join(SPECTRAL_KERNELS)} (default {defaults.kernel})")
-    d.add_argument(
+    group["method"].add_argument(
+        "--kernel", metavar=_choices(SPECTRAL_KERNELS), help=f"the spectral kernel (default {defaults.kernel})"
+    )
+    group["method"].add_argument(
         "--frequencies",
-        help=f"how ncfm/sdd/csdm draw frequencies: {', '.join(STRUCTURES)} "
+        metavar=_choices(STRUCTURES),
+        help="how ncfm/sdd/csdm draw frequencies "
         f"(orthogonal and hadamard: radial kernels only; default {defaults.frequencies})",
     )
-    d.add_argument(
-        "--head-rule", help=f"CSDM head/tail rule, one of {', '.join(HEAD_RULES)} (default {defaults.head_rule})"
+    group["method"].add_argument(
+        "--head-rule", metavar=_choices(HEAD_RULES), help=f"CSDM head/tail rule (default {defaults.head_rule})"
     )
-    d.add_argument(
+    group["run"].add_argument(
         "--amp",
-        help=f"autocast of the ConvNet in every phase: off, bf16 or fp16 (a GPU's); the loss stays float32 "
+        metavar=_choices(AMP),
+        help=f"autocast of the ConvNet in every phase (bf16, fp16: a GPU's); the loss stays float32 "
         f"(default {defaults.amp})",
     )
-    d.add_argument(
+    group["run"].add_argument(
         "--compile", action=argparse.BooleanOptionalAction, help="torch.compile the ConvNet (fullgraph) in every phase"
     )
-    d.add_argument("--learned-sampler", action="store_true", help="ncfm: train the frequency sampler as a true min-max")
-    d.add_argument("--quiet", action="store_true", help="no progress bars")
-    d.add_argument("--resume", action="store_true", default=False, help="continue an interrupted run in --out")
-    d.add_argument("--overwrite", action="store_true", default=False, help="replace an existing run in --out")
-    d.add_argument("--config", type=Path, default=None, help="JSON or YAML file of the same options")
+    group["method"].add_argument(
+        "--learned-sampler", action="store_true", help="ncfm: train the frequency sampler as a true min-max"
+    )
+    group["run"].add_argument(
+        "--quiet", action="store_true", help="no progress bars or phase summaries; the result line stays"
+    )
+    # No default=False: absent unless given, so vars(args) stays the options of a DistillConfig (and this flag).
+    group["run"].add_argument(
+        "--verbose", action="store_true", help="also print the run's config and metrics (as show does)"
+    )
+    group["run"].add_argument(
+        "--resume", action="store_true", default=False, help="continue an interrupted run in --out"
+    )
+    group["run"].add_argument(
+        "--overwrite", action="store_true", default=False, help="replace an existing run in --out"
+    )
+    group["run"].add_argument("--config", type=Path, default=None, help="JSON or YAML file of the same options")
     e = sub.add_parser("evaluate", help="evaluate a run's synthetic set")
     e.add_argument("run", type=Path)
     e.add_argument("--num-eval", type=int, default=3, help="evaluation seeds, 1..1000000 (default 3)")
     e.add_argument("--eval-epochs", type=int, default=None, help="training epochs per evaluation (default: the run's)")
     e.add_argument("--device", default=None, help="where the networks train (default: the run's --device)")
-    e.add_argument("--amp", default=None, help="off, bf16 or fp16 (default: the run's --amp)")
+    e.add_argument("--amp", metavar=_choices(AMP), default=None, help="autocast (default: the run's --amp)")
     e.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=None, help="(default: the run's --compile)"
     )
+    e.add_argument("--quiet", action="store_true", help="no progress bar or summary; the result line stays")
     s = sub.add_parser("show", help="print a run's config, metrics and image grid path")
     s.add_argument("run", type=Path)
     return parser
@@ -251,6 +318,16 @@ def _accuracy_text(r: dict) -> str:
     return text
 
 
+def _result_line(run: Path, config: DistillConfig) -> str:
+    """The last line a distillation prints: where its synthetic set is and, if evaluated, its accuracy."""
+    what = f"{run}: {config.method} on {config.dataset}, IPC {config.ipc}"
+    evals = [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == "eval"] if config.num_eval else []
+    if not evals:
+        return f"{what}, written to {run / 'synthetic.pt'} (not evaluated: --num-eval 0)"
+    r = evals[-1]
+    return f"{what}: accuracy {_accuracy_text(r)} ({r['epochs']} epochs)"
+
+
 def _fail(message: str, status: int = 2) -> int:
     print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)  # one line, whatever it holds
     return status
@@ -259,7 +336,8 @@ def _fail(message: str, status: int = 2) -> int:
 def distill_config(args: argparse.Namespace) -> DistillConfig:
     """The options a parsed `distill` command runs with: its config file, then its flags, then
     the preset they name (flags win). Raises ConfigError."""
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "overwrite")}
+    cli_only = ("command", "config", "resume", "overwrite", "verbose")
+    given = {k: v for k, v in vars(args).items() if k not in cli_only}
     values = _read_config_file(args.config) if args.config else {}
     values.update(given)
     return DistillConfig.from_dict(values)
@@ -277,8 +355,10 @@ def main(argv=None) -> int:
             config = distill_config(args)
             check_installed(config.dataset)
             run = distill(config, resume=args.resume, overwrite=args.overwrite)
-            if not config.quiet and int(os.environ.get("RANK", "0")) == 0:
-                _show(run)
+            if int(os.environ.get("RANK", "0")) == 0:
+                if getattr(args, "verbose", False):
+                    _show(run)
+                print(_result_line(run, config))  # even with --quiet: what the run produced
         elif args.command == "evaluate":
             from .distill.evaluate import evaluate_run
 
@@ -289,6 +369,7 @@ def main(argv=None) -> int:
                 device=args.device,
                 amp=args.amp,
                 compile=args.compile,
+                quiet=args.quiet,
             )
             print(_accuracy_text(result))
         else:

@@ -29,6 +29,7 @@ from .files import RunFileError, append_line, atomic_write_text, expect, expect_
 from .hardware import Hardware, backward_and_step, weights_finite
 from .models import ConvNet
 from .pictures import write_grid
+from .progress import Phase
 from .rundir import RunLock, saved_config
 from .stats import summarise
 
@@ -73,12 +74,14 @@ def train_convnet(
     batch_size: int = 256,
     hardware: Hardware | None = None,
     what: str = "training",
+    on_epoch=None,
 ) -> ConvNet:
     """A fresh ConvNet trained on (images, labels): SGD (lr 0.01, momentum 0.9, wd 5e-4) or AdamW
     (lr 1e-3, wd 0.01), the learning rate times `gamma` at each fraction of the epochs in
     `milestones`, the Siamese augmentation per batch, then CutMix with probability cutmix_prob.
     Network, optimiser, data and augmentation on hardware.device, the forward under its autocast
-    and compilation. Weights that become non-finite raise DivergedError naming `what`."""
+    and compilation. Weights that become non-finite raise DivergedError naming `what`.
+    on_epoch(epoch, mean loss) is called after each epoch (progress bars)."""
     from .loop import DivergedError
 
     hardware = hardware or Hardware()  # the CPU in float32, eager
@@ -97,6 +100,7 @@ def train_convnet(
     schedule = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=gamma)
     net.train()
     for epoch in range(epochs):
+        seen = torch.zeros((), device=hardware.device)  # the epoch's summed loss, read once at its end
         order = torch.randperm(images.shape[0], generator=gen).to(hardware.device)
         for start in range(0, images.shape[0], batch_size):
             idx = order[start : start + batch_size]
@@ -112,6 +116,8 @@ def train_convnet(
             )
             opt.zero_grad()
             backward_and_step(loss, opt, scaler)
+            if on_epoch is not None:
+                seen += loss.detach() * idx.numel()
         schedule.step()
         # Once per epoch (one synchronisation): NaN weights would otherwise train on silently
         # and report chance accuracy.
@@ -119,6 +125,8 @@ def train_convnet(
             precision = f" under --amp {hardware.amp}" if hardware.amp != "off" else ""
             hint = "--amp off may help" if hardware.amp != "off" else "check the images it trains on (--clamp-pixels)"
             raise DivergedError(f"{what}, epoch {epoch}: the network's weights became non-finite{precision}; {hint}")
+        if on_epoch is not None:
+            on_epoch(epoch, float(seen) / images.shape[0])
     return net.eval()
 
 
@@ -228,6 +236,11 @@ def load_synthetic(path: Path) -> dict:
     return saved
 
 
+def _acc(accs: list) -> dict:
+    """The accuracies so far, for the bar: the last seed's and the mean."""
+    return {"acc": f"{100 * accs[-1]:.1f}%", "mean": f"{100 * sum(accs) / len(accs):.1f}%"} if accs else {}
+
+
 def evaluate_run(
     run: str | Path,
     *,
@@ -238,10 +251,12 @@ def evaluate_run(
     device: str | None = None,
     amp: str | None = None,
     compile: bool | None = None,
+    quiet: bool = False,
 ) -> dict:
     """Evaluate run/synthetic.pt; appends an "eval" row to metrics.jsonl and writes eval.json.
     device, amp and compile default to the run's own (its config); a "phase" row before the
-    "eval" row records where the networks ran.
+    "eval" row records where the networks ran. Unless quiet, a bar shows the seed, epoch and
+    accuracies so far, and a summary line follows (distill/progress.py).
 
     Holds the run's lock while it works (unless the caller, the distillation itself, holds it:
     locked=True). Raises RunFileError for a missing or damaged synthetic.pt, ConfigError for
@@ -288,21 +303,29 @@ def evaluate_run(
         images, labels = formation.decode(images, cfg.factor), formation.decoded_labels(labels, cfg.factor)
         began = time.perf_counter()
         append_line(run / "metrics.jsonl", json.dumps(hardware.phase("evaluation")))
-        runs = [
-            train_and_test(
-                images,
-                labels,
-                dataset,
-                seed=cfg.seed * 1000 + k,
-                epochs=epochs,
-                width=cfg.width,
-                hardware=hardware,
-                what=f"evaluation network {k}",
-                by_class=True,
-                **evaluation_training(cfg),
-            )
-            for k in range(num_eval)
-        ]
+        runs = []
+        with Phase("evaluation", num_eval * epochs, unit="epoch", quiet=quiet) as phase:
+            for k in range(num_eval):
+                accs = [acc for acc, _ in runs]
+                runs.append(
+                    train_and_test(
+                        images,
+                        labels,
+                        dataset,
+                        seed=cfg.seed * 1000 + k,
+                        epochs=epochs,
+                        width=cfg.width,
+                        hardware=hardware,
+                        what=f"evaluation network {k}",
+                        by_class=True,
+                        on_epoch=lambda epoch, loss, k=k, accs=accs: phase.advance(
+                            seed=f"{k + 1}/{num_eval}", epoch=f"{epoch + 1}/{epochs}", loss=f"{loss:.3g}", **_acc(accs)
+                        ),
+                        **evaluation_training(cfg),
+                    )
+                )
+                phase.show(seed=f"{k + 1}/{num_eval}", epoch=f"{epochs}/{epochs}", **_acc([acc for acc, _ in runs]))
+            phase.summary = f"{num_eval} networks x {epochs} epochs trained and tested in {phase.seconds:.1f} s"
         imbalance = (
             cfg.imbalance if cfg.imbalance is not None else DEFAULT_LT_IMBALANCE if cfg.dataset.endswith("-lt") else 1
         )

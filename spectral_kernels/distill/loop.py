@@ -20,7 +20,6 @@ learning-rate schedule where the recipe asks for it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -53,6 +52,7 @@ from .methods import Objective
 from .models import ConvNet
 from .pictures import write_grid
 from .pool import network_pool, pool_network
+from .progress import Phase
 from .rundir import open_run_dir, write_config
 
 
@@ -184,16 +184,27 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
             torch.distributed.barrier()
         run = _set_up(config, dataset, group, rank, world, resume=resume)
         began = time.perf_counter()
-        progress = _progress(
-            range(run.start, run.iterations),
-            config if rank == 0 else dataclasses.replace(config, quiet=True),
+        # A bar of the iterations (loss, it/s, ETA) and a summary line (distill/progress.py), rank 0's.
+        phase = Phase(
+            "matching",
+            run.iterations,
+            initial=run.start,
             desc=f"{config.method} on {config.dataset}",
+            quiet=config.quiet or rank != 0 or run.start >= run.iterations,
         )
-        with open_append(run.path / "metrics.jsonl") if rank == 0 else open(os.devnull, "a") as run.metrics:
-            for it in progress:
+        with phase, open_append(run.path / "metrics.jsonl") if rank == 0 else open(os.devnull, "a") as run.metrics:
+            for it in range(run.start, run.iterations):
                 if on_iteration is not None:
                     on_iteration(it)
-                _step(run, it, began)
+                loss = _step(run, it, began)
+                phase.advance(loss=f"{loss:.4g}")
+            done = run.iterations - run.start
+            phase.summary = (
+                f"{done} iterations{f' (resumed at {run.start})' if run.start else ''} in {phase.seconds:.1f} s, "
+                f"{done / max(phase.seconds, 1e-9):.2f} it/s, last loss {loss:.6g}"
+                if done
+                else None
+            )
         if group is not None:
             torch.distributed.barrier()
         if rank == 0:
@@ -426,7 +437,8 @@ def _networks(run: _Run, gen: torch.Generator, seed: int) -> bool:
     return calibrated
 
 
-def _step(run: _Run, it: int, began: float) -> None:
+def _step(run: _Run, it: int, began: float) -> float:
+    """One iteration; returns its loss (the total, with the calibration term)."""
     config, device = run.config, run.device
     seed = iteration_seed(config.seed, it)
     gen = torch.Generator().manual_seed(seed)
@@ -479,7 +491,7 @@ def _step(run: _Run, it: int, began: float) -> None:
     if run.scheduler is not None:
         run.scheduler.step(value)
     if run.rank != 0:
-        return
+        return value
     row = {"iteration": it, "loss": float(loss.detach()), "seconds": round(time.perf_counter() - began, 3)}
     if calib is not None:
         row["calibration"] = float(calib.detach())
@@ -498,6 +510,7 @@ def _step(run: _Run, it: int, began: float) -> None:
             },
             run.path / "checkpoint.pt",
         )
+    return value
 
 
 def _diverged(it: int, what: str, every: int) -> str:
@@ -523,12 +536,11 @@ def _finish(run: _Run) -> None:
     if config.num_eval > 0:
         from .evaluate import evaluate_run
 
-        evaluate_run(run.path, num_eval=config.num_eval, epochs=config.eval_epochs, dataset=dataset, locked=True)
-
-
-def _progress(iterable, config: DistillConfig, desc: str):
-    if config.quiet:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
+        evaluate_run(
+            run.path,
+            num_eval=config.num_eval,
+            epochs=config.eval_epochs,
+            dataset=dataset,
+            locked=True,
+            quiet=config.quiet,
+        )

@@ -31,6 +31,7 @@ from .data import ImageDataset
 from .files import RunFileError, atomic_save, expect, expect_finite_state, load_torch_file
 from .hardware import Hardware
 from .models import ConvNet
+from .progress import Phase, say
 
 CACHE_ENV = "SPECTRAL_KERNELS_CACHE"
 # Step schedule of the pool's training: x0.2 at 2/3 and 5/6 of the epochs (NCFM's pretraining).
@@ -72,30 +73,38 @@ def _train_pool(config: DistillConfig, dataset: ImageDataset, seed_of) -> list[d
     hardware = Hardware.of(config)
     train_x, train_y = dataset.train_x.to(hardware.device), dataset.train_y.to(hardware.device)  # once for all K
     pool = []
-    for k in range(config.net_pool):
-        seed = seed_of(k)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            init = ConvNet(
-                dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width
-            ).state_dict()
-        net = train_convnet(
-            train_x,
-            train_y,
-            dataset,
-            seed=seed,
-            epochs=config.pool_epochs,
-            width=config.width,
-            optimizer="sgd",
-            milestones=POOL_MILESTONES,
-            gamma=POOL_GAMMA,
-            cutmix_prob=config.eval_cutmix,
-            batch_size=POOL_BATCH,
-            hardware=hardware,
-            what=f"pool network {k}",
+    with Phase("pool", config.net_pool * config.pool_epochs, unit="epoch", quiet=config.quiet) as phase:
+        for k in range(config.net_pool):
+            seed = seed_of(k)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                init = ConvNet(
+                    dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width
+                ).state_dict()
+            net = train_convnet(
+                train_x,
+                train_y,
+                dataset,
+                seed=seed,
+                epochs=config.pool_epochs,
+                width=config.width,
+                optimizer="sgd",
+                milestones=POOL_MILESTONES,
+                gamma=POOL_GAMMA,
+                cutmix_prob=config.eval_cutmix,
+                batch_size=POOL_BATCH,
+                hardware=hardware,
+                what=f"pool network {k}",
+                on_epoch=lambda epoch, loss, k=k: phase.advance(
+                    network=f"{k + 1}/{config.net_pool}", epoch=f"{epoch + 1}/{config.pool_epochs}", loss=f"{loss:.3g}"
+                ),
+            )
+            trained = {k_: v.detach().cpu() for k_, v in net.state_dict().items()}
+            pool.append({"init": {k_: v.clone() for k_, v in init.items()}, "trained": trained})
+        phase.summary = (
+            f"{config.net_pool} networks x {config.pool_epochs} epochs trained on {hardware.device} "
+            f"in {phase.seconds:.1f} s"
         )
-        trained = {k_: v.detach().cpu() for k_, v in net.state_dict().items()}
-        pool.append({"init": {k_: v.clone() for k_, v in init.items()}, "trained": trained})
     return pool
 
 
@@ -136,6 +145,7 @@ def network_pool(
         if cached.is_file():
             pool = check_pool(cached, load_torch_file(cached, "cached network pool"), config, dataset)
             record({"event": "phase", "phase": "pool", "loaded": "cache"})
+            say("pool", f"{config.net_pool} networks loaded from the cache ({cached})", quiet=config.quiet)
         else:
             record(Hardware.of(config).phase("pool"))
             pool = _train_pool(config, dataset, seed_of)
