@@ -82,9 +82,9 @@ def test_quiet_keeps_the_result_line_of_distill_and_evaluate(tmp_path, monkeypat
     assert err == "" and len(out.splitlines()) == 1 and str(run) in out and "not evaluated" in out, (out, err)
     evaluate = ["evaluate", run, "--num-eval", 1, "--eval-epochs", 1]
     out, err = _cli(evaluate, monkeypatch, capsys, tmp_path, bars="1")
-    assert _drawn(err, "evaluation", "seed=1/1", "acc=") and "1 seeds" in out.splitlines()[-1], (out, err)
+    assert _drawn(err, "evaluation", "seed=1/1", "acc=") and "over 1 seed" in out.splitlines()[-1], (out, err)
     out, err = _cli([*evaluate, "--quiet"], monkeypatch, capsys, tmp_path, bars="1")
-    assert err == "" and len(out.splitlines()) == 1 and "1 seeds" in out, (out, err)
+    assert err == "" and len(out.splitlines()) == 1 and "over 1 seed" in out, (out, err)
 
 
 def test_verbose_adds_the_config_and_metrics(tmp_path, monkeypatch, capsys):
