@@ -32,7 +32,7 @@ from .distill.config import (
     DistillConfig,
 )
 from .distill.data import DATASETS, DataError
-from .distill.files import RunFileError, read_metrics, read_text
+from .distill.files import RunFileError, iter_metrics, read_text
 from .distill.loop import distill
 from .distill.methods import HEAD_RULES, METHODS
 from .distill.rundir import saved_config
@@ -186,18 +186,19 @@ def _parse_yaml(text: str, path: Path):
 
 def _show(run: Path) -> None:
     config = saved_config(run)  # RunFileError (one line) for a missing or damaged config.json
-    rows = read_metrics(run / "metrics.jsonl")
+    last, evaluations = None, []  # the log is streamed: it may hold 10^9 rows
+    for row in iter_metrics(run / "metrics.jsonl"):
+        if "iteration" in row:
+            last = row
+        if row.get("event") == "eval":
+            evaluations.append(row)
     print(f"run: {run}")
     print("config:")
     for key, value in config.to_dict().items():
         print(f"  {key}: {value}")
-    steps = [r for r in rows if "iteration" in r]
-    if steps:
-        print(
-            f"iterations run: {steps[-1]['iteration'] + 1}, last loss {steps[-1]['loss']:.6g}, "
-            f"{steps[-1]['seconds']:.1f} s"
-        )
-    for r in (r for r in rows if r.get("event") == "eval"):
+    if last is not None:
+        print(f"iterations run: {last['iteration'] + 1}, last loss {last['loss']:.6g}, {last['seconds']:.1f} s")
+    for r in evaluations:
         print(
             f"evaluation: {100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f} % over {r['num_eval']} "
             f"seeds ({r['epochs']} epochs)"

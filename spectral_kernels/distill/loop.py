@@ -20,6 +20,7 @@ learning-rate schedule where the recipe asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -33,20 +34,10 @@ import torch.nn.functional as F
 
 from . import formation
 from .augment import siamese_augment
-from .config import ConfigError, DistillConfig  # noqa: F401  (DistillConfig is re-exported)
+from .config import ConfigError, DistillConfig, first_difference, flag  # noqa: F401  (DistillConfig is re-exported)
 from .data import DataError, ImageDataset, load_dataset
-from .files import (
-    RunFileError,
-    atomic_save,
-    atomic_write_text,
-    durable_write,
-    expect,
-    expect_finite_state,
-    expect_tensor,
-    load_torch_file,
-    open_append,
-    read_metrics,
-)
+from .files import RunFileError, expect, expect_finite_state, expect_tensor, iter_metrics, load_torch_file
+from .manifest import AppendLog, save_run_file, write_run_file
 from .methods import Objective
 from .models import ConvNet
 from .pool import network_pool, pool_network
@@ -172,7 +163,7 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
             config if rank == 0 else dataclasses.replace(config, quiet=True),
             desc=f"{config.method} on {config.dataset}",
         )
-        with open_append(run.path / "metrics.jsonl") if rank == 0 else open(os.devnull, "a") as run.metrics:
+        with AppendLog(run.path / "metrics.jsonl") if rank == 0 else contextlib.nullcontext() as run.metrics:
             for it in progress:
                 if on_iteration is not None:
                     on_iteration(it)
@@ -229,10 +220,17 @@ def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, worl
         run.start = _restore_checkpoint(checkpoint, run)
     if rank == 0:
         write_config(path, config)
-        # Metrics written after the last checkpoint belong to iterations that will run again.
+        # Metrics written after the last checkpoint belong to iterations that will run again. The
+        # log is streamed (it may hold 10^9 rows); the old one is read while the new one is written.
         metrics = path / "metrics.jsonl"
-        kept = [row for row in read_metrics(metrics) if row.get("iteration", -1) < run.start]
-        atomic_write_text("".join(json.dumps(row) + "\n" for row in kept), metrics)
+        write_run_file(
+            metrics,
+            lambda f: f.writelines(
+                (json.dumps(row) + "\n").encode()
+                for row in iter_metrics(metrics)
+                if row.get("iteration", -1) < run.start
+            ),
+        )
     if config.net_pool and run.iterations > run.start:
         run.pool = network_pool(
             config, dataset, path, rank=rank, group=group, seed_of=lambda k: iteration_seed(config.seed, -1 - k)
@@ -254,6 +252,20 @@ def _restore_checkpoint(path: Path, run: _Run) -> int:
     expect(
         isinstance(state, dict) and keys <= set(state), path, f"not a checkpoint (expected a dict with {sorted(keys)})"
     )
+    recorded = state.get("config")
+    expect(
+        isinstance(recorded, dict),
+        path,
+        "records no options of the run that wrote it (a checkpoint of an older version, or not this run's); "
+        "it cannot be checked against this run",
+    )
+    difference = first_difference(recorded, run.config.to_dict(), ignore=DistillConfig.RESUMABLE_CHANGES)
+    if difference is not None:
+        name, then, now = difference
+        raise RunFileError(
+            f"--resume: {path} was written by a run with {flag(name)} {then}, not {now} as this run's options say "
+            "(config.json edited?); it is not this run's checkpoint, nothing was changed"
+        )
     iteration = state["iteration"]
     expect(
         isinstance(iteration, int) and not isinstance(iteration, bool) and 0 <= iteration <= run.iterations,
@@ -427,10 +439,10 @@ def _step(run: _Run, it: int, began: float) -> None:
         row["calibration"] = float(calib.detach())
     run.metrics.write(json.dumps(row) + "\n")
     if (it + 1) % config.checkpoint_every == 0 or it + 1 == run.iterations:
-        run.metrics.flush()  # the rows up to a checkpoint are durable with it
-        os.fsync(run.metrics.fileno())
-        atomic_save(
+        run.metrics.record()  # the rows up to a checkpoint are durable with it, and recorded as the run's
+        save_run_file(
             {
+                "config": config.to_dict(),  # what run this is: --resume refuses a checkpoint of another
                 "iteration": it + 1,
                 "images": run.syn.detach().cpu(),
                 "optimizer": run.optimizer.state_dict(),
@@ -450,7 +462,7 @@ def _diverged(it: int, what: str, every: int) -> str:
 def _finish(run: _Run) -> None:
     config, dataset = run.config, run.dataset
     images = run.syn.detach().cpu()
-    atomic_save(
+    save_run_file(
         {
             "images": images,
             "labels": run.syn_y.cpu(),
@@ -474,7 +486,7 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor, dataset: ImageDataset,
     shown = (images * dataset.std[None, :, None, None] + dataset.mean[None, :, None, None]).clamp(0, 1)
     names = dataset.class_names or tuple(str(c) for c in range(dataset.num_classes))
     grid = labelled_grid(shown, labels, names, per_row=ipc)
-    durable_write(path, lambda f: grid.save(f, format="png"))
+    write_run_file(path, lambda f: grid.save(f, format="png"))
 
 
 def _progress(iterable, config: DistillConfig, desc: str):
