@@ -1615,8 +1615,9 @@ CLI_CASES = [
             shutil.copy(_TEMPLATES["done"] / "config.json", d / "mine" / "config.json"),
             *((d / "mine" / name).write_text(f"my {name}") for name in ("grid.png", "metrics.jsonl", "eval.json")),
         ),
-        after=lambda d: all(
-            (d / "mine" / name).read_text() == f"my {name}" for name in ("grid.png", "metrics.jsonl", "eval.json")
+        after=lambda d: (
+            all((d / "mine" / name).read_text() == f"my {name}" for name in ("grid.png", "metrics.jsonl", "eval.json"))
+            and not (d / "mine" / ".lock").exists()
         ),
     ),
     Cli(

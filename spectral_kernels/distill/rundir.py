@@ -235,13 +235,15 @@ def _refuse_if_not_a_run(run: Path) -> None:
 def _check_take_over(run: Path, config: DistillConfig, *, resume: bool, overwrite: bool, locked: bool) -> bool:
     """Every refusal of taking over `run`, changing nothing; returns whether it holds a run.
 
-    Without the lock, the files are checked against the manifest only where there is none: a
-    run at work may be between recording a file and renaming it into place (and a run of this
-    version writes its manifest before its first file, so a folder without one is no live run)."""
+    Without the lock, a folder with a manifest gets only the check that it is a run: it may be
+    a run at work (which must be refused as in use, first), between recording a file and
+    renaming it into place. A run of this version writes its manifest before its first file, so
+    a folder without one is no live run, and every refusal can come before the lock file."""
     _refuse_if_not_a_run(run)
     if not _contents(run):
         return False
-    check_files = locked or read_manifest(run) is None
+    if not locked and read_manifest(run) is not None:
+        return True
     saved = saved_config(run)
     if resume:
         current, previous = config.to_dict(), saved.to_dict()
@@ -250,11 +252,9 @@ def _check_take_over(run: Path, config: DistillConfig, *, resume: bool, overwrit
             raise ConfigError(
                 f"--resume: options differ from the interrupted run's config.json: {', '.join(differing)}"
             )
-        if check_files:
-            refuse_files_not_owned(run, RESULT_FILES, "--resume")
+        refuse_files_not_owned(run, RESULT_FILES, "--resume")
     elif overwrite:
-        if check_files:
-            refuse_files_not_owned(run, RUN_FILES, "--overwrite")
+        refuse_files_not_owned(run, RUN_FILES, "--overwrite")
     else:
         raise ConfigError(f"{run} already holds a run; pass --resume to continue it or --overwrite to replace it")
     return True
