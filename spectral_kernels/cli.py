@@ -33,7 +33,7 @@ from .distill.config import (
     DistillConfig,
 )
 from .distill.data import DATASETS, DataError
-from .distill.files import RunFileError, read_json, read_metrics, read_text
+from .distill.files import RunFileError, iter_metrics, read_json, read_text
 from .distill.hardware import AMP
 from .distill.loop import distill
 from .distill.methods import HEAD_RULES, METHODS
@@ -269,21 +269,24 @@ def _parse_yaml(text: str, path: Path):
 
 def _show(run: Path) -> None:
     config = saved_config(run)  # RunFileError (one line) for a missing or damaged config.json
-    rows = read_metrics(run / "metrics.jsonl")
+    last, phases, evaluations = None, [], []  # the log is streamed: it may hold 10^9 rows
+    for row in iter_metrics(run / "metrics.jsonl"):
+        if "iteration" in row:
+            last = row
+        if row.get("event") == "phase":
+            phases.append(row)
+        if row.get("event") == "eval":
+            evaluations.append(row)
     print(f"run: {run}")
     print("config:")
     for key, value in config.to_dict().items():
         print(f"  {key}: {value}")
-    steps = [r for r in rows if "iteration" in r]
-    if steps:
-        print(
-            f"iterations run: {steps[-1]['iteration'] + 1}, last loss {steps[-1]['loss']:.6g}, "
-            f"{steps[-1]['seconds']:.1f} s"
-        )
-    for r in (r for r in rows if r.get("event") == "phase"):
+    if last is not None:
+        print(f"iterations run: {last['iteration'] + 1}, last loss {last['loss']:.6g}, {last['seconds']:.1f} s")
+    for r in phases:
         where = f"loaded from the {r['loaded']}" if "loaded" in r else f"on {r.get('device')}, amp {r.get('amp')}"
         print(f"{r.get('phase')}: {where}{', compiled' if r.get('compile') else ''}")
-    for r in (r for r in rows if r.get("event") == "eval"):
+    for r in evaluations:
         print(f"evaluation: {_accuracy_text(r)} ({r['epochs']} epochs)")
         if r.get("per_class_accuracy"):
             print("  per class: " + " ".join("-" if a is None else f"{100 * a:.1f}" for a in r["per_class_accuracy"]))
@@ -321,7 +324,7 @@ def _accuracy_text(r: dict) -> str:
 def _result_line(run: Path, config: DistillConfig) -> str:
     """The last line a distillation prints: where its synthetic set is and, if evaluated, its accuracy."""
     what = f"{run}: {config.method} on {config.dataset}, IPC {config.ipc}"
-    evals = [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == "eval"] if config.num_eval else []
+    evals = [r for r in iter_metrics(run / "metrics.jsonl") if r.get("event") == "eval"] if config.num_eval else []
     if not evals:
         return f"{what}, written to {run / 'synthetic.pt'} (not evaluated: --num-eval 0)"
     r = evals[-1]

@@ -1752,7 +1752,7 @@ CLI_CASES = [
     Cli(
         "evaluate eval-epochs zero",
         ["evaluate", "{d}/run", "--eval-epochs", "0"],
-        ["--epochs", "0"],
+        ["--eval-epochs", "0"],
         setup=_copy("done"),
     ),
     Cli(
@@ -1971,6 +1971,301 @@ CLI_CASES = [
     ),
     # -- end of library values and sizes, through the CLI
     # -- trust round 3: run folders, checkpoints and synthetic sets, through the CLI
+    # A folder holding a copied config.json beside the user's own results: --overwrite must
+    # keep every file the run did not write, and say which (the run's manifest.json decides).
+    Cli(
+        "overwrite a copied config.json beside the user's results",
+        ["distill", *FAST_CLI, "--out", "{d}/mine", "--overwrite"],
+        ["not this run's", "grid.png", "metrics.jsonl", "eval.json", "nothing was removed"],
+        setup=lambda d: (
+            (d / "mine").mkdir(),
+            shutil.copy(_TEMPLATES["done"] / "config.json", d / "mine" / "config.json"),
+            *((d / "mine" / name).write_text(f"my {name}") for name in ("grid.png", "metrics.jsonl", "eval.json")),
+        ),
+        after=lambda d: (
+            all((d / "mine" / name).read_text() == f"my {name}" for name in ("grid.png", "metrics.jsonl", "eval.json"))
+            and not (d / "mine" / ".lock").exists()
+        ),
+    ),
+    Cli(
+        "overwrite a run whose grid.png the user replaced",
+        [*DISTILL, "--overwrite"],
+        ["grid.png", "changed since the run wrote it", "nothing was removed"],
+        setup=_then(_copy("done"), _write("grid.png", b"my picture")),
+        after=lambda d: (
+            (d / "run" / "grid.png").read_bytes() == b"my picture"
+            and (d / "run" / "synthetic.pt").read_bytes() == (_TEMPLATES["done"] / "synthetic.pt").read_bytes()
+        ),
+    ),
+    Cli(
+        "overwrite a run whose eval.json the user edited",
+        [*DISTILL, "--overwrite"],
+        ["eval.json", "not this run's"],
+        setup=_then(_copy("done"), lambda d: (d / "run" / "eval.json").write_text('{"accuracy_mean": 0.99}')),
+        after=lambda d: (d / "run" / "eval.json").read_text() == '{"accuracy_mean": 0.99}',
+    ),
+    Cli(
+        "overwrite a run whose metrics.jsonl the user replaced",
+        [*DISTILL, "--overwrite"],
+        ["metrics.jsonl", "changed since the run wrote it"],
+        setup=_then(_copy("done"), _write("metrics.jsonl", '{"note": "mine"}\n')),
+        after=lambda d: (d / "run" / "metrics.jsonl").read_text() == '{"note": "mine"}\n',
+    ),
+    Cli(
+        "overwrite a run whose metrics.jsonl is a link to the user's file",
+        [*DISTILL, "--overwrite"],
+        ["metrics.jsonl", "symbolic link"],
+        setup=_then(
+            _copy("done"),
+            lambda d: (d / "log.txt").write_text("mine\n"),
+            lambda d: (d / "run" / "metrics.jsonl").unlink(),
+            lambda d: (d / "run" / "metrics.jsonl").symlink_to(d / "log.txt"),
+        ),
+        after=lambda d: (d / "log.txt").read_text() == "mine\n" and (d / "run" / "metrics.jsonl").is_symlink(),
+    ),
+    Cli(
+        "overwrite a run made before run manifests",
+        [*DISTILL, "--overwrite"],
+        ["manifest.json", "synthetic.pt", "nothing was removed"],
+        setup=_then(_copy("done"), lambda d: (d / "run" / "manifest.json").unlink()),
+        after=lambda d: (d / "run" / "synthetic.pt").read_bytes() == (_TEMPLATES["done"] / "synthetic.pt").read_bytes(),
+    ),
+    Cli(
+        "overwrite a run with a damaged manifest",
+        [*DISTILL, "--overwrite"],
+        ["manifest.json", "damaged"],
+        setup=_then(_copy("done"), _write("manifest.json", "{not json")),
+        after=lambda d: (d / "run" / "synthetic.pt").exists(),
+    ),
+    Cli(
+        "overwrite a run whose manifest is someone else's JSON",
+        [*DISTILL, "--overwrite"],
+        ["manifest.json", "not written by spectral-distill"],
+        setup=_then(_copy("done"), _write("manifest.json", '{"files": {"grid.png": []}}')),
+        after=lambda d: (d / "run" / "grid.png").exists(),
+    ),
+    Cli(
+        "overwrite a run whose manifest names a file outside the run",
+        [*DISTILL, "--overwrite"],
+        ["manifest.json", "../outside.txt"],
+        setup=_then(
+            _copy("done"),
+            lambda d: (d / "outside.txt").write_text("mine"),
+            lambda d: (d / "run" / "manifest.json").write_text(
+                json.dumps(
+                    {
+                        **json.loads((d / "run" / "manifest.json").read_text()),
+                        "files": {
+                            "../outside.txt": [
+                                {"bytes": 4, "sha256": __import__("hashlib").sha256(b"mine").hexdigest()}
+                            ]
+                        },
+                    }
+                )
+            ),
+        ),
+        after=lambda d: (d / "outside.txt").read_text() == "mine",
+    ),
+    Cli(
+        "resume a run whose grid.png the user put there",
+        RESUME,
+        ["grid.png", "not this run's"],
+        setup=_then(_copy("cut"), lambda d: (d / "run" / "grid.png").write_bytes(b"my picture")),
+        after=lambda d: (d / "run" / "grid.png").read_bytes() == b"my picture",
+    ),
+    # The lock file is created only in a folder that is new, empty, or a run.
+    Cli(
+        "a foreign config.json gets no lock file",
+        ["distill", *FAST_CLI, "--out", "{d}/mine", "--overwrite"],
+        ["does not hold a run", "nothing was changed"],
+        setup=_then(_user_files(), lambda d: (d / "mine" / "config.json").write_text('{"name": "my paper"}')),
+        after=lambda d: sorted(p.name for p in (d / "mine").iterdir()) == ["config.json", "grid.png", "thesis.tex"],
+    ),
+    Cli(
+        "a damaged config.json gets no lock file",
+        ["distill", *FAST_CLI, "--out", "{d}/mine", "--resume"],
+        ["does not hold a run", "damaged"],
+        setup=_then(_user_files(), lambda d: (d / "mine" / "config.json").write_bytes(b"\x00garbage")),
+        after=lambda d: not (d / "mine" / ".lock").exists(),
+    ),
+    Cli(
+        "a config.json without the run mark gets no lock file",
+        ["distill", *FAST_CLI, "--out", "{d}/mine"],
+        ["not written by spectral-distill"],
+        setup=lambda d: ((d / "mine").mkdir(), (d / "mine" / "config.json").write_text(json.dumps(TEMPLATE))),
+        after=lambda d: sorted(p.name for p in (d / "mine").iterdir()) == ["config.json"],
+    ),
+    # A resumed or evaluated run is the run it claims to be.
+    Cli(
+        "resume after config.json was edited from dm to sdd",
+        [*RESUME, "--method", "sdd"],
+        ["checkpoint.pt", "--method dm", "not sdd"],
+        setup=_then(
+            _copy("cut"),
+            lambda d: (d / "run" / "config.json").write_text(
+                json.dumps({**json.loads((d / "run" / "config.json").read_text()), "method": "sdd"})
+            ),
+        ),
+        after=lambda d: (
+            (d / "run" / "checkpoint.pt").read_bytes() == (_TEMPLATES["cut"] / "checkpoint.pt").read_bytes()
+            and not (d / "run" / "synthetic.pt").exists()
+        ),
+    ),
+    Cli(
+        "resume after config.json was edited from 4 to 8 iterations",
+        [*RESUME, "--iterations", "8"],
+        ["checkpoint.pt", "--iterations 4", "not 8"],
+        setup=_then(
+            _copy("cut"),
+            lambda d: (d / "run" / "config.json").write_text(
+                json.dumps({**json.loads((d / "run" / "config.json").read_text()), "iterations": 8})
+            ),
+        ),
+        after=lambda d: not (d / "run" / "synthetic.pt").exists(),
+    ),
+    Cli(
+        "resume a checkpoint of another seed",
+        RESUME,
+        ["checkpoint.pt", "--seed 5", "not 0"],
+        setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "config": {**s["config"], "seed": 5}})),
+    ),
+    Cli(
+        "resume a checkpoint that records no options",
+        RESUME,
+        ["checkpoint.pt", "records no options"],
+        setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {k: v for k, v in s.items() if k != "config"})),
+    ),
+    Cli(
+        "resume a checkpoint whose options are not a mapping",
+        RESUME,
+        ["checkpoint.pt", "records no options"],
+        setup=_then(_copy("cut"), _write("checkpoint.pt", lambda s: {**s, "config": "dm"})),
+    ),
+    Cli(
+        "evaluate after config.json was edited from dm to sdd",
+        ["evaluate", "{d}/run", "--num-eval", "1", "--eval-epochs", "1"],
+        ["synthetic.pt", "--method dm", "config.json", "--method sdd"],
+        setup=_then(
+            _copy("done"),
+            lambda d: (d / "run" / "config.json").write_text(
+                json.dumps({**json.loads((d / "run" / "config.json").read_text()), "method": "sdd"})
+            ),
+        ),
+        after=lambda d: (
+            not (d / "run" / "eval.json").exists()
+            or (d / "run" / "eval.json").read_bytes() == (_TEMPLATES["done"] / "eval.json").read_bytes()
+        ),
+    ),
+    Cli(
+        "evaluate a synthetic set of factor 2 in a factor-1 run",
+        ["evaluate", "{d}/run", "--num-eval", "1", "--eval-epochs", "1"],
+        ["synthetic.pt", "--factor 2", "--factor 1"],
+        setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "config": {**s["config"], "factor": 2}})),
+    ),
+    Cli(
+        "evaluate a synthetic set of another IPC",
+        ["evaluate", "{d}/run", "--num-eval", "1", "--eval-epochs", "1"],
+        ["synthetic.pt", "--ipc 2", "--ipc 1"],
+        setup=_then(
+            _copy("done"),
+            _write(
+                "synthetic.pt",
+                lambda s: {
+                    **s,
+                    "images": s["images"].repeat_interleave(2, 0),
+                    "labels": s["labels"].repeat_interleave(2),
+                    "config": {**s["config"], "ipc": 2},
+                },
+            ),
+        ),
+    ),
+    Cli(
+        "synthetic labels all zero",
+        ["evaluate", "{d}/run", "--num-eval", "1", "--eval-epochs", "1"],
+        ["synthetic.pt", "labels", "IPC 1", "class order"],
+        setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "labels": s["labels"] * 0})),
+    ),
+    Cli(
+        "synthetic labels reversed",
+        ["evaluate", "{d}/run", "--num-eval", "1", "--eval-epochs", "1"],
+        ["synthetic.pt", "labels", "class order"],
+        setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "labels": s["labels"].flip(0)})),
+    ),
+    Cli(
+        "synthetic images 1e38",
+        ["evaluate", "{d}/run", "--num-eval", "1", "--eval-epochs", "1"],
+        ["synthetic.pt", "images", "1e+38"],
+        setup=_then(
+            _copy("done"), _write("synthetic.pt", lambda s: {**s, "images": torch.full_like(s["images"], 1e38)})
+        ),
+    ),
+    Cli(
+        "synthetic images one pixel of -1e9",
+        ["evaluate", "{d}/run", "--num-eval", "1", "--eval-epochs", "1"],
+        ["synthetic.pt", "images", "-1e+09"],
+        setup=_then(
+            _copy("done"), _write("synthetic.pt", lambda s: {**s, "images": _with(s["images"], (0, 0, 0, 0), -1e9)})
+        ),
+    ),
+    Cli(
+        "synthetic mean and std of another dataset",
+        ["evaluate", "{d}/run", "--num-eval", "1", "--eval-epochs", "1"],
+        ["synthetic.pt", "mean"],
+        setup=_then(_copy("done"), _write("synthetic.pt", lambda s: {**s, "mean": s["mean"] + 0.5})),
+    ),
+    # Pools: the cache and the run's copy hold the weights of the run's network, dtype included.
+    Cli(
+        "cached pool of integer weights",
+        [*DISTILL, "--net-pool", "1", "--pool-epochs", "1"],
+        ["cache", "torch.int64", "torch.float32"],
+        setup=lambda d: (
+            _damaged_pool_cache(d),
+            torch.save(
+                [
+                    {part: {k: v.long() for k, v in e[part].items()} for part in e}
+                    for e in torch.load(_TEMPLATES["cut"] / "net_pool.pt", weights_only=True)
+                ],
+                next((d / "cache" / "pools").iterdir()),
+            ),
+        ),
+        env={"SPECTRAL_KERNELS_CACHE": "{d}/cache"},
+    ),
+    Cli(
+        "network pool of float64 weights",
+        RESUME,
+        ["net_pool.pt", "torch.float64", "torch.float32"],
+        setup=_then(
+            _copy("cut"),
+            _write(
+                "net_pool.pt", lambda p: [{part: {k: v.double() for k, v in e[part].items()} for part in e} for e in p]
+            ),
+        ),
+    ),
+    # Sizes and counts that cannot work are refused before the run starts.
+    Cli(
+        "eval-epochs zero with an evaluation",
+        [*DISTILL, "--num-eval", "1", "--eval-epochs", "0"],
+        ["--eval-epochs", "0"],
+        after=lambda d: not (d / "run").exists(),
+    ),
+    Cli(
+        "config eval-epochs zero",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--eval-epochs", "0"],
+        setup=_config_file("c.json", '{"eval_epochs": 0}'),
+        after=lambda d: not (d / "run").exists(),
+    ),
+    Cli(
+        "show a metrics line longer than any row",
+        ["show", "{d}/run"],
+        ["metrics.jsonl line 2", "bytes"],
+        setup=_then(
+            _copy("done"),
+            lambda d: (d / "run" / "metrics.jsonl").write_text(
+                '{"iteration": 0, "loss": 1.0, "seconds": 0.1}\n{"note": "' + "x" * 2**21 + '"}\n'
+            ),
+        ),
+    ),
     # -- end of run folders, through the CLI
     # -- trust round 3: datasets on disk, through the CLI
     # -- end of datasets, through the CLI

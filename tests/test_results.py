@@ -209,7 +209,7 @@ def test_grid_png_is_redrawn_with_the_accuracy_after_evaluation(tmp_path):
 def test_one_evaluation_seed_reports_no_spread_and_show_still_reads_it(tmp_path, capsys):
     from spectral_kernels.cli import main as cli
     from spectral_kernels.distill.evaluate import evaluate_run
-    from spectral_kernels.distill.files import read_metrics
+    from spectral_kernels.distill.files import iter_metrics
     from spectral_kernels.distill.loop import DistillConfig, distill
 
     config = dict(dataset="digits", method="random", ipc=1, width=8, num_eval=0, quiet=True)
@@ -217,6 +217,6 @@ def test_one_evaluation_seed_reports_no_spread_and_show_still_reads_it(tmp_path,
     result = evaluate_run(run, num_eval=1, epochs=1)
     assert result["accuracy_std"] is None and result["accuracy_ci95"] is None  # not 0: nothing was measured
     assert json.loads((run / "eval.json").read_text())["accuracy_std"] is None
-    assert read_metrics(run / "metrics.jsonl")[-1]["accuracy_std"] is None
+    assert list(iter_metrics(run / "metrics.jsonl"))[-1]["accuracy_std"] is None
     assert cli(["show", str(run)]) == 0
     assert f"evaluation: {100 * result['accuracy_mean']:.2f} % mean over 1 seed (1 epochs)" in capsys.readouterr().out

@@ -39,7 +39,7 @@ INT_LIMITS = {
     "net_pool": (0, 1_000),
     "pool_epochs": (0, 100_000),
     "batch_real": (1, 2**20),
-    "eval_epochs": (0, 1_000_000),
+    "eval_epochs": (1, 1_000_000),  # 0 would fail only at the end, after the whole distillation
     "checkpoint_every": (1, 10**9),
     "factor": (1, 8),
 }
@@ -234,6 +234,17 @@ class DistillConfig:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)}")
         preset = RECIPES.get(values.get("recipe", "thin"), {}) if isinstance(values.get("recipe", "thin"), str) else {}
         return cls(**{**preset, **values})  # the user's values win over the recipe's
+
+
+def first_difference(recorded: dict, current: dict, *, ignore=()) -> tuple[str, object, object] | None:
+    """The first option (in `current`'s order, then any only `recorded` has) whose value differs
+    between the options a file recorded and the current ones, as (name, recorded, current);
+    None if they agree on every option not in `ignore`."""
+    missing = object()
+    for name in [*current, *(k for k in recorded if k not in current)]:
+        if name not in ignore and recorded.get(name, missing) != current.get(name, missing):
+            return name, recorded.get(name, "(none)"), current.get(name, "(none)")
+    return None
 
 
 def _typed(name: str, value, hint):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .files import atomic_write_text
+from .manifest import write_run_text
 
 
 def cpu_kernels() -> str:
@@ -70,4 +70,4 @@ def environment(config) -> dict:
 
 
 def write_environment(run: Path, config) -> None:
-    atomic_write_text(json.dumps(environment(config), indent=2) + "\n", Path(run) / "environment.json")
+    write_run_text(json.dumps(environment(config), indent=2) + "\n", Path(run) / "environment.json")

@@ -23,10 +23,11 @@ import torch.nn.functional as F
 
 from . import formation
 from .augment import siamese_augment
-from .config import EVAL_SCHEDULES, ConfigError, DistillConfig
+from .config import EVAL_SCHEDULES, ConfigError, DistillConfig, first_difference, flag
 from .data import DEFAULT_LT_IMBALANCE, ImageDataset, load_dataset
-from .files import RunFileError, append_line, atomic_write_text, expect, expect_tensor, load_torch_file
+from .files import RunFileError, expect, expect_tensor, load_torch_file
 from .hardware import Hardware, backward_and_step, weights_finite
+from .manifest import append_row, refuse_files_not_owned, write_run_text
 from .models import ConvNet
 from .pictures import write_grid
 from .progress import Phase
@@ -241,6 +242,68 @@ def _acc(accs: list) -> dict:
     return {"acc": f"{100 * accs[-1]:.1f}%", "mean": f"{100 * sum(accs) / len(accs):.1f}%"} if accs else {}
 
 
+# Largest |value| accepted in a synthetic set, in the normalised units the images live in (a
+# pixel of [0, 1] normalised by a dataset's mean and std lies within a few tens of 0): far above what any
+# run that did not diverge holds, far below where a float32 network overflows (1e38 images
+# trained a network of NaNs, whose "accuracy" was chance).
+MAX_PIXEL = 1e6
+
+
+def check_synthetic(path: Path, saved: dict, config: DistillConfig, dataset: ImageDataset) -> None:
+    """A loaded synthetic set is the one the run (`config`, its config.json) made from `dataset`:
+    the options it records are the run's, its labels are IPC per class in class order, its images
+    have the dataset's shape (which the factor divides) and plausible values, and its mean and
+    std are the dataset's. RunFileError naming the first thing that is not."""
+    cfg = saved["config"]
+    difference = first_difference(cfg.to_dict(), config.to_dict(), ignore=DistillConfig.RESUMABLE_CHANGES)
+    if difference is not None:
+        name, then, now = difference
+        raise RunFileError(
+            f"{path}: made by a run with {flag(name)} {then}, but {path.parent / 'config.json'} says "
+            f"{flag(name)} {now}; the set is not this run's"
+        )
+    images, labels = saved["images"], saved["labels"]
+    expect(
+        images.shape[0] == dataset.num_classes * cfg.ipc,
+        path,
+        f"{images.shape[0]} images, but the run's {dataset.num_classes} classes x IPC {cfg.ipc} make "
+        f"{dataset.num_classes * cfg.ipc}",
+    )
+    expect(
+        tuple(images.shape[1:]) == dataset.image_shape,
+        path,
+        f"images of shape {tuple(images.shape[1:])} do not match the dataset's {dataset.image_shape}",
+    )
+    try:
+        formation.check_factor(cfg.factor, images.shape[-1])
+    except ValueError as error:
+        raise RunFileError(f"{path}: {error}") from None
+    expect(
+        int(labels.min()) >= 0 and int(labels.max()) < dataset.num_classes,
+        path,
+        f"labels must lie in [0, {dataset.num_classes}), got {int(labels.min())}..{int(labels.max())}",
+    )
+    expected = torch.arange(dataset.num_classes).repeat_interleave(cfg.ipc)
+    expect(
+        torch.equal(labels, expected),
+        path,
+        f"labels must be IPC {cfg.ipc} images of each class in class order (0 x{cfg.ipc}, 1 x{cfg.ipc}, ...), "
+        f"got {labels[:12].tolist()}{'...' if labels.numel() > 12 else ''}",
+    )
+    peak = images.flatten()[images.abs().argmax()].item()
+    expect(
+        abs(peak) <= MAX_PIXEL,
+        path,
+        f"images hold {peak:.3g}, beyond the +-{MAX_PIXEL:g} (normalised units) any run that did not diverge holds",
+    )
+    for name in ("mean", "std"):
+        expect(
+            torch.allclose(saved[name].double(), getattr(dataset, name).double(), rtol=1e-4, atol=1e-6),
+            path,
+            f"{name} {saved[name].tolist()} is not the dataset's {getattr(dataset, name).tolist()}",
+        )
+
+
 def evaluate_run(
     run: str | Path,
     *,
@@ -263,7 +326,7 @@ def evaluate_run(
     a run in use or bad arguments, DataError if the run's dataset cannot be loaded here.
     """
     run = Path(run)
-    for name, value, low in (("num_eval", num_eval, 1), ("epochs", epochs, 1)):
+    for name, value, low in (("num_eval", num_eval, 1), ("eval_epochs", epochs, 1)):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1_000_000
         ):
@@ -274,6 +337,7 @@ def evaluate_run(
             raise RunFileError(f"{run} holds no synthetic.pt (not a finished run)")
     lock = None if locked else RunLock(run).acquire()
     try:
+        refuse_files_not_owned(run, ("eval.json", "metrics.jsonl"), "evaluate")  # the files it writes
         saved = load_synthetic(run / "synthetic.pt")
         cfg = saved["config"]
         chosen = dict(device=device, amp=amp, compile=compile)
@@ -281,28 +345,12 @@ def evaluate_run(
         hardware = Hardware.of(cfg)
         if dataset is None:
             dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, imbalance=cfg.imbalance, seed=cfg.seed)
-        images, labels = saved["images"], saved["labels"]
-        expect(
-            images.shape[0] == dataset.num_classes * cfg.ipc,
-            run / "synthetic.pt",
-            f"{images.shape[0]} images, but the run's {dataset.num_classes} classes x IPC {cfg.ipc} make "
-            f"{dataset.num_classes * cfg.ipc}",
-        )
-        images = images.float()
-        expect(
-            tuple(images.shape[1:]) == dataset.image_shape,
-            run / "synthetic.pt",
-            f"images of shape {tuple(images.shape[1:])} do not match the dataset's {dataset.image_shape}",
-        )
-        expect(
-            int(labels.min()) >= 0 and int(labels.max()) < dataset.num_classes,
-            run / "synthetic.pt",
-            f"labels must lie in [0, {dataset.num_classes}), got {int(labels.min())}..{int(labels.max())}",
-        )
+        check_synthetic(run / "synthetic.pt", saved, saved_config(run), dataset)
+        images, labels = saved["images"].float(), saved["labels"]
         epochs = cfg.eval_epochs if epochs is None else epochs
         images, labels = formation.decode(images, cfg.factor), formation.decoded_labels(labels, cfg.factor)
         began = time.perf_counter()
-        append_line(run / "metrics.jsonl", json.dumps(hardware.phase("evaluation")))
+        append_row(run / "metrics.jsonl", hardware.phase("evaluation"))
         runs = []
         with Phase("evaluation", num_eval * epochs, unit="epoch", quiet=quiet) as phase:
             for k in range(num_eval):
@@ -336,8 +384,8 @@ def evaluate_run(
             dataset.class_counts.tolist() if long_tailed else None,
         )
         result = {"event": "eval", **figures, "epochs": epochs, "seconds": round(time.perf_counter() - began, 2)}
-        atomic_write_text(json.dumps(result, indent=2) + "\n", run / "eval.json")
-        append_line(run / "metrics.jsonl", json.dumps(result))
+        write_run_text(json.dumps(result, indent=2) + "\n", run / "eval.json")
+        append_row(run / "metrics.jsonl", result)
         write_grid(run, saved["images"], saved["labels"], dataset, cfg, result)  # the title gains the accuracy
         return result
     finally:

@@ -6,9 +6,12 @@ is flushed and fsync'ed, renamed over the target, and then the directory itself 
 so after a power cut a reader finds the old file or the new one, never half of one.
 
 Appends never follow a symbolic link (O_NOFOLLOW): a run cannot be made to write outside itself.
+A write that fails (a full disk: torch.save reports it as a RuntimeError) is an OSError naming
+the file, and leaves no temporary file behind.
 
-Reads never run code and never trust structure: only regular files of a sane size are read (a
-FIFO or /dev/zero in place of metrics.jsonl must not hang or eat memory), every torch.load passes
+Reads never run code and never trust structure: only regular files of a sane size (or, for
+metrics.jsonl, of sane lines) are read (a FIFO or /dev/zero in place of metrics.jsonl must not
+hang or eat memory), every torch.load passes
 weights_only=True (which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot override when it is explicit),
 and every loaded object is checked (keys, types, shapes, dense CPU tensors, finiteness) before
 use. Any problem is a RunFileError naming the file and what is wrong, which the CLI prints on
@@ -32,9 +35,11 @@ import torch
 from .config import ConfigError
 
 TEMP_MARK = ".tmp."  # temporary files are <name>.tmp.<pid>
-# Largest text file read back (config.json, --config files, one metrics.jsonl): far above any
-# real one, far below what would hurt.
+# Largest text file read back whole (config.json, manifest.json, --config files): far above any
+# real one, far below what would hurt. metrics.jsonl is read a line at a time instead, each line
+# at most MAX_LINE_BYTES (a row is under a kilobyte).
 MAX_TEXT_BYTES = 64 * 2**20
+MAX_LINE_BYTES = 2**20
 
 
 def is_temporary_of(name: str, base: str) -> bool:
@@ -54,54 +59,67 @@ def _fsync_directory(folder: Path) -> None:
         os.close(fd)
 
 
-def durable_write(path: Path, write) -> None:
-    """Atomically replace `path` with what `write(binary_file)` writes, and make it durable."""
+def durable_write(path: Path, write, *, before_replace=None) -> None:
+    """Atomically replace `path` with what `write(binary_file)` writes, and make it durable.
+    `before_replace(temporary_path)` runs once the bytes are durable, just before the rename
+    (the run's manifest records them there: see manifest.py). A failed write (a full disk, a
+    file-size limit) is an OSError naming `path`, whatever raised it, and leaves no temporary file."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}{TEMP_MARK}{os.getpid()}")
     # O_EXCL | O_NOFOLLOW: never write through a link someone left at the temporary name.
     with contextlib.suppress(FileNotFoundError):
         if tmp.is_file() and not tmp.is_symlink():
             tmp.unlink()  # our own leftover: this process id's temporary file of an earlier crash
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_directory(path.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            if before_replace is not None:
+                before_replace(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_directory(path.parent)
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        # A write, flush or fsync: its error names no file (and the temporary name would mislead).
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
 
 
-def atomic_save(obj, path: Path) -> None:
+def atomic_save(obj, path: Path, *, before_replace=None) -> None:
     """torch.save, atomically and durably."""
-    durable_write(path, lambda f: torch.save(obj, f))
+    durable_write(path, lambda f: _torch_save(obj, f), before_replace=before_replace)
 
 
-def atomic_write_text(text: str, path: Path) -> None:
-    durable_write(path, lambda f: f.write(text.encode()))
-
-
-def open_append(path: Path):
-    """`path` opened for appending text, never through a symbolic link."""
+def _torch_save(obj, f) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        torch.save(obj, f)
+    except RuntimeError as error:
+        # torch.save reports a failed write of its file (ENOSPC, EFBIG, EIO) as a RuntimeError
+        # ("unexpected pos ...") raised while handling the OSError: that OSError is what happened.
+        if isinstance(error.__context__, OSError):
+            raise error.__context__ from None
+        raise
+
+
+def atomic_write_text(text: str, path: Path, *, before_replace=None) -> None:
+    durable_write(path, lambda f: f.write(text.encode()), before_replace=before_replace)
+
+
+def open_log(path: Path) -> int:
+    """A descriptor of `path` for reading and appending, never through a symbolic link."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise RunFileError(f"{path}: a symbolic link; a run's files must be plain files") from None
         raise
-    return os.fdopen(fd, "a")
-
-
-def append_line(path: Path, line: str) -> None:
-    """Append one line and make it durable (for a log that is only ever appended to)."""
-    with open_append(path) as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def regular_file(path: Path, what: str, max_bytes: int | None = None) -> Path:
@@ -154,28 +172,46 @@ def read_json(path: Path, what: str):
     return parse_json(read_text(path, what), str(path))
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The rows of metrics.jsonl (none if it does not exist), each checked for its fields."""
+def iter_metrics(path: Path):
+    """The rows of metrics.jsonl (none if it does not exist), one at a time, each checked for
+    its fields. Read a line at a time with a cap on the line, not on the file: --iterations
+    allows 10^9 rows (some 45 GB), which a total cap would make unreadable (show, --resume)."""
     path = Path(path)
     if not os.path.lexists(path):
-        return []
-    rows = []
-    for number, line in enumerate(read_text(path, "metrics log").splitlines(), 1):
-        row = parse_json(line, f"{path} line {number}")
-        if not isinstance(row, dict):
-            raise RunFileError(f"{path} line {number}: expected a JSON object, got {line[:60]!r}")
-        if "iteration" in row:
-            _expect_number(path, number, row, "iteration", integer=True, low=0)
-            _expect_number(path, number, row, "loss")
-            _expect_number(path, number, row, "seconds", low=0)
-        if row.get("event") == "eval":
-            for key in ("accuracy_mean", "accuracy_std"):
-                if not (key == "accuracy_std" and row.get(key, 0) is None and row.get("num_eval") == 1):  # no spread
-                    _expect_number(path, number, row, key, low=0)
-            _expect_number(path, number, row, "num_eval", integer=True, low=1)
-            _expect_number(path, number, row, "epochs", integer=True, low=0)
-        rows.append(row)
-    return rows
+        return
+    regular_file(path, "metrics log")  # a FIFO or a device must not hang or flood the reader
+    with open(path, "rb") as log:
+        number = 0
+        while raw := log.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise RunFileError(
+                    f"{path} line {number}: more than {MAX_LINE_BYTES} bytes (a row is under a kilobyte)"
+                )
+            try:
+                line = raw.decode("utf-8").rstrip("\n")
+            except UnicodeDecodeError as error:
+                raise RunFileError(
+                    f"{path} line {number}: damaged, not UTF-8 text ({error.reason} at byte {error.start})"
+                ) from None
+            yield _metrics_row(path, number, line)
+
+
+def _metrics_row(path: Path, number: int, line: str) -> dict:
+    row = parse_json(line, f"{path} line {number}")
+    if not isinstance(row, dict):
+        raise RunFileError(f"{path} line {number}: expected a JSON object, got {line[:60]!r}")
+    if "iteration" in row:
+        _expect_number(path, number, row, "iteration", integer=True, low=0)
+        _expect_number(path, number, row, "loss")
+        _expect_number(path, number, row, "seconds", low=0)
+    if row.get("event") == "eval":
+        for key in ("accuracy_mean", "accuracy_std"):
+            if not (key == "accuracy_std" and row.get(key, 0) is None and row.get("num_eval") == 1):  # no spread
+                _expect_number(path, number, row, key, low=0)
+        _expect_number(path, number, row, "num_eval", integer=True, low=1)
+        _expect_number(path, number, row, "epochs", integer=True, low=0)
+    return row
 
 
 def _expect_number(path, number, row, key, *, integer=False, low=None):

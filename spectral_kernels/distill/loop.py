@@ -20,6 +20,7 @@ learning-rate schedule where the recipe asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,22 +33,12 @@ import torch.nn.functional as F
 
 from . import formation
 from .augment import siamese_augment
-from .config import ConfigError, DistillConfig  # noqa: F401  (DistillConfig is re-exported)
+from .config import ConfigError, DistillConfig, first_difference, flag  # noqa: F401  (DistillConfig is re-exported)
 from .data import DataError, ImageDataset, load_dataset
 from .environment import write_environment
-from .files import (
-    RunFileError,
-    append_line,
-    atomic_save,
-    atomic_write_text,
-    expect,
-    expect_finite_state,
-    expect_tensor,
-    load_torch_file,
-    open_append,
-    read_metrics,
-)
+from .files import RunFileError, expect, expect_finite_state, expect_tensor, iter_metrics, load_torch_file
 from .hardware import Hardware, backward_and_step
+from .manifest import AppendLog, append_row, save_run_file, write_run_file
 from .methods import Objective
 from .models import ConvNet
 from .pictures import write_grid
@@ -192,7 +183,7 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
             desc=f"{config.method} on {config.dataset}",
             quiet=config.quiet or rank != 0 or run.start >= run.iterations,
         )
-        with phase, open_append(run.path / "metrics.jsonl") if rank == 0 else open(os.devnull, "a") as run.metrics:
+        with phase, AppendLog(run.path / "metrics.jsonl") if rank == 0 else contextlib.nullcontext() as run.metrics:
             for it in range(run.start, run.iterations):
                 if on_iteration is not None:
                     on_iteration(it)
@@ -260,11 +251,18 @@ def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, worl
     if rank == 0:
         write_config(path, config)
         write_environment(path, config)
-        # Metrics written after the last checkpoint belong to iterations that will run again.
+        # Metrics written after the last checkpoint belong to iterations that will run again. The
+        # log is streamed (it may hold 10^9 rows); the old one is read while the new one is written.
         metrics = path / "metrics.jsonl"
-        kept = [row for row in read_metrics(metrics) if row.get("iteration", -1) < run.start]
-        atomic_write_text("".join(json.dumps(row) + "\n" for row in kept), metrics)
-    record = (lambda row: append_line(path / "metrics.jsonl", json.dumps(row))) if rank == 0 else (lambda row: None)
+        write_run_file(
+            metrics,
+            lambda f: f.writelines(
+                (json.dumps(row) + "\n").encode()
+                for row in iter_metrics(metrics)
+                if row.get("iteration", -1) < run.start
+            ),
+        )
+    record = (lambda row: append_row(path / "metrics.jsonl", row)) if rank == 0 else (lambda row: None)
     if config.net_pool and run.iterations > run.start:
         run.pool = network_pool(
             config,
@@ -309,6 +307,20 @@ def _restore_checkpoint(path: Path, run: _Run) -> int:
     expect(
         isinstance(state, dict) and keys <= set(state), path, f"not a checkpoint (expected a dict with {sorted(keys)})"
     )
+    recorded = state.get("config")
+    expect(
+        isinstance(recorded, dict),
+        path,
+        "records no options of the run that wrote it (a checkpoint of an older version, or not this run's); "
+        "it cannot be checked against this run",
+    )
+    difference = first_difference(recorded, run.config.to_dict(), ignore=DistillConfig.RESUMABLE_CHANGES)
+    if difference is not None:
+        name, then, now = difference
+        raise RunFileError(
+            f"--resume: {path} was written by a run with {flag(name)} {then}, not {now} as this run's options say "
+            "(config.json edited?); it is not this run's checkpoint, nothing was changed"
+        )
     iteration = state["iteration"]
     expect(
         isinstance(iteration, int) and not isinstance(iteration, bool) and 0 <= iteration <= run.iterations,
@@ -497,10 +509,10 @@ def _step(run: _Run, it: int, began: float) -> float:
         row["calibration"] = float(calib.detach())
     run.metrics.write(json.dumps(row) + "\n")
     if (it + 1) % config.checkpoint_every == 0 or it + 1 == run.iterations:
-        run.metrics.flush()  # the rows up to a checkpoint are durable with it
-        os.fsync(run.metrics.fileno())
-        atomic_save(
+        run.metrics.record()  # the rows up to a checkpoint are durable with it, and recorded as the run's
+        save_run_file(
             {
+                "config": config.to_dict(),  # what run this is: --resume refuses a checkpoint of another
                 "iteration": it + 1,
                 "images": run.syn.detach().cpu(),
                 "optimizer": run.optimizer.state_dict(),
@@ -522,7 +534,7 @@ def _diverged(it: int, what: str, every: int) -> str:
 def _finish(run: _Run) -> None:
     config, dataset = run.config, run.dataset
     images = run.syn.detach().cpu()
-    atomic_save(
+    save_run_file(
         {
             "images": images,
             "labels": run.syn_y.cpu(),

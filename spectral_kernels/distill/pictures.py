@@ -78,7 +78,7 @@ def write_grid(run: Path, images: torch.Tensor, labels: torch.Tensor, dataset, c
     """<run>/grid.png of the stored `images` (normalised, as in synthetic.pt): decoded, back in
     [0, 1], a row per class with its name, under grid_title's lines."""
     from . import formation
-    from .files import durable_write
+    from .manifest import write_run_file
 
     decoded = formation.decode(images.detach().float().cpu(), config.factor)
     shown = (decoded * dataset.std[None, :, None, None] + dataset.mean[None, :, None, None]).clamp(0, 1)
@@ -91,4 +91,4 @@ def write_grid(run: Path, images: torch.Tensor, labels: torch.Tensor, dataset, c
         group=config.factor**2,
         title=grid_title(dataset.name, config, evaluation),
     )
-    durable_write(Path(run) / "grid.png", lambda f: grid.save(f, format="png"))
+    write_run_file(Path(run) / "grid.png", lambda f: grid.save(f, format="png"))

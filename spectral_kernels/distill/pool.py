@@ -30,6 +30,7 @@ from .config import DistillConfig
 from .data import ImageDataset
 from .files import RunFileError, atomic_save, expect, expect_finite_state, load_torch_file
 from .hardware import Hardware
+from .manifest import save_run_file
 from .models import ConvNet
 from .progress import Phase, say
 
@@ -116,6 +117,7 @@ def check_pool(path: Path, pool, config: DistillConfig, dataset: ImageDataset) -
         f"expected a list of {config.net_pool} networks (each with init and trained weights)",
     )
     net = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
+    dtypes = {name: value.dtype for name, value in net.state_dict().items()}
     for k, entry in enumerate(pool):
         expect(
             isinstance(entry, dict) and set(entry) == {"init", "trained"},
@@ -124,6 +126,13 @@ def check_pool(path: Path, pool, config: DistillConfig, dataset: ImageDataset) -
         )
         for part in ("init", "trained"):
             expect_finite_state(path, f"network {k} {part}", entry[part])
+            # load_state_dict casts whatever it gets: integer weights (a well-formed file of the
+            # wrong kind) would silently become a network of rounded, mostly zero, weights.
+            for name, value in entry[part].items() if isinstance(entry[part], dict) else ():
+                if isinstance(value, torch.Tensor) and name in dtypes and value.dtype != dtypes[name]:
+                    raise RunFileError(
+                        f"{path}: network {k} {part} {name!r} holds {value.dtype}, the run's network {dtypes[name]}"
+                    )
             try:
                 net.load_state_dict(entry[part])
             except (RuntimeError, TypeError, AttributeError, KeyError) as error:
@@ -151,7 +160,7 @@ def network_pool(
             pool = _train_pool(config, dataset, seed_of)
             cached.parent.mkdir(parents=True, exist_ok=True)
             atomic_save(pool, cached)
-        atomic_save(pool, path)
+        save_run_file(pool, path)
     if group is not None:
         torch.distributed.barrier()
     return check_pool(path, load_torch_file(path, "network pool"), config, dataset)

@@ -3,9 +3,15 @@
 Rules (each a promise the README makes):
 - A folder is a run when it holds a config.json that this project wrote: it carries RUN_FORMAT
   and parses into a DistillConfig. Only a run can be resumed or replaced; a folder holding
-  anything else (a config.json of someone else's included) is never written into.
-- Replacing a run (--overwrite) removes only the files a run consists of (RUN_FILES and their
-  temporary files); anything else the user put there stays.
+  anything else (a config.json of someone else's included) is never written into, not even
+  the lock file.
+- A run owns exactly the files it wrote, as its manifest.json records them (manifest.py).
+  Replacing a run (--overwrite) first checks every file of a run's name (RUN_FILES) against the
+  manifest and refuses, naming them, if any is not the run's (replaced, edited, added, or the
+  folder has no manifest: a run made before manifests existed); then it removes those files,
+  their temporary files and the manifest. Anything else the user put there stays.
+- --resume reads and checks config.json, checkpoint.pt, metrics.jsonl and net_pool.pt as the
+  run's state; the results it would replace (synthetic.pt, grid.png, eval.json) must be the run's.
 - One process at a time: a run holds an exclusive flock on <run>/.lock for as long as it
   works in the folder. The OS drops the lock when the holder exits or dies, so a killed run
   never leaves a stale lock; a second process is refused, naming the holder's pid (when the
@@ -16,61 +22,98 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
 import time
 from pathlib import Path
 
+from filelock import Timeout, UnixFileLock
+
 from .config import ConfigError, DistillConfig
-from .files import TEMP_MARK, RunFileError, atomic_write_text, is_temporary_of, read_json
+from .files import TEMP_MARK, RunFileError, is_temporary_of, read_json
+from .manifest import MANIFEST_NAME, RUN_FILES, read_manifest, refuse_files_not_owned, remove_recorded, write_run_text
 
 LOCK_NAME = ".lock"
 # The mark config.json carries, so that a JSON file of someone else's is never taken for a run.
 FORMAT_KEY, RUN_FORMAT = "format", "spectral-distill run 1"
-# Every file a run writes; --overwrite removes these and nothing else.
-RUN_FILES = ("config.json", "checkpoint.pt", "metrics.jsonl", "synthetic.pt", "grid.png", "eval.json", "net_pool.pt")
-RUN_FILES += ("environment.json",)  # what produced the run, written when it starts (distill/environment.py)
+# The files a run writes at its end, which --resume would replace without reading them.
+RESULT_FILES = ("synthetic.pt", "grid.png", "eval.json")
 
 
 class RunBusyError(ConfigError):
     """Another process holds the run directory."""
 
 
+class _ForeignLockFile(Exception):
+    """.lock holds something other than a pid we wrote: it is someone's file."""
+
+
 class RunLock:
-    """An exclusive, non-blocking flock on <run>/.lock, released by release() or by the OS."""
+    """An exclusive, non-blocking flock on <run>/.lock, released by release() or by the OS.
+
+    Taken through filelock's UnixFileLock (a torch dependency), which keeps every promise the
+    hand-written fcntl code made, given these options: it locks with flock(2) itself (so the OS
+    drops the lock when the holder dies, and flock(1) or a scheduler sees it and is seen);
+    preserve_lock_file keeps the file (waiters share one inode); fallback_to_soft=False, so a
+    filesystem without flock is an error, never a marker file of another kind written into the
+    folder; it opens the file with O_NOFOLLOW (a link planted at .lock is refused, not written
+    through) and never truncates what is there; and on_acquired hands us the locked descriptor,
+    through which we check that the file is ours (empty, or a pid) and write our pid, and through
+    which release() leaves it empty. Older filelock versions (before 4.0) lack these options.
+    """
 
     def __init__(self, run: Path):
         self.run = Path(run)
         self.path = self.run / LOCK_NAME
-        self._fd: int | None = None
+        self._lock: UnixFileLock | None = None
+        self._fd: int | None = None  # the descriptor filelock holds the lock on, borrowed
 
-    def acquire(self) -> RunLock:
-        try:
-            # O_NOFOLLOW: a link planted at .lock must not make us write someone else's file.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise ConfigError(f"{self.path} is a symbolic link; a run's lock file must be a plain file") from None
-            raise ConfigError(f"cannot create the lock file {self.path}: {error.strerror}") from None
+    def _on_acquired(self, fd: int) -> None:
         existing = os.pread(fd, 64, 0).decode(errors="replace")
         if existing and re.fullmatch(r"\d+\n?", existing) is None:  # not a pid we wrote: someone's file
-            os.close(fd)
-            raise ConfigError(f"{self.path} exists and is not a spectral-distill lock file; nothing was changed")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self._holder(fd)
-            os.close(fd)
-            raise RunBusyError(
-                f"{self.run} is in use by another spectral-distill process (pid {holder}); "
-                "wait for it to finish, or choose another --out"
-            ) from None
+            raise _ForeignLockFile  # filelock then lets the lock go again, and the file is untouched
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    def acquire(self) -> RunLock:
+        lock = UnixFileLock(
+            self.path,
+            blocking=False,
+            thread_local=False,
+            fallback_to_soft=False,
+            preserve_lock_file=True,
+            on_acquired=self._on_acquired,
+        )
+        try:
+            lock.acquire()
+        except _ForeignLockFile:
+            raise ConfigError(
+                f"{self.path} exists and is not a spectral-distill lock file; nothing was changed"
+            ) from None
+        except Timeout:
+            raise RunBusyError(
+                f"{self.run} is in use by another spectral-distill process (pid {self._holder_of(self.path)}); "
+                "wait for it to finish, or choose another --out"
+            ) from None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise ConfigError(f"{self.path} is a symbolic link; a run's lock file must be a plain file") from None
+            raise ConfigError(f"cannot create the lock file {self.path}: {error.strerror or error}") from None
+        self._lock = lock
         return self
+
+    @classmethod
+    def _holder_of(cls, path: Path) -> str:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return "unknown"
+        try:
+            return cls._holder(fd)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _holder(fd: int) -> str:
@@ -89,12 +132,12 @@ class RunLock:
         return "unknown"
 
     def release(self) -> None:
-        if self._fd is not None:
+        if self._lock is not None:
             # Still holding the lock: leave an empty file, not a pid that will soon be stale.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
+            self._lock.release()  # unlocks and closes the descriptor
+            self._lock = self._fd = None
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -116,9 +159,7 @@ def _is_alive(pid: int) -> bool:
 
 
 def write_config(run: Path, config: DistillConfig) -> None:
-    atomic_write_text(
-        json.dumps({FORMAT_KEY: RUN_FORMAT, **config.to_dict()}, indent=2) + "\n", Path(run) / "config.json"
-    )
+    write_run_text(json.dumps({FORMAT_KEY: RUN_FORMAT, **config.to_dict()}, indent=2) + "\n", Path(run) / "config.json")
 
 
 def saved_config(run: Path) -> DistillConfig:
@@ -153,7 +194,9 @@ def open_run_dir(config: DistillConfig, *, resume: bool, overwrite: bool) -> Run
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--out {run} exists and is not a directory")
     if run.is_dir():
-        _refuse_if_not_a_run(run)  # before the lock file: nothing is written into a stranger's folder
+        # Before the lock file: nothing is written into a folder that is not a run, or that the
+        # run would refuse anyway (a copied config.json beside the user's own results).
+        _check_take_over(run, config, resume=resume, overwrite=overwrite, locked=False)
     try:
         run.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -168,40 +211,58 @@ def open_run_dir(config: DistillConfig, *, resume: bool, overwrite: bool) -> Run
 
 
 def _refuse_if_not_a_run(run: Path) -> None:
+    """ConfigError unless `run` is empty (but for the lock file) or holds a run (a config.json
+    of this project's): the lock file is written into nothing else."""
     try:
         contents = _contents(run)
     except OSError as error:
         raise ConfigError(f"cannot read --out {run}: {error.strerror or error}") from None
-    if contents and "config.json" not in contents:
+    if not contents:
+        return
+    if "config.json" not in contents:
         raise ConfigError(
             f"--out {run} is not empty and holds no run (no config.json): it is never written into; "
             "choose an empty or new directory"
         )
+    try:
+        saved_config(run)
+    except RunFileError as error:
+        raise ConfigError(
+            f"--out {run} does not hold a run this tool can recognise ({error}); nothing was changed"
+        ) from None
+
+
+def _check_take_over(run: Path, config: DistillConfig, *, resume: bool, overwrite: bool, locked: bool) -> bool:
+    """Every refusal of taking over `run`, changing nothing; returns whether it holds a run.
+
+    Without the lock, a folder with a manifest gets only the check that it is a run: it may be
+    a run at work (which must be refused as in use, first), between recording a file and
+    renaming it into place. A run of this version writes its manifest before its first file, so
+    a folder without one is no live run, and every refusal can come before the lock file."""
+    _refuse_if_not_a_run(run)
+    if not _contents(run):
+        return False
+    if not locked and read_manifest(run) is not None:
+        return True
+    saved = saved_config(run)
+    if resume:
+        current, previous = config.to_dict(), saved.to_dict()
+        differing = [k for k, v in current.items() if k not in DistillConfig.RESUMABLE_CHANGES and previous.get(k) != v]
+        if differing:
+            raise ConfigError(
+                f"--resume: options differ from the interrupted run's config.json: {', '.join(differing)}"
+            )
+        refuse_files_not_owned(run, RESULT_FILES, "--resume")
+    elif overwrite:
+        refuse_files_not_owned(run, RUN_FILES, "--overwrite")
+    else:
+        raise ConfigError(f"{run} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    return True
 
 
 def _take_over(run: Path, config: DistillConfig, *, resume: bool, overwrite: bool) -> None:
-    contents = _contents(run)
-    if contents:
-        _refuse_if_not_a_run(run)
-        try:
-            saved = saved_config(run)
-        except RunFileError as error:
-            raise ConfigError(
-                f"--out {run} does not hold a run this tool can recognise ({error}); nothing was changed"
-            ) from None
-        if resume:
-            current, previous = config.to_dict(), saved.to_dict()
-            differing = [
-                k for k, v in current.items() if k not in DistillConfig.RESUMABLE_CHANGES and previous.get(k) != v
-            ]
-            if differing:
-                raise ConfigError(
-                    f"--resume: options differ from the interrupted run's config.json: {', '.join(differing)}"
-                )
-        elif overwrite:
-            remove_run_files(run)
-        else:
-            raise ConfigError(f"{run} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if _check_take_over(run, config, resume=resume, overwrite=overwrite, locked=True) and overwrite:
+        remove_run_files(run)
     try:
         probe = run / f".write-test{TEMP_MARK}{os.getpid()}"
         probe.write_text("")
@@ -211,14 +272,17 @@ def _take_over(run: Path, config: DistillConfig, *, resume: bool, overwrite: boo
 
 
 def remove_run_files(run: Path) -> list[str]:
-    """Remove the files a run consists of (and their temporary files); returns their names.
+    """Remove the files a run consists of (checked first to be the run's own: see
+    refuse_files_not_owned), their temporary files, and then the manifest; returns their names.
     Anything else in the folder is left alone, and so is a run file that is not a plain file."""
     removed = []
     for name in sorted(os.listdir(run)):
-        if name in RUN_FILES or any(is_temporary_of(name, base) for base in (*RUN_FILES, ".write-test")):
+        temporaries = (*RUN_FILES, MANIFEST_NAME, ".write-test")
+        if name in RUN_FILES or any(is_temporary_of(name, base) for base in temporaries):
             path = run / name
             if path.is_file() and not path.is_symlink():
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                     removed.append(name)
+    remove_recorded(run)  # last: until the files are gone, it is what says they are the run's
     return removed
