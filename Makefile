@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 BUILD_STAMP := $(VENV)/.extension-built
+CSRC := $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cpp csrc/*/*.cu)
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*.h csrc/*/*.h)
 
 .PHONY: demo test lint bench install clean
@@ -35,6 +36,7 @@ lint: $(DEPS_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy  # the public modules, as pyproject.toml's [tool.mypy] lists them
+	$(VENV)/bin/clang-format --dry-run --Werror $(CSRC)  # .clang-format; the PyPI wheel, so no apt in CI
 
 bench: $(BUILD_STAMP)
 	$(PY) benchmarks/bench_ops.py

@@ -37,8 +37,8 @@ C10_HOST_DEVICE inline int64_t class_of(int64_t pos, const int64_t* offsets, int
 // partial[pair] = (sum of cos, sum of sin) of that class's rows in the piece (0 for an empty
 // class in between).
 template <typename T>
-C10_HOST_DEVICE void piece_sums(int64_t m, int64_t q, const T* phase, int64_t len, int64_t num_freqs, const int64_t* offsets,
-                                int64_t num_classes, int64_t base, T* partial) {
+C10_HOST_DEVICE void piece_sums(int64_t m, int64_t q, const T* phase, int64_t len, int64_t num_freqs,
+                                const int64_t* offsets, int64_t num_classes, int64_t base, T* partial) {
   const int64_t first_class = class_of(base, offsets, num_classes);
   const int64_t begin = base + q * kPieceRows;
   const int64_t end = begin + kPieceRows < base + len ? begin + kPieceRows : base + len;
@@ -68,8 +68,8 @@ C10_HOST_DEVICE void piece_sums(int64_t m, int64_t q, const T* phase, int64_t le
 // Thread (c, j): entry j of out[c] (its 2M cos sums then sin sums) += the pairs of class c in
 // this chunk, in piece order. Deterministic: no atomics, a fixed order of additions.
 template <typename T>
-C10_HOST_DEVICE void class_sums(int64_t c, int64_t j, const T* partial, int64_t len, int64_t num_freqs, const int64_t* offsets,
-                                int64_t num_classes, int64_t base, T* out) {
+C10_HOST_DEVICE void class_sums(int64_t c, int64_t j, const T* partial, int64_t len, int64_t num_freqs,
+                                const int64_t* offsets, int64_t num_classes, int64_t base, T* out) {
   const int64_t a = offsets[c] > base ? offsets[c] : base;                      // class c's positions
   const int64_t b = offsets[c + 1] < base + len ? offsets[c + 1] : base + len;  // in the chunk: [a, b)
   if (a >= b) return;
@@ -84,8 +84,8 @@ C10_HOST_DEVICE void class_sums(int64_t c, int64_t j, const T* partial, int64_t 
 // Thread `index` of len x M: phase <- W = -G[c, 0, m] sin(phase) + G[c, 1, m] cos(phase) in
 // place, c the class of position base + row (math::grad_weight).
 template <typename T>
-C10_HOST_DEVICE void weight(int64_t index, T* phase, int64_t num_freqs, const int64_t* offsets, int64_t num_classes, int64_t base,
-                            const T* grad) {
+C10_HOST_DEVICE void weight(int64_t index, T* phase, int64_t num_freqs, const int64_t* offsets, int64_t num_classes,
+                            int64_t base, const T* grad) {
   const int64_t row = index / num_freqs, m = index - row * num_freqs;
   const int64_t c = class_of(base + row, offsets, num_classes);
   const T* g = grad + c * 2 * num_freqs;

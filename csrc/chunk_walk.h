@@ -53,7 +53,8 @@ inline int64_t default_chunk_bytes() {
 // Rows per chunk: a multiple of kPieceRows with P (R x M of `work_bytes`) and the gathered rows
 // (R x d of `gathered_bytes`) each within `budget`, at least one piece, at most what N needs.
 inline int64_t chunk_rows(int64_t n, int64_t m, int64_t d, int64_t work_bytes, int64_t gathered_bytes, int64_t budget) {
-  int64_t rows = std::min(budget / std::max<int64_t>(1, m * work_bytes), budget / std::max<int64_t>(1, d * gathered_bytes));
+  int64_t rows =
+      std::min(budget / std::max<int64_t>(1, m * work_bytes), budget / std::max<int64_t>(1, d * gathered_bytes));
   rows = std::max(kPieceRows, rows / kPieceRows * kPieceRows);
   rows = std::min(rows, math::ceil_div(n, kPieceRows) * kPieceRows);
   return std::min(rows, kMaxPieces * kPieceRows);
@@ -82,15 +83,21 @@ struct Problem {
 };
 
 inline Problem prepare(const at::Tensor& x, const at::Tensor& t, const at::Tensor& perm, const at::Tensor& offsets,
-                       c10::string_view precision, c10::DeviceType device, const char* backend, bool half_ok, int64_t budget) {
+                       c10::string_view precision, c10::DeviceType device, const char* backend, bool half_ok,
+                       int64_t budget) {
   const OpShape shape = check_op_inputs(x, t, perm, offsets, device, backend, half_ok);
   const std::string mode(precision);
   check_precision(mode);
   TORCH_CHECK_VALUE(shape.num_freqs <= kMaxFreqs, "spectral_kernels (", backend, "): at most ", kMaxFreqs,
                     " frequencies per call, got M=", shape.num_freqs);
   TORCH_CHECK_VALUE(shape.dim < (1LL << 31), "spectral_kernels (", backend, "): d must be < 2^31, got ", shape.dim);
-  return {shape, x.detach().contiguous(), t.detach().contiguous(), clean_layout(perm, offsets, shape.num_rows),
-          x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat, mode == "tf32", budget};
+  return {shape,
+          x.detach().contiguous(),
+          t.detach().contiguous(),
+          clean_layout(perm, offsets, shape.num_rows),
+          x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat,
+          mode == "tf32",
+          budget};
 }
 
 // engine.gemm unless the product is empty: with nothing to write (m or n = 0) it is skipped, and
@@ -122,7 +129,8 @@ void forward_walk(Engine& engine, const Problem& p, at::Tensor& out) {
     product(engine, phase_args(len, s.num_freqs, s.dim), p.t, x_rows, chunk_phase, p.tf32);
     engine.template piece_sums<T>(chunk_phase.data_ptr<T>(), len, s.num_freqs, offsets, s.num_classes, base,
                                   partial.data_ptr<T>());
-    engine.template class_sums<T>(partial.data_ptr<T>(), len, s.num_freqs, offsets, s.num_classes, base, out.data_ptr<T>());
+    engine.template class_sums<T>(partial.data_ptr<T>(), len, s.num_freqs, offsets, s.num_classes, base,
+                                  out.data_ptr<T>());
   }
 }
 
@@ -172,8 +180,8 @@ at::Tensor forward(Engine& engine, const Problem& p) {
 
 // (dx, dt) in x's and t's dtypes; a gradient not asked for is an empty tensor.
 template <typename Engine>
-std::tuple<at::Tensor, at::Tensor> backward(Engine& engine, const Problem& p, const at::Tensor& grad_in, const at::Tensor& x,
-                                            bool need_x, bool need_t) {
+std::tuple<at::Tensor, at::Tensor> backward(Engine& engine, const Problem& p, const at::Tensor& grad_in,
+                                            const at::Tensor& x, bool need_x, bool need_t) {
   check_grad(grad_in, x, p.shape);
   const at::Tensor grad = grad_in.detach().to(p.work).contiguous();
   const auto work = p.x.options().dtype(p.work);
@@ -186,7 +194,8 @@ std::tuple<at::Tensor, at::Tensor> backward(Engine& engine, const Problem& p, co
       backward_walk<float>(engine, p, grad, need_x ? &dx : nullptr, need_t ? &dt : nullptr);
     }
   }
-  return {need_x ? dx.to(p.x.scalar_type()) : p.x.new_empty({0}), need_t ? dt.to(p.t.scalar_type()) : p.t.new_empty({0})};
+  return {need_x ? dx.to(p.x.scalar_type()) : p.x.new_empty({0}),
+          need_t ? dt.to(p.t.scalar_type()) : p.t.new_empty({0})};
 }
 
 }  // namespace chunk

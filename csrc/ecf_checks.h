@@ -24,8 +24,8 @@ struct OpShape {
 };
 
 // `backend` names the device in messages ("cpu", "cuda"); `half_ok`: bfloat16/float16 accepted.
-inline OpShape check_op_inputs(const at::Tensor& x, const at::Tensor& t, const at::Tensor& perm, const at::Tensor& offsets,
-                               c10::DeviceType device, const char* backend, bool half_ok) {
+inline OpShape check_op_inputs(const at::Tensor& x, const at::Tensor& t, const at::Tensor& perm,
+                               const at::Tensor& offsets, c10::DeviceType device, const char* backend, bool half_ok) {
   TORCH_CHECK_VALUE(x.dim() == 2, "spectral_kernels: x must be 2-D (N, d), got shape ", x.sizes());
   TORCH_CHECK_VALUE(t.dim() == 2, "spectral_kernels: t must be 2-D (M, d), got shape ", t.sizes());
   TORCH_CHECK_VALUE(x.size(1) == t.size(1), "spectral_kernels: x has d=", x.size(1), " but t has d=", t.size(1));
@@ -33,7 +33,8 @@ inline OpShape check_op_inputs(const at::Tensor& x, const at::Tensor& t, const a
   const bool half = dtype == at::kBFloat16 || dtype == at::kHalf;
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || (half_ok && half), "spectral_kernels (", backend,
                    "): x must be float32 or float64", half_ok ? ", bfloat16 or float16" : "", ", got ", dtype);
-  TORCH_CHECK_TYPE(t.scalar_type() == dtype, "spectral_kernels: t has dtype ", t.scalar_type(), " but x has dtype ", dtype);
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, "spectral_kernels: t has dtype ", t.scalar_type(), " but x has dtype ",
+                   dtype);
   TORCH_CHECK_TYPE(perm.scalar_type() == at::kLong && offsets.scalar_type() == at::kLong,
                    "spectral_kernels: perm and offsets must be int64, got ", perm.scalar_type(), " and ",
                    offsets.scalar_type());
@@ -48,8 +49,8 @@ inline OpShape check_op_inputs(const at::Tensor& x, const at::Tensor& t, const a
   }
   if (device != c10::DeviceType::CPU) {
     for (const auto* tensor : {&t, &perm, &offsets}) {
-      TORCH_CHECK_VALUE(tensor->device() == x.device(), "spectral_kernels: x is on ", x.device(), " but another input is on ",
-                        tensor->device());
+      TORCH_CHECK_VALUE(tensor->device() == x.device(), "spectral_kernels: x is on ", x.device(),
+                        " but another input is on ", tensor->device());
     }
   }
   return {x.size(0), t.size(0), x.size(1), offsets.size(0) - 1};
@@ -71,9 +72,9 @@ inline OpShape check_sorf_inputs(const at::Tensor& x, const at::Tensor& signs, c
                     "spectral_kernels: the block width D must be a power of two, got ", width);
   TORCH_CHECK_VALUE(radii.dim() == 2 && radii.size(0) == blocks && radii.size(1) == width,
                     "spectral_kernels: radii must have shape (", blocks, ", ", width, "), got ", radii.sizes());
-  TORCH_CHECK_VALUE(num_freqs > (blocks - 1) * width && num_freqs <= blocks * width, "spectral_kernels: num_freqs=",
-                    num_freqs, " does not fit ", blocks, " blocks of ", width, " (it must lie in (", (blocks - 1) * width,
-                    ", ", blocks * width, "])");
+  TORCH_CHECK_VALUE(num_freqs > (blocks - 1) * width && num_freqs <= blocks * width,
+                    "spectral_kernels: num_freqs=", num_freqs, " does not fit ", blocks, " blocks of ", width,
+                    " (it must lie in (", (blocks - 1) * width, ", ", blocks * width, "])");
   // x against a stand-in t of shape (M, d) (an expanded scalar: no memory): the same contract and
   // messages as the dense ops.
   const at::Tensor stand_in = radii.new_zeros({1, 1}).expand({num_freqs, x.dim() == 2 ? x.size(1) : 0});
@@ -90,30 +91,30 @@ inline OpShape check_sorf_inputs(const at::Tensor& x, const at::Tensor& signs, c
     const auto s = signs.detach().to(at::kDouble).contiguous();
     const double* sv = s.data_ptr<double>();
     for (int64_t i = 0; i < s.numel(); ++i) {
-      TORCH_CHECK_VALUE(sv[i] == 1.0 || sv[i] == -1.0, "spectral_kernels: signs must hold exactly +1 or -1, got ", sv[i],
-                        " at index (", i / (3 * width), ", ", (i / width) % 3, ", ", i % width, ")");
+      TORCH_CHECK_VALUE(sv[i] == 1.0 || sv[i] == -1.0, "spectral_kernels: signs must hold exactly +1 or -1, got ",
+                        sv[i], " at index (", i / (3 * width), ", ", (i / width) % 3, ", ", i % width, ")");
     }
     const auto r = radii.detach().to(at::kDouble).contiguous();
     const double* rv = r.data_ptr<double>();
     for (int64_t i = 0; i < r.numel(); ++i) {
-      TORCH_CHECK_VALUE(std::isfinite(rv[i]) && rv[i] > 0, "spectral_kernels: radii must be finite and > 0, got ", rv[i],
-                        " at index (", i / width, ", ", i % width, ")");
+      TORCH_CHECK_VALUE(std::isfinite(rv[i]) && rv[i] > 0, "spectral_kernels: radii must be finite and > 0, got ",
+                        rv[i], " at index (", i / width, ", ", i % width, ")");
     }
   }
   return shape;
 }
 
 inline void check_precision(const std::string& precision) {
-  TORCH_CHECK_VALUE(precision == "ieee" || precision == "tf32", "spectral_kernels: precision must be 'ieee' or 'tf32', got '",
-                    precision, "'");
+  TORCH_CHECK_VALUE(precision == "ieee" || precision == "tf32",
+                    "spectral_kernels: precision must be 'ieee' or 'tf32', got '", precision, "'");
 }
 
 inline void check_grad(const at::Tensor& grad, const at::Tensor& x, const OpShape& shape) {
-  TORCH_CHECK_VALUE(grad.dim() == 3 && grad.size(0) == shape.num_classes && grad.size(1) == 2 &&
-                        grad.size(2) == shape.num_freqs,
-                    "spectral_kernels: grad must have shape (", shape.num_classes, ", 2, ", shape.num_freqs, "), got ",
-                    grad.sizes());
-  TORCH_CHECK_VALUE(grad.device() == x.device(), "spectral_kernels: grad is on ", grad.device(), " but x is on ", x.device());
+  TORCH_CHECK_VALUE(
+      grad.dim() == 3 && grad.size(0) == shape.num_classes && grad.size(1) == 2 && grad.size(2) == shape.num_freqs,
+      "spectral_kernels: grad must have shape (", shape.num_classes, ", 2, ", shape.num_freqs, "), got ", grad.sizes());
+  TORCH_CHECK_VALUE(grad.device() == x.device(), "spectral_kernels: grad is on ", grad.device(), " but x is on ",
+                    x.device());
   TORCH_CHECK_TYPE(grad.is_floating_point(), "spectral_kernels: grad must be floating point, got ", grad.scalar_type());
 }
 
@@ -125,11 +126,12 @@ inline void check_grad(const at::Tensor& grad, const at::Tensor& x, const OpShap
 inline void check_layout_values(const at::Tensor& perm, const at::Tensor& offsets, int64_t num_rows) {
   const auto off = offsets.accessor<int64_t, 1>();
   const int64_t num_classes = offsets.size(0) - 1;
-  TORCH_CHECK_VALUE(off[0] == 0 && off[num_classes] == num_rows, "spectral_kernels: offsets must start at 0 and end at N=",
-                    num_rows, ", got ", off[0], " and ", off[num_classes]);
+  TORCH_CHECK_VALUE(off[0] == 0 && off[num_classes] == num_rows,
+                    "spectral_kernels: offsets must start at 0 and end at N=", num_rows, ", got ", off[0], " and ",
+                    off[num_classes]);
   for (int64_t c = 0; c < num_classes; ++c) {
-    TORCH_CHECK_VALUE(off[c + 1] >= off[c], "spectral_kernels: offsets must be non-decreasing, offsets[", c + 1, "]=",
-                      off[c + 1], " < offsets[", c, "]=", off[c]);
+    TORCH_CHECK_VALUE(off[c + 1] >= off[c], "spectral_kernels: offsets must be non-decreasing, offsets[", c + 1,
+                      "]=", off[c + 1], " < offsets[", c, "]=", off[c]);
   }
   const auto rows = perm.accessor<int64_t, 1>();
   std::vector<uint8_t> seen(static_cast<size_t>(num_rows), 0);
@@ -140,8 +142,8 @@ inline void check_layout_values(const at::Tensor& perm, const at::Tensor& offset
     if (seen[row]) {
       int64_t earlier = 0;
       while (rows[earlier] != row) ++earlier;
-      TORCH_CHECK_VALUE(false, "spectral_kernels: perm must be a permutation of 0..N-1, but perm[", earlier, "] = perm[", i,
-                        "] = ", row);
+      TORCH_CHECK_VALUE(false, "spectral_kernels: perm must be a permutation of 0..N-1, but perm[", earlier,
+                        "] = perm[", i, "] = ", row);
     }
     seen[row] = 1;
   }

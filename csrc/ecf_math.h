@@ -31,7 +31,8 @@ constexpr double kFastSinCosMaxAbsError = 1.0e-7;
 
 C10_HOST_DEVICE inline void sincos_reduced(float x, float& s, float& c) {
   constexpr float kFourOverPi = 1.27323954473516f;
-  constexpr float kPiOver4Hi = 0.78515625f, kPiOver4Mid = 2.4187564849853515625e-4f, kPiOver4Lo = 3.77489497744594108e-8f;
+  constexpr float kPiOver4Hi = 0.78515625f, kPiOver4Mid = 2.4187564849853515625e-4f,
+                  kPiOver4Lo = 3.77489497744594108e-8f;
   constexpr float kSin0 = -1.9515295891e-4f, kSin1 = 8.3321608736e-3f, kSin2 = -1.6666654611e-1f;
   constexpr float kCos0 = 2.443315711809948e-5f, kCos1 = -1.388731625493765e-3f, kCos2 = 4.166664568298827e-2f;
   const float ax = x < 0.0f ? -x : x;

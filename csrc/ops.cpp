@@ -42,22 +42,26 @@ TORCH_LIBRARY(spectral_kernels, m) {
   m.def("ecf_sums_grad_t(Tensor grad, Tensor x, Tensor t, Tensor perm, Tensor offsets, str precision) -> Tensor");
   // (dx, dt) in one pass where a backend can share the work (CUDA: one product x t^T and one W
   // per chunk for both); a gradient not asked for comes back as an empty tensor.
-  m.def("ecf_sums_backward(Tensor grad, Tensor x, Tensor t, Tensor perm, Tensor offsets, str precision, bool need_x, "
-        "bool need_t) -> (Tensor, Tensor)");
+  m.def(
+      "ecf_sums_backward(Tensor grad, Tensor x, Tensor t, Tensor perm, Tensor offsets, str precision, bool need_x, "
+      "bool need_t) -> (Tensor, Tensor)");
   // The per-class sums at structured orthogonal frequencies (SORF), t never materialised:
   // frequency j of block b is radii[b, j] / D^1.5 (H D1 H D2 H D3)[j, :d], H the D x D
   // Walsh-Hadamard matrix, D_k = diag(signs[b, k - 1]); blocks of D, the last cut at num_freqs.
   m.def("hadamard_sums(Tensor x, Tensor signs, Tensor radii, Tensor perm, Tensor offsets, int num_freqs) -> Tensor");
   // dL/dx (N, d) of hadamard_sums (the signs and radii are samples: no gradient).
-  m.def("hadamard_sums_grad_x(Tensor grad, Tensor x, Tensor signs, Tensor radii, Tensor perm, Tensor offsets, "
-        "int num_freqs) -> Tensor");
+  m.def(
+      "hadamard_sums_grad_x(Tensor grad, Tensor x, Tensor signs, Tensor radii, Tensor perm, Tensor offsets, "
+      "int num_freqs) -> Tensor");
   // The shared per-element math (ecf_math.h) on CPU tensors, for its tests.
   m.def("_sincos(Tensor p) -> (Tensor, Tensor)");
   m.def("_grad_weight(Tensor g_re, Tensor g_im, Tensor p) -> Tensor");
   // The CUDA backend's chunk walk emulated on CPU tensors (csrc/cpu/chunk_emulation.cpp), for its tests.
-  m.def("_chunk_walk_forward(Tensor x, Tensor t, Tensor perm, Tensor offsets, str precision, int chunk_bytes) -> Tensor");
-  m.def("_chunk_walk_backward(Tensor grad, Tensor x, Tensor t, Tensor perm, Tensor offsets, str precision, "
-        "int chunk_bytes, bool need_x, bool need_t) -> (Tensor, Tensor)");
+  m.def(
+      "_chunk_walk_forward(Tensor x, Tensor t, Tensor perm, Tensor offsets, str precision, int chunk_bytes) -> Tensor");
+  m.def(
+      "_chunk_walk_backward(Tensor grad, Tensor x, Tensor t, Tensor perm, Tensor offsets, str precision, "
+      "int chunk_bytes, bool need_x, bool need_t) -> (Tensor, Tensor)");
   // The CUDA runtime version the library was built against (e.g. 13000), 0 if built without CUDA.
   m.def("cuda_version() -> int", [] { return spectral_kernels::built_cuda_version(); });
 }

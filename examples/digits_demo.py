@@ -1,7 +1,8 @@
 """Compare NCFD, SDD, CSDM and exact MMD between real data sets (scikit-learn's bundled digits).
 
 Each row pairs the 8x8 digit images (as 64-d pixel vectors in [0, 1]) with another set: a
-second half of the same images, noisy copies at growing noise levels, and a different digit.
+second half of the same images, noisy copies at growing noise levels, and the second half
+with its labels shuffled (the right images under the wrong classes).
 All discrepancies should grow down the table; SDD should agree with the Gaussian MMD^2 it
 estimates. Runs in seconds on a laptop CPU; needs no download.
 """

@@ -1,6 +1,6 @@
 """spectral_kernels: fused characteristic-function distribution matching for PyTorch.
 
-See SPEC.md for the math; the public names below are the whole API.
+See docs/SPEC.md for the math; the public names below are the whole API.
 """
 
 from .functional import csdm, csdm_class_alpha, ecf, mmd, ncfd, sdd

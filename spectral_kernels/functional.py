@@ -289,7 +289,7 @@ def ecf(
         x: (N, d) features. t: (M, d) frequencies, same dtype and device.
         labels: (N,) integer class of each row, or None (one class).
         num_classes: C; by default 1 + the largest label (a host sync: pass it under torch.compile).
-        backend: "auto", "reference", "cpu", "triton" (spectral_kernels.ops).
+        backend: "auto", "reference", "cpu", "triton", "cuda" (spectral_kernels.ops).
         precision: products on CUDA in "tf32" or "ieee"; None follows
             torch.backends.cuda.matmul.fp32_precision (or the legacy allow_tf32). CPU backends always
             use IEEE float.

@@ -83,11 +83,12 @@ struct CpuEngine {
 chunk::Problem prepare(const at::Tensor& x, const at::Tensor& t, const at::Tensor& perm, const at::Tensor& offsets,
                        c10::string_view precision, int64_t chunk_bytes) {
   TORCH_CHECK_VALUE(chunk_bytes > 0, "spectral_kernels::_chunk_walk: chunk_bytes must be > 0, got ", chunk_bytes);
-  return chunk::prepare(x, t, perm, offsets, precision, c10::DeviceType::CPU, "chunk walk", /*half_ok=*/false, chunk_bytes);
+  return chunk::prepare(x, t, perm, offsets, precision, c10::DeviceType::CPU, "chunk walk", /*half_ok=*/false,
+                        chunk_bytes);
 }
 
-at::Tensor chunk_walk_forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& perm, const at::Tensor& offsets,
-                              c10::string_view precision, int64_t chunk_bytes) {
+at::Tensor chunk_walk_forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& perm,
+                              const at::Tensor& offsets, c10::string_view precision, int64_t chunk_bytes) {
   CpuEngine engine;
   return chunk::forward(engine, prepare(x, t, perm, offsets, precision, chunk_bytes));
 }

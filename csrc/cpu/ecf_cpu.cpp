@@ -54,7 +54,7 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& t, const at::Tensor& per
   // autograd even when the caller's tensors require grad (the gradient ops are not themselves
   // differentiated).
   Prepared prep{x.detach().contiguous(), t.detach().contiguous(), perm.contiguous(), offsets.contiguous(), {},
-                shape.num_classes, shape.num_freqs, shape.dim};
+                shape.num_classes,       shape.num_freqs,         shape.dim};
   check_layout_values(prep.perm, prep.offsets, shape.num_rows);
   prep.tiles = cpu::row_tiles(prep.offsets);
   return prep;
@@ -85,10 +85,11 @@ at::Tensor ecf_sums_cpu(const at::Tensor& x_in, const at::Tensor& t_in, const at
                         const at::Tensor& offsets_in, c10::string_view precision) {
   const Prepared prep = prepare(x_in, t_in, perm_in, offsets_in, precision);
   at::Tensor out = at::zeros({prep.num_classes, 2, prep.num_freqs}, prep.x.options());
-  walk_frequency_tiles(prep, [&](Scratch& scratch, const ItemRows& rt, const at::Tensor& x_tile, int64_t m0, int64_t f) {
-    at::Tensor sum_cos = out[rt.cls][0].narrow(0, m0, f), sum_sin = out[rt.cls][1].narrow(0, m0, f);
-    scratch.add_column_sums(x_tile, prep.t.narrow(0, m0, f), sum_cos, sum_sin);
-  });
+  walk_frequency_tiles(
+      prep, [&](Scratch& scratch, const ItemRows& rt, const at::Tensor& x_tile, int64_t m0, int64_t f) {
+        at::Tensor sum_cos = out[rt.cls][0].narrow(0, m0, f), sum_sin = out[rt.cls][1].narrow(0, m0, f);
+        scratch.add_column_sums(x_tile, prep.t.narrow(0, m0, f), sum_cos, sum_sin);
+      });
   return out;
 }
 
@@ -97,12 +98,13 @@ at::Tensor ecf_sums_grad_t_cpu(const at::Tensor& grad_in, const at::Tensor& x_in
   const Prepared prep = prepare(x_in, t_in, perm_in, offsets_in, precision);
   const at::Tensor grad = checked_grad(grad_in, prep);
   at::Tensor dt = at::zeros({prep.num_freqs, prep.dim}, prep.x.options());
-  walk_frequency_tiles(prep, [&](Scratch& scratch, const ItemRows& rt, const at::Tensor& x_tile, int64_t m0, int64_t f) {
-    const at::Tensor w = scratch.grad_weight(x_tile, prep.t.narrow(0, m0, f), grad[rt.cls][0].narrow(0, m0, f),
-                                             grad[rt.cls][1].narrow(0, m0, f));
-    at::Tensor dt_tile = dt.narrow(0, m0, f);
-    dt_tile.addmm_(w.t(), x_tile);
-  });
+  walk_frequency_tiles(
+      prep, [&](Scratch& scratch, const ItemRows& rt, const at::Tensor& x_tile, int64_t m0, int64_t f) {
+        const at::Tensor w = scratch.grad_weight(x_tile, prep.t.narrow(0, m0, f), grad[rt.cls][0].narrow(0, m0, f),
+                                                 grad[rt.cls][1].narrow(0, m0, f));
+        at::Tensor dt_tile = dt.narrow(0, m0, f);
+        dt_tile.addmm_(w.t(), x_tile);
+      });
   return dt;
 }
 
@@ -124,8 +126,8 @@ at::Tensor ecf_sums_grad_x_cpu(const at::Tensor& grad_in, const at::Tensor& x_in
       for (int64_t m0 = 0; m0 < prep.num_freqs; m0 += kFreqTile) {
         const int64_t f = std::min(kFreqTile, prep.num_freqs - m0);
         const at::Tensor t_tile = prep.t.narrow(0, m0, f);
-        const at::Tensor w = scratch.grad_weight(x_tile, t_tile, grad[rt.cls][0].narrow(0, m0, f),
-                                                 grad[rt.cls][1].narrow(0, m0, f));
+        const at::Tensor w =
+            scratch.grad_weight(x_tile, t_tile, grad[rt.cls][0].narrow(0, m0, f), grad[rt.cls][1].narrow(0, m0, f));
         acc_tile.addmm_(w, t_tile);
       }
       // Rows of different tiles are disjoint (perm is a permutation), so threads never collide.
@@ -137,9 +139,10 @@ at::Tensor ecf_sums_grad_x_cpu(const at::Tensor& grad_in, const at::Tensor& x_in
 
 // The CPU kernels parallelise dx over row tiles and dt over frequency tiles, so they share
 // nothing; the combined op exists for one schema on every device.
-std::tuple<at::Tensor, at::Tensor> ecf_sums_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& t,
-                                                         const at::Tensor& perm, const at::Tensor& offsets,
-                                                         c10::string_view precision, bool need_x, bool need_t) {
+std::tuple<at::Tensor, at::Tensor> ecf_sums_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
+                                                         const at::Tensor& t, const at::Tensor& perm,
+                                                         const at::Tensor& offsets, c10::string_view precision,
+                                                         bool need_x, bool need_t) {
   return {need_x ? ecf_sums_grad_x_cpu(grad, x, t, perm, offsets, precision) : x.new_empty({0}),
           need_t ? ecf_sums_grad_t_cpu(grad, x, t, perm, offsets, precision) : t.new_empty({0})};
 }
@@ -147,7 +150,8 @@ std::tuple<at::Tensor, at::Tensor> ecf_sums_backward_cpu(const at::Tensor& grad,
 // The shared per-element math of ecf_math.h on tensors, for its tests: sin and cos exactly as
 // the CUDA kernels take them (math::sincos_any), and W from G_re, G_im and p of one shape.
 std::tuple<at::Tensor, at::Tensor> sincos_cpu(const at::Tensor& p_in) {
-  TORCH_CHECK_TYPE(p_in.scalar_type() == at::kFloat, "spectral_kernels::_sincos takes float32, got ", p_in.scalar_type());
+  TORCH_CHECK_TYPE(p_in.scalar_type() == at::kFloat, "spectral_kernels::_sincos takes float32, got ",
+                   p_in.scalar_type());
   const at::Tensor p = p_in.contiguous();
   at::Tensor s = at::empty_like(p), c = at::empty_like(p);
   const float* pp = p.data_ptr<float>();
@@ -162,7 +166,8 @@ at::Tensor grad_weight_cpu(const at::Tensor& g_re_in, const at::Tensor& g_im_in,
   auto [s, c] = sincos_cpu(p);
   const at::Tensor g_re = g_re_in.to(at::kFloat).contiguous(), g_im = g_im_in.to(at::kFloat).contiguous();
   at::Tensor w = at::empty_like(s);
-  const float *re = g_re.data_ptr<float>(), *im = g_im.data_ptr<float>(), *sp = s.data_ptr<float>(), *cp = c.data_ptr<float>();
+  const float *re = g_re.data_ptr<float>(), *im = g_im.data_ptr<float>(), *sp = s.data_ptr<float>(),
+              *cp = c.data_ptr<float>();
   float* wp = w.data_ptr<float>();
   for (int64_t i = 0; i < p.numel(); ++i) wp[i] = math::grad_weight(re[i], im[i], sp[i], cp[i]);
   return w;

@@ -135,8 +135,17 @@ Structured prepare(const at::Tensor& x, const at::Tensor& signs, const at::Tenso
   // The whole contract, values of the signs and radii included, lives in ecf_checks.h.
   const OpShape shape = check_sorf_inputs(x, signs, radii, perm, offsets, num_freqs, c10::DeviceType::CPU, "cpu");
   const int64_t blocks = signs.size(0), width = signs.size(2);
-  Structured s{x.detach().contiguous(), signs.detach().contiguous(), radii.detach().contiguous(), perm.contiguous(),
-               offsets.contiguous(), {}, shape.num_classes, num_freqs, shape.dim, width, blocks};
+  Structured s{x.detach().contiguous(),
+               signs.detach().contiguous(),
+               radii.detach().contiguous(),
+               perm.contiguous(),
+               offsets.contiguous(),
+               {},
+               shape.num_classes,
+               num_freqs,
+               shape.dim,
+               width,
+               blocks};
   check_layout_values(s.perm, s.offsets, shape.num_rows);
   s.tiles = cpu::row_tiles(s.offsets);
   return s;
@@ -153,8 +162,13 @@ struct Kernel {
   T scale;  // D^{-3/2}
 
   explicit Kernel(const Structured& s)
-      : x(s.x.data_ptr<T>()), signs(s.signs.data_ptr<T>()), radii(s.radii.data_ptr<T>()), perm(s.perm.data_ptr<int64_t>()),
-        dim(s.dim), width(s.width), num_freqs(s.num_freqs),
+      : x(s.x.data_ptr<T>()),
+        signs(s.signs.data_ptr<T>()),
+        radii(s.radii.data_ptr<T>()),
+        perm(s.perm.data_ptr<int64_t>()),
+        dim(s.dim),
+        width(s.width),
+        num_freqs(s.num_freqs),
         scale(static_cast<T>(1.0 / std::pow(static_cast<double>(s.width), 1.5))) {}
 
   const T* sign(int64_t b, int k) const { return signs + (b * 3 + k) * width; }
@@ -214,8 +228,8 @@ struct Kernel {
 // math::kMaxFastPhase: the caller then discards them and takes the full-range routine. A panel row's
 // values are summed in a fixed tree (four lines, then the lanes in order): the same bits on
 // every machine and thread count.
-SK_CLONES bool panel_sums_fast(const float* v, int64_t cols, int64_t rows, const float* radii, float scale, float* cos_out,
-                               float* sin_out) {
+SK_CLONES bool panel_sums_fast(const float* v, int64_t cols, int64_t rows, const float* radii, float scale,
+                               float* cos_out, float* sin_out) {
   using V = Line<float>::type;
   constexpr int L = kLanes<float>;
   float cosines[kSub], sines[kSub];
@@ -299,7 +313,8 @@ SK_CLONES bool panel_weight_fast(const float* v, int64_t cols, const float* radi
 }
 
 template <typename T>
-void panel_weight(const T* v, int64_t cols, int64_t width, const T* radii, T scale, const T* g_re, const T* g_im, T* w) {
+void panel_weight(const T* v, int64_t cols, int64_t width, const T* radii, T scale, const T* g_re, const T* g_im,
+                  T* w) {
   bool done = false;
   if constexpr (std::is_same_v<T, float>) done = panel_weight_fast(v, cols, radii, scale, g_re, g_im, w);
   if (!done) {
@@ -427,8 +442,8 @@ void backward(const Structured& s, const at::Tensor& grad, at::Tensor& dx_out) {
   });
 }
 
-at::Tensor hadamard_sums_cpu(const at::Tensor& x, const at::Tensor& signs, const at::Tensor& radii, const at::Tensor& perm,
-                             const at::Tensor& offsets, int64_t num_freqs) {
+at::Tensor hadamard_sums_cpu(const at::Tensor& x, const at::Tensor& signs, const at::Tensor& radii,
+                             const at::Tensor& perm, const at::Tensor& offsets, int64_t num_freqs) {
   const Structured s = prepare(x, signs, radii, perm, offsets, num_freqs);
   at::Tensor out = at::zeros({s.num_classes, 2, s.num_freqs}, s.x.options());
   if (s.tiles.empty()) return out;

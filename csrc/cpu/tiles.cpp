@@ -38,7 +38,8 @@ SK_CLONES bool sincos_column_sums(const float* p, int64_t rows, int64_t cols, fl
 }
 
 // w[i, j] = W of SPEC §1 (math::grad_weight) for one class, whose G rows are g_re, g_im.
-SK_CLONES bool sincos_weight(const float* p, int64_t rows, int64_t cols, const float* g_re, const float* g_im, float* w) {
+SK_CLONES bool sincos_weight(const float* p, int64_t rows, int64_t cols, const float* g_re, const float* g_im,
+                             float* w) {
   int big = 0;
   for (int64_t i = 0; i < rows; ++i) {
     const float* row = p + i * cols;

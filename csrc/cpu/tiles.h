@@ -42,12 +42,12 @@ bool sincos_weight(const float* p, int64_t rows, int64_t cols, const float* g_re
 
 // Per-thread scratch space, allocated once per parallel chunk.
 struct Scratch {
-  at::Tensor rows;    // gathered rows of x, (kRowTile, d)
-  at::Tensor phase;   // p = x t^T for one tile, flat kRowTile * kFreqTile
-  at::Tensor cosine;  // cos(p) on the generic path, same size
-  at::Tensor sine;    // sin(p) on the generic path, same size
-  at::Tensor weight;  // W of SPEC §1, same size
-  at::Tensor partial; // one tile's column sums of cos and sin, (2, max(cols, kFreqTile))
+  at::Tensor rows;     // gathered rows of x, (kRowTile, d)
+  at::Tensor phase;    // p = x t^T for one tile, flat kRowTile * kFreqTile
+  at::Tensor cosine;   // cos(p) on the generic path, same size
+  at::Tensor sine;     // sin(p) on the generic path, same size
+  at::Tensor weight;   // W of SPEC §1, same size
+  at::Tensor partial;  // one tile's column sums of cos and sin, (2, max(cols, kFreqTile))
 
   // `width`: columns of a gathered row tile; `cols`: the widest phase tile.
   Scratch(int64_t width, const at::TensorOptions& options, int64_t cols = kFreqTile)
@@ -107,7 +107,8 @@ struct Scratch {
   }
 
   // W = -G_re * sin(x t^T) + G_im * cos(x t^T), with G_re, G_im (f,) rows of one class.
-  at::Tensor grad_weight(const at::Tensor& x_tile, const at::Tensor& t_tile, const at::Tensor& g_re, const at::Tensor& g_im) {
+  at::Tensor grad_weight(const at::Tensor& x_tile, const at::Tensor& t_tile, const at::Tensor& g_re,
+                         const at::Tensor& g_im) {
     return phase_weight(phases(x_tile, t_tile), g_re, g_im);
   }
 

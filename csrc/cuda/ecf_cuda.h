@@ -12,18 +12,18 @@ namespace cuda {
 
 // chunk::piece_sums for every (column, piece) of a chunk of `len` positions.
 template <typename T>
-cudaError_t launch_piece_sums(const T* phase, int64_t len, int64_t num_freqs, const int64_t* offsets, int64_t num_classes,
-                              int64_t base, T* partial, cudaStream_t stream);
+cudaError_t launch_piece_sums(const T* phase, int64_t len, int64_t num_freqs, const int64_t* offsets,
+                              int64_t num_classes, int64_t base, T* partial, cudaStream_t stream);
 
 // chunk::class_sums for every (class, entry of its 2M sums).
 template <typename T>
-cudaError_t launch_class_sums(const T* partial, int64_t len, int64_t num_freqs, const int64_t* offsets, int64_t num_classes,
-                              int64_t base, T* out, cudaStream_t stream);
+cudaError_t launch_class_sums(const T* partial, int64_t len, int64_t num_freqs, const int64_t* offsets,
+                              int64_t num_classes, int64_t base, T* out, cudaStream_t stream);
 
 // chunk::weight for every element of the len x M chunk.
 template <typename T>
-cudaError_t launch_weight(T* phase, int64_t len, int64_t num_freqs, const int64_t* offsets, int64_t num_classes, int64_t base,
-                          const T* grad, cudaStream_t stream);
+cudaError_t launch_weight(T* phase, int64_t len, int64_t num_freqs, const int64_t* offsets, int64_t num_classes,
+                          int64_t base, const T* grad, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace spectral_kernels

@@ -27,11 +27,16 @@ namespace {
 
 cudaDataType_t cuda_type(at::ScalarType type) {
   switch (type) {
-    case at::kFloat: return CUDA_R_32F;
-    case at::kDouble: return CUDA_R_64F;
-    case at::kBFloat16: return CUDA_R_16BF;
-    case at::kHalf: return CUDA_R_16F;
-    default: TORCH_CHECK(false, "spectral_kernels (cuda): no cuBLAS type for ", type);
+    case at::kFloat:
+      return CUDA_R_32F;
+    case at::kDouble:
+      return CUDA_R_64F;
+    case at::kBFloat16:
+      return CUDA_R_16BF;
+    case at::kHalf:
+      return CUDA_R_16F;
+    default:
+      TORCH_CHECK(false, "spectral_kernels (cuda): no cuBLAS type for ", type);
   }
 }
 
@@ -58,16 +63,17 @@ struct CudaEngine {
     const DefaultMathMode mode(handle);
     const bool dbl = c.scalar_type() == at::kDouble;
     const cublasComputeType_t compute =
-        dbl ? CUBLAS_COMPUTE_64F : (tf32 && a.scalar_type() == at::kFloat ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F);
+        dbl ? CUBLAS_COMPUTE_64F
+            : (tf32 && a.scalar_type() == at::kFloat ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F);
     const float alpha_f = 1.0f, beta_f = static_cast<float>(g.beta);
     const double alpha_d = 1.0, beta_d = g.beta;
     const void* alpha = dbl ? static_cast<const void*>(&alpha_d) : static_cast<const void*>(&alpha_f);
     const void* beta = dbl ? static_cast<const void*>(&beta_d) : static_cast<const void*>(&beta_f);
-    TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                      static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), alpha, a.data_ptr(),
-                                      cuda_type(a.scalar_type()), static_cast<int>(g.lda), b.data_ptr(),
-                                      cuda_type(b.scalar_type()), static_cast<int>(g.ldb), beta, c.data_ptr(),
-                                      cuda_type(c.scalar_type()), static_cast<int>(g.ldc), compute, CUBLAS_GEMM_DEFAULT));
+    TORCH_CUDABLAS_CHECK(cublasGemmEx(
+        handle, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(g.m),
+        static_cast<int>(g.n), static_cast<int>(g.k), alpha, a.data_ptr(), cuda_type(a.scalar_type()),
+        static_cast<int>(g.lda), b.data_ptr(), cuda_type(b.scalar_type()), static_cast<int>(g.ldb), beta, c.data_ptr(),
+        cuda_type(c.scalar_type()), static_cast<int>(g.ldc), compute, CUBLAS_GEMM_DEFAULT));
   }
 
   template <typename T>
@@ -99,21 +105,22 @@ at::Tensor ecf_sums_cuda(const at::Tensor& x, const at::Tensor& t, const at::Ten
   return chunk::forward(engine, prepare(x, t, perm, offsets, precision));
 }
 
-std::tuple<at::Tensor, at::Tensor> ecf_sums_backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& t,
-                                                          const at::Tensor& perm, const at::Tensor& offsets,
-                                                          c10::string_view precision, bool need_x, bool need_t) {
+std::tuple<at::Tensor, at::Tensor> ecf_sums_backward_cuda(const at::Tensor& grad, const at::Tensor& x,
+                                                          const at::Tensor& t, const at::Tensor& perm,
+                                                          const at::Tensor& offsets, c10::string_view precision,
+                                                          bool need_x, bool need_t) {
   const c10::cuda::CUDAGuard guard(x.device());
   CudaEngine engine;
   return chunk::backward(engine, prepare(x, t, perm, offsets, precision), grad, x, need_x, need_t);
 }
 
-at::Tensor ecf_sums_grad_x_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& t, const at::Tensor& perm,
-                                const at::Tensor& offsets, c10::string_view precision) {
+at::Tensor ecf_sums_grad_x_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& t,
+                                const at::Tensor& perm, const at::Tensor& offsets, c10::string_view precision) {
   return std::get<0>(ecf_sums_backward_cuda(grad, x, t, perm, offsets, precision, true, false));
 }
 
-at::Tensor ecf_sums_grad_t_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& t, const at::Tensor& perm,
-                                const at::Tensor& offsets, c10::string_view precision) {
+at::Tensor ecf_sums_grad_t_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& t,
+                                const at::Tensor& perm, const at::Tensor& offsets, c10::string_view precision) {
   return std::get<1>(ecf_sums_backward_cuda(grad, x, t, perm, offsets, precision, false, true));
 }
 
