@@ -38,7 +38,12 @@ except ImportError:  # older setuptools: the wheel package's command
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CUDA_ARCHS = "8.0;9.0"
-BUILD_INFO = "_build_info.py"
+# The build record is named after the library's ABI tag (_build_info_cpython_311_x86_64_linux_gnu.py
+# for _C.cpython-311-x86_64-linux-gnu.so), as spectral_kernels/ops/torch_tie.py looks for it, so two
+# interpreters building one source tree in place (make test-oldest) each keep their own record.
+BUILD_INFO = (
+    "_build_info_" + re.sub(r"\W", "_", sysconfig.get_config_var("EXT_SUFFIX").removesuffix(".so").strip(".")) + ".py"
+)
 # Relative links of README.md (into docs/) do not resolve on a package index: the long
 # description names those files instead (they ship in the sdist).
 RELATIVE_LINK = re.compile(r"\[([^\]]+)\]\((?![a-z]+://)([^)#\s]+)(#[^)\s]*)?\)")

@@ -42,7 +42,15 @@ def test_the_manifest_names_every_file_the_run_wrote_with_its_hash(tmp_path):
     run = distill(DistillConfig(**{**FAST, "num_eval": 1, "eval_epochs": 1}, out=str(tmp_path / "run")))
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["format"] == "spectral-distill manifest 1"
-    written = {"config.json", "checkpoint.pt", "metrics.jsonl", "synthetic.pt", "grid.png", "eval.json"}
+    written = {
+        "config.json",
+        "checkpoint.pt",
+        "metrics.jsonl",
+        "synthetic.pt",
+        "grid.png",
+        "eval.json",
+        "environment.json",
+    }
     assert set(manifest["files"]) == written
     for name in written:
         latest = manifest["files"][name][-1]
