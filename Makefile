@@ -8,7 +8,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 BUILD_STAMP := $(VENV)/.extension-built
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*.h csrc/*/*.h)
 
-.PHONY: demo test lint bench install clean test-oldest
+.PHONY: demo test lint bench install clean
 
 install: $(BUILD_STAMP)
 
@@ -49,11 +49,14 @@ bench: $(BUILD_STAMP)
 # so neither build overwrites the other's and each interpreter imports only its own. That needs the
 # two Pythons to differ: the venv is refused when OLDEST_PYTHON has the ABI tag of PYTHON.
 # CI keeps the single .venv; run this where a second torch (several GB with its CUDA wheels) fits.
+# `make clean` keeps .venv-oldest (that download) but removes the extensions and, with build/, the
+# stamp below, so the next test-oldest builds its extension again.
+.PHONY: test-oldest
 OLDEST_PYTHON ?= python3.12
 OLDEST_VENV := .venv-oldest
 OLDEST_PY := $(OLDEST_VENV)/bin/python
 OLDEST_DEPS_STAMP := $(OLDEST_VENV)/.deps-installed
-OLDEST_BUILD_STAMP := $(OLDEST_VENV)/.extension-built
+OLDEST_BUILD_STAMP := build/oldest-extension-built
 ABI_TAG := import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))
 
 $(OLDEST_PY):
@@ -71,10 +74,10 @@ $(OLDEST_DEPS_STAMP): $(OLDEST_PY) requirements-oldest.txt requirements-dev.txt
 
 $(OLDEST_BUILD_STAMP): $(OLDEST_DEPS_STAMP) $(SOURCES)
 	MAX_JOBS=2 $(OLDEST_PY) -m pip install -q -e . --no-build-isolation
-	touch $@
+	mkdir -p build && touch $@
 
 test-oldest: $(OLDEST_BUILD_STAMP)
 	$(OLDEST_PY) -m pytest -q tests
 
 clean:
-	rm -rf build $(VENV) $(OLDEST_VENV) spectral_kernels/*.so *.egg-info
+	rm -rf build $(VENV) spectral_kernels/*.so *.egg-info
