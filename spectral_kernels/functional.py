@@ -382,30 +382,6 @@ def ncfd(
     return _reduce(per_class, pair.present, reduction)
 
 
-# The keyword options sdd and csdm share, in one list: each function forwards exactly these, as
-# given, to _spectral_discrepancy (csdm through csdm_with_alpha).
-SPECTRAL_OPTIONS = (
-    "t",
-    "kernel",
-    "bandwidth",
-    "nu",
-    "num_freqs",
-    "generator",
-    "num_classes",
-    "reduction",
-    "backend",
-    "precision",
-    "check_finite",
-    "real_group",
-    "structure",
-)
-
-
-def _spectral_options(arguments: dict) -> dict:
-    """The SPECTRAL_OPTIONS entries of a public function's arguments (its locals() on entry)."""
-    return {name: arguments[name] for name in SPECTRAL_OPTIONS}
-
-
 # Packed as SPEC §7 prints it (fmt: skip): one parameter per line would run to 20 lines.
 @autocast_policy((0, "real"), (1, "syn"), (None, "t"))
 def sdd(real: torch.Tensor, syn: torch.Tensor, real_labels: torch.Tensor | None = None,
@@ -430,7 +406,28 @@ def sdd(real: torch.Tensor, syn: torch.Tensor, real_labels: torch.Tensor | None 
 
     Raises: as `ncfd`; ValueError for kernel="linear" (no spectral measure: use `mmd`).
     """
-    return _spectral_discrepancy(real, syn, real_labels, syn_labels, alpha=None, **_spectral_options(locals()))
+    # Every option spelled out, not gathered with locals(): torch 2.11's dynamo cannot trace locals(), so
+    # torch.compile(fullgraph=True) of sdd and csdm failed there (torch 2.14 traces it).
+    return _spectral_discrepancy(
+        real,
+        syn,
+        real_labels,
+        syn_labels,
+        alpha=None,
+        t=t,
+        kernel=kernel,
+        bandwidth=bandwidth,
+        nu=nu,
+        num_freqs=num_freqs,
+        generator=generator,
+        num_classes=num_classes,
+        reduction=reduction,
+        backend=backend,
+        precision=precision,
+        check_finite=check_finite,
+        real_group=real_group,
+        structure=structure,
+    )
 
 
 def csdm_class_alpha(
@@ -541,7 +538,27 @@ def csdm(real: torch.Tensor, syn: torch.Tensor, real_labels: torch.Tensor, syn_l
     Raises: as `sdd` and `csdm_class_alpha`; ValueError if num_classes != len(class_counts).
     """
     alpha = csdm_class_alpha(class_counts, alpha_head=alpha_head, head_classes=head_classes, alpha_rule=alpha_rule)
-    return csdm_with_alpha(real, syn, real_labels, syn_labels, alpha, **_spectral_options(locals()))
+    # Options spelled out as in sdd (torch 2.11 cannot compile locals()).
+    return csdm_with_alpha(
+        real,
+        syn,
+        real_labels,
+        syn_labels,
+        alpha,
+        t=t,
+        kernel=kernel,
+        bandwidth=bandwidth,
+        nu=nu,
+        num_freqs=num_freqs,
+        generator=generator,
+        num_classes=num_classes,
+        reduction=reduction,
+        backend=backend,
+        precision=precision,
+        check_finite=check_finite,
+        real_group=real_group,
+        structure=structure,
+    )
 
 
 @autocast_policy((0, "real"), (1, "syn"), (None, "t"))

@@ -535,8 +535,12 @@ class TritonBackend(GpuBackend):
         return _IMPORT_ERROR
 
     def device_reason(self, x: torch.Tensor) -> str | None:
-        if x.device.type == "cuda" or (INTERPRETED and x.device.type == "cpu"):
+        if x.device.type == "cuda":
             return None
+        if INTERPRETED and x.device.type == "cpu":
+            from .triton_interpreter import loop_bound_reason  # imported only where the interpreter runs
+
+            return loop_bound_reason()
         return f"it runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got a tensor on {x.device}"
 
     def dense_op(self):
