@@ -58,7 +58,7 @@ def test_an_image_with_too_many_pixels_is_refused_before_decoding(tmp_path, kind
     message = _refused(tmp_path, tmp_path / "dogs" / "huge.png", "pixels")
     from spectral_kernels.distill.imagefolder import MAX_IMAGE_PIXELS
 
-    assert f"{MAX_IMAGE_PIXELS}" in message
+    assert f"{MAX_IMAGE_PIXELS}" in message and "cannot read" not in message
 
 
 @pytest.mark.parametrize("kind", ["fifo", "socket", "link to /dev/zero"])

@@ -117,7 +117,7 @@ class _Walk:
                 kind = "a broken symbolic link" if broken else error.strerror
                 raise DataError(f"imagefolder: {path} cannot be read ({kind})") from None
             if not stat.S_ISREG(info.st_mode):
-                open_regular_file(Path(path), "imagefolder")  # refuses it, naming its kind
+                open_regular_file(Path(path), "imagefolder").close()  # raises, naming its kind
             self.reach(path, info)
         if not paths:
             raise DataError(
@@ -142,13 +142,15 @@ def _decode(path: str, image_size: int) -> Image.Image:
                 if width * height > MAX_IMAGE_PIXELS:
                     raise DataError(f"imagefolder: {path} is {width} x {height} = {width * height} pixels, {too_large}")
                 return image.convert("RGB")
+        except DataError:
+            raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             pixels = re.search(r"\((\d+) pixels\)", str(error))
             size = f"{pixels[1]} pixels" if pixels else "an image"
             raise DataError(f"imagefolder: {path} is {size}, {too_large}") from None
         except MemoryError:
             raise DataError(f"imagefolder: not enough memory to decode {path}") from None
-        except (OSError, ValueError, SyntaxError, EOFError) as error:  # PIL's ways to fail on a damaged file
+        except Exception as error:  # a decoder fed a damaged file can fail in any way (OSError, struct.error, ...)
             text = str(error).strip().splitlines()
             reason = f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
             raise DataError(f"imagefolder: cannot read {path} ({reason})") from None
