@@ -287,3 +287,14 @@ def test_under_a_memory_cap_a_hostile_batch_is_named_not_blamed_on_ipc(tmp_path)
     )
     line = assert_one_line_error(proc, str(folder / "data_batch_1"), "bytes")
     assert "--ipc" not in line and not (tmp_path / "run").exists()
+
+
+def test_running_out_of_memory_after_reading_is_a_data_error_naming_the_dataset(tmp_path, monkeypatch):
+    bad.image_folder(tmp_path, {"cats": 3, "dogs": 3})
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(data_module.np, "ascontiguousarray", no_memory)
+    message = _refused(tmp_path, "imagefolder", "memory", tmp_path)
+    assert "--ipc" not in message

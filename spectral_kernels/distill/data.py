@@ -347,6 +347,14 @@ def load_dataset(
     root = Path(data_root) if data_root is not None else None
     if root is not None and not root.exists():
         raise DataError(f"--data-root {root} does not exist")
+    try:
+        return _load(name, base, root, imbalance, image_size, seed)
+    except MemoryError:  # an honest dataset too large for this machine: not a matter of --ipc
+        where = f" from {root}" if root is not None else ""
+        raise DataError(f"{name}: not enough memory to load the dataset{where}") from None
+
+
+def _load(name: str, base: str, root: Path | None, imbalance: float, image_size: int, seed: int) -> ImageDataset:
     class_names = CLASS_NAMES.get(base, ())
     if base == "digits":
         train_x, train_y, test_x, test_y = _digits()
