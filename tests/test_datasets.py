@@ -40,7 +40,7 @@ def _deadline(seconds: int):
 
 
 def _refused(root, *words, name="imagefolder"):
-    with _deadline(60), pytest.raises(DataError) as info:
+    with _deadline(120), pytest.raises(DataError) as info:
         load_dataset(name, data_root=root)
     message = str(info.value)
     assert "\n" not in message, message
