@@ -1193,6 +1193,90 @@ def _image_folder(kind: str):
     return setup
 
 
+CIFAR10 = ["distill", *FAST_CLI, "--out", "{d}/run", "--dataset", "cifar10", "--data-root", "{d}/cifar"]
+IMAGES = ["distill", *FAST_CLI, "--out", "{d}/run", "--dataset", "imagefolder", "--data-root", "{d}/images"]
+
+
+def _cifar_with(which="cifar10", **files):
+    """A CIFAR folder under {d}/cifar whose named files hold the given bytes, or what the given
+    functions return when the case is set up (tests/_bad_data.py builds them)."""
+    from ._bad_data import cifar_folder
+
+    def setup(d: Path):
+        cifar_folder(d / "cifar", which, {name: raw() if callable(raw) else raw for name, raw in files.items()})
+
+    return setup
+
+
+def _cifar_labels(labels, which="cifar10"):
+    """A CIFAR folder whose first file holds these labels (a function of numpy: called at setup)."""
+
+    def batch():
+        import numpy as np
+
+        from ._bad_data import CIFAR, cifar_batch
+
+        _, files, key, _ = CIFAR[which]
+        return cifar_batch(labels=labels(np) if callable(labels) else labels, label_key=key)
+
+    return _cifar_with(which, **{"data_batch_1" if which == "cifar10" else "train": batch})
+
+
+def _cifar_images(data):
+    """A CIFAR folder whose data_batch_2 holds these images (a function of numpy: called at setup)."""
+
+    def batch():
+        import numpy as np
+
+        from ._bad_data import cifar_batch
+
+        return cifar_batch(data=data(np) if callable(data) else data)
+
+    return _cifar_with(data_batch_2=batch)
+
+
+def _hostile_batch(kind):
+    """A CIFAR folder whose data_batch_2 is one of the hostile pickles of tests/_bad_data.py."""
+
+    def batch():
+        from . import _bad_data as bad
+
+        rows = (40000, 3072)  # 123 MB named by a file of a few hundred bytes
+        return {
+            "declared": lambda: bad.cifar_batch(data=bad.DeclaredArray(rows), labels=bad.DeclaredArray((40000,), "i8")),
+            "reconstructed": lambda: bad.cifar_batch(data=bad.ReconstructedArray(rows, "u1", b"", empty_shape=rows)),
+            "state": lambda: bad.cifar_batch(data=bad.ReconstructedArray(rows, "u1", bytes(3072))),
+            "shared": lambda: bad.cifar_batch(
+                extra={b"more": [bad.ReconstructedArray((65536,), "u1", SHARED_64K) for _ in range(400)]}
+            ),
+            "object state": lambda: bad.cifar_batch(data=bad.ReconstructedArray((4, 3072), "O", [0, 1])),
+            "in-band": bad.in_band_bytearray_batch,
+            "out-of-band": bad.out_of_band_batch,
+            "rot13": lambda: bad.cifar_batch(data=bad.Encoded("images", "rot13")),
+        }[kind]()
+
+    return _cifar_with(data_batch_2=batch)
+
+
+SHARED_64K = bytes(65536)  # one object, so that the pickler memoizes it: 400 arrays share its 64 KiB
+
+
+def _fifo_batch(name):
+    def setup(d: Path):
+        _cifar_with()(d)
+        path = d / "cifar" / "cifar-10-batches-py" / name
+        path.unlink()
+        os.mkfifo(path)
+
+    return setup
+
+
+def _hostile_images(kind):
+    from ._bad_data import hostile_image_folder
+
+    return lambda d: hostile_image_folder(d / "images", kind)
+
+
 def _damaged_pool_cache(d: Path):
     """A garbage file where the pool of DISTILL --net-pool 1 --pool-epochs 1 would be cached."""
     from spectral_kernels.cli import _parser
@@ -2268,6 +2352,228 @@ CLI_CASES = [
     ),
     # -- end of run folders, through the CLI
     # -- trust round 3: datasets on disk, through the CLI
+    Cli(
+        "imagefolder with a 20000 x 20000 png (a decompression bomb)",
+        IMAGES,
+        ["{d}/images/dogs/huge.png", "400000000 pixels", "67108864"],
+        setup=_hostile_images("bomb"),
+    ),
+    Cli(
+        "imagefolder with a 10000 x 10000 png (PIL only warns)",
+        IMAGES,
+        ["{d}/images/dogs/huge.png", "100000000 pixels", "67108864"],
+        setup=_hostile_images("bomb below PIL's error"),
+    ),
+    Cli(
+        "imagefolder with a 9000 x 9000 png (below PIL's limits)",
+        IMAGES,
+        ["{d}/images/dogs/huge.png", "9000 x 9000", "67108864"],
+        setup=_hostile_images("bomb below PIL's warning"),
+    ),
+    Cli(
+        "imagefolder with a FIFO named x.png",
+        IMAGES,
+        ["{d}/images/dogs/x.png", "not a regular file", "FIFO"],
+        setup=_hostile_images("fifo"),
+    ),
+    Cli(
+        "imagefolder with a socket named x.png",
+        IMAGES,
+        ["{d}/images/dogs/x.png", "not a regular file", "socket"],
+        setup=_hostile_images("socket"),
+    ),
+    Cli(
+        "imagefolder with x.png linking to /dev/zero",
+        IMAGES,
+        ["{d}/images/dogs/x.png", "not a regular file", "character device"],
+        setup=_hostile_images("link to /dev/zero"),
+    ),
+    Cli(
+        "imagefolder with a broken link named x.png",
+        IMAGES,
+        ["{d}/images/dogs/x.png", "broken symbolic link"],
+        setup=_hostile_images("broken link"),
+    ),
+    Cli(
+        "imagefolder with x.png linking to itself",
+        IMAGES,
+        ["{d}/images/dogs/x.png", "symbolic links"],
+        setup=_hostile_images("link loop file"),
+    ),
+    Cli(
+        "imagefolder with a class folder linking to itself",
+        IMAGES,
+        ["{d}/images/cats/again is {d}/images/cats again"],
+        setup=_hostile_images("class links to itself"),
+    ),
+    Cli(
+        "imagefolder with two class folders linking to each other",
+        IMAGES,
+        ["{d}/images/cats/dogs is {d}/images/dogs again"],
+        setup=_hostile_images("classes link to each other"),
+    ),
+    Cli(
+        "imagefolder with a class folder linking to the root",
+        IMAGES,
+        ["{d}/images/cats/up is {d}/images again"],
+        setup=_hostile_images("link to the root"),
+    ),
+    Cli(
+        "imagefolder with an image linked twice",
+        IMAGES,
+        ["{d}/images/cats/copy.png is {d}/images/cats/0.png again"],
+        setup=_hostile_images("image linked twice"),
+    ),
+    Cli(
+        "imagefolder with an image hard-linked into another class",
+        IMAGES,
+        ["{d}/images/dogs/cat.png is {d}/images/cats/0.png again"],
+        setup=_hostile_images("image hard-linked into another class"),
+    ),
+    Cli(
+        "imagefolder with two class folders that are one folder",
+        IMAGES,
+        ["{d}/images/kittens is {d}/images/cats again"],
+        setup=_hostile_images("two classes are one folder"),
+    ),
+    Cli(
+        "imagefolder with one image in every class",
+        IMAGES,
+        ["{d}/images", "two images", "held out"],
+        setup=_hostile_images("one image in every class"),
+    ),
+    Cli(
+        "cifar label 10**6",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_1", "label 1000000", "[0, 10)"],
+        setup=_cifar_labels([0, 10**6, 0, 1]),
+    ),
+    Cli(
+        "cifar label 2**70",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_1", f"label {2**70}", "[0, 10)"],
+        setup=_cifar_labels([0, 2**70, 0, 1]),
+    ),
+    Cli(
+        "cifar label -1",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_1", "label -1 at position 1", "[0, 10)"],
+        setup=_cifar_labels([0, -1, 0, 1]),
+    ),
+    Cli(
+        "cifar label 0.5",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_1", "label 0.5", "not an integer"],
+        setup=_cifar_labels([0, 0.5, 0, 1]),
+    ),
+    Cli(
+        "cifar label True",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_1", "label True", "not an integer"],
+        setup=_cifar_labels([0, True, 0, 1]),
+    ),
+    Cli(
+        "cifar100 label 100",
+        [*DISTILL, "--dataset", "cifar100", "--data-root", "{d}/cifar"],
+        ["{d}/cifar/cifar-100-python/train", "label 100", "[0, 100)"],
+        setup=_cifar_labels([0, 100, 0, 1], "cifar100"),
+    ),
+    Cli(
+        "cifar labels a float array",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_1", "float64 array", "integers"],
+        setup=_cifar_labels(lambda np: np.zeros(4)),
+    ),
+    Cli(
+        "cifar batch of 200 bytes calling numpy.ndarray for 123 MB",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "(40000, 3072)", "122880000 bytes", "in a file of"],
+        setup=_hostile_batch("declared"),
+    ),
+    Cli(
+        "cifar batch reconstructing an array larger than the file",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "(40000, 3072)", "122880000 bytes", "in a file of"],
+        setup=_hostile_batch("reconstructed"),
+    ),
+    Cli(
+        "cifar batch whose array state declares more than its data",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "(40000, 3072)", "122880000 bytes", "in a file of"],
+        setup=_hostile_batch("state"),
+    ),
+    Cli(
+        "cifar batch with 400 arrays sharing one piece of data",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "arrays of", "bytes in all", "in a file of"],
+        setup=_hostile_batch("shared"),
+    ),
+    Cli(
+        "cifar images an object array",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "dtype object"],
+        setup=_cifar_images(lambda np: np.zeros((4, 3072), dtype=object)),
+    ),
+    Cli(
+        "cifar images an object array whose state is short (numpy crashes)",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "dtype object"],
+        setup=_hostile_batch("object state"),
+    ),
+    Cli(
+        "cifar images float32",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "float32 array of shape (4, 3072)", "uint8"],
+        setup=_cifar_images(lambda np: np.zeros((4, 3072), dtype=np.float32)),
+    ),
+    Cli(
+        "cifar images of 100 values a row",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "shape (4, 100)", "3072"],
+        setup=_cifar_images(lambda np: np.zeros((4, 100), dtype=np.uint8)),
+    ),
+    Cli(
+        "cifar images as bytes",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "a bytes", "uint8"],
+        setup=_cifar_images(bytes(4 * 3072)),
+    ),
+    Cli(
+        "cifar batch of protocol 5 with an in-band bytearray",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "a bytearray", "uint8"],
+        setup=_hostile_batch("in-band"),
+    ),
+    Cli(
+        "cifar batch of protocol 5 with out-of-band buffers",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "out-of-band"],
+        setup=_hostile_batch("out-of-band"),
+    ),
+    Cli(
+        "cifar batch decoding bytes with rot13",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "encoding", "rot13"],
+        setup=_hostile_batch("rot13"),
+    ),
+    Cli(
+        "cifar batch that is a list",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "a list where a dict"],
+        setup=_cifar_with(data_batch_2=pickle.dumps([1, 2], protocol=2)),
+    ),
+    Cli(
+        "cifar batch without labels",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_2", "no b'labels'"],
+        setup=_cifar_with(data_batch_2=pickle.dumps({b"data": b"images"}, protocol=2)),
+    ),
+    Cli(
+        "cifar batch that is a FIFO",
+        CIFAR10,
+        ["{d}/cifar/cifar-10-batches-py/data_batch_4", "not a regular file", "FIFO"],
+        setup=_fifo_batch("data_batch_4"),
+    ),
     # -- end of datasets, through the CLI
     # -- hardware: devices, precision, compile, through the CLI
     Cli("device index without a GPU", [*DISTILL, "--device", "cuda:1"], ["--device cuda:1", "no CUDA device"]),

@@ -5,21 +5,27 @@ package animal-mnist 0.4, shipped in animal_mnist/), `cifar10`, `cifar100` (torc
 python-format archives under --data-root; never downloaded), `imagefolder` (a folder per
 class under --data-root), and a `-lt` variant of each: the training set is made long-tailed with
 n_c = floor(n_max * imbalance^(-c / (C - 1))) images of class c (fixed seed); test sets stay
-balanced. Pickled files are read with a restricted unpickler that only rebuilds numpy arrays,
-so a tampered data file cannot run code.
+balanced. Pickled files are read with a restricted unpickler (safe_pickle.py) that only
+rebuilds numeric numpy arrays no larger than the file, so a tampered data file can neither run
+code nor claim memory it does not hold; CIFAR batches are then checked for exactly what
+torchvision's format holds. Image folders are walked by imagefolder.py. Only regular files are
+ever opened. Every problem is one DataError naming the file and the value.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import math
+import os
 import pickle
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .safe_pickle import load_arrays
 
 # animal-mnist 0.4's data files, shipped in the package (animal_mnist/SOURCE.md says why).
 ANIMALS_FOLDER = Path(__file__).resolve().parent / "animal_mnist"
@@ -53,33 +59,8 @@ class ImageDataset:
         return torch.bincount(self.train_y, minlength=self.num_classes)
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays, lists, dicts, strings and numbers; refuses everything else."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2: str -> bytes, nothing more
-    }
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
-        if module == "_codecs":
-            import codecs
-
-            return codecs.encode
-        if name in ("_reconstruct", "scalar"):
-            return getattr(np._core.multiarray if hasattr(np, "_core") else np.core.multiarray, name)
-        return getattr(np, name)
-
-
 def _unpickle(raw: bytes):
-    return _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    return load_arrays(raw)
 
 
 # What reading a damaged or foreign data file can raise: each becomes a one-line DataError.
@@ -98,17 +79,76 @@ _READ_ERRORS = (
 
 def _reason(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
+    return f"{type(error).__name__}: {text[0][:240]}" if text else type(error).__name__
 
 
 def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+    """Hold out round(test_fraction * n) of each class's n images for testing, but at least one
+    and at most n - 1 when n >= 2, so that every class of two or more images is in both sets (a
+    class of one image trains)."""
     rng = np.random.default_rng(seed)
     test = np.zeros(len(y), dtype=bool)
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
         rng.shuffle(idx)
-        test[idx[: int(round(test_fraction * len(idx)))]] = True
+        held_out = min(max(int(round(test_fraction * len(idx))), 1), len(idx) - 1)
+        test[idx[:held_out]] = True
     return x[~test], y[~test], x[test], y[test]
+
+
+def open_regular_file(path: Path, what: str):
+    """`path` opened for reading in binary if it is a regular file (after links); DataError
+    otherwise. A FIFO, a socket or a device is never opened (opening a FIFO blocks until a writer
+    comes, reading /dev/zero never ends); the type is checked again on the open descriptor
+    (opened without blocking), in case the file was swapped between the two looks."""
+    path = Path(path)
+    info = _stat(path, what)
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{what}: {path} is not a regular file ({_file_kind(info.st_mode)})")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as error:
+        raise DataError(f"{what}: {path} cannot be read ({error.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DataError(f"{what}: {path} is not a regular file ({_file_kind(mode)})")
+    return os.fdopen(fd, "rb")
+
+
+def read_regular_file(path: Path, what: str) -> bytes:
+    """The bytes of `path`, under open_regular_file's rules."""
+    with open_regular_file(path, what) as f:
+        try:
+            return f.read()
+        except MemoryError:
+            size = os.fstat(f.fileno()).st_size
+            raise DataError(f"{what}: not enough memory to read {path} ({size} bytes)") from None
+        except OSError as error:
+            raise DataError(f"{what}: {path} cannot be read ({error.strerror})") from None
+
+
+def _stat(path: Path, what: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        kind = "a broken symbolic link" if os.path.islink(path) else "missing"
+        raise DataError(f"{what}: {path} cannot be read ({kind})") from None
+    except OSError as error:
+        raise DataError(f"{what}: {path} cannot be read ({error.strerror})") from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in [
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    ]:
+        if test(mode):
+            return kind
+    return f"file type {stat.S_IFMT(mode):o}"
 
 
 # Class names by label, for pictures. animals: animal-mnist's labels 0-9 are its ten animals in
@@ -151,17 +191,22 @@ def _animals():
     return _stratified_split(x, y, 0.2, seed=0)
 
 
+CIFAR_PIXELS = 3 * 32 * 32  # one row of a batch's data: the red, green and blue planes of 32 x 32
+
+
 def _cifar(root: Path | None, which: str):
-    folder_name, train_files, test_files, label_key = {
-        "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
-        "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
+    folder_name, train_files, test_files, label_key, num_classes = {
+        "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10),
+        "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100),
     }[which]
     if root is None:
         raise DataError(
             f"{which} needs --data-root pointing at a folder that holds {folder_name}/ (torchvision's python format)"
         )
     folder = Path(root) / folder_name
-    missing = [f for f in train_files + test_files if not (folder / f).is_file()]
+    # lexists: a FIFO or a dangling link in a batch's place is not missing data to download, it
+    # is refused by name when read.
+    missing = [f for f in train_files + test_files if not os.path.lexists(folder / f)]
     if missing:
         raise DataError(
             f"{which}: {folder} lacks {', '.join(missing)}; get the dataset once with "
@@ -172,19 +217,69 @@ def _cifar(root: Path | None, which: str):
     def read(files):
         xs, ys = [], []
         for name in files:
+            path = folder / name
+            raw = read_regular_file(path, which)
             try:
-                batch = _unpickle((folder / name).read_bytes())
-                xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                ys.append(np.asarray(batch[label_key], dtype=np.int64).reshape(-1))
-                if xs[-1].shape[0] != ys[-1].shape[0] or (ys[-1].size and ys[-1].min() < 0):
-                    raise ValueError(f"{xs[-1].shape[0]} images but {ys[-1].shape[0]} labels, or a negative label")
+                batch = _unpickle(raw)
+            except MemoryError:
+                raise DataError(f"{which}: not enough memory to read {path} ({len(raw)} bytes)") from None
             except _READ_ERRORS as error:
-                raise DataError(
-                    f"{which}: {folder / name} is damaged or not a CIFAR batch ({_reason(error)})"
-                ) from None
-        return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
+                raise DataError(f"{which}: {path} is damaged or not a CIFAR batch ({_reason(error)})") from None
+            del raw
+            x, y = _cifar_batch(batch, path, which, label_key, num_classes)
+            xs.append(x)
+            ys.append(y)
+        n = sum(len(y) for y in ys)
+        try:
+            return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
+        except MemoryError:  # the files are what they claim, there are just too many images here
+            raise DataError(
+                f"{which}: not enough memory to load the {n} images of {', '.join(files)} under {folder} "
+                f"({n * CIFAR_PIXELS * 4} bytes as float32)"
+            ) from None
 
     return (*read(train_files), *read(test_files))
+
+
+def _cifar_batch(batch, path: Path, which: str, label_key: bytes, num_classes: int):
+    """(images as uint8 (n, 3, 32, 32), labels as int64 (n,)) of one unpickled batch, after
+    checking that it holds exactly what torchvision's python format holds."""
+
+    def refuse(what):
+        return DataError(f"{which}: {path} is not a CIFAR batch ({what})")
+
+    def kind(value):
+        if isinstance(value, np.ndarray):
+            return f"a {value.dtype} array of shape {value.shape}"
+        return f"a {type(value).__name__}"
+
+    if not isinstance(batch, dict):
+        raise refuse(f"{kind(batch)} where a dict of data and labels belongs")
+    for key in (b"data", label_key):
+        if key not in batch:
+            raise refuse(f"no {key!r} among its keys {sorted(batch, key=repr)[:6]}")
+    data, labels = batch[b"data"], batch[label_key]
+    rows = isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == CIFAR_PIXELS
+    if not (rows and data.dtype == np.uint8):
+        raise refuse(f"its images are {kind(data)}; they must be a uint8 array of rows of {CIFAR_PIXELS} values")
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise refuse(f"its labels are {kind(labels)}; they must be integers")
+        bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+        if bad.size:
+            raise refuse(f"label {labels[bad[0]]} at position {bad[0]} is outside [0, {num_classes})")
+    elif isinstance(labels, (list, tuple)):
+        for i, label in enumerate(labels):
+            # bool is an int to Python but no label; a float, even 1.0, means a damaged or foreign file
+            if not (type(label) is int or isinstance(label, np.integer)):
+                raise refuse(f"label {label!r:.40} at position {i} is not an integer")
+            if not 0 <= label < num_classes:
+                raise refuse(f"label {label} at position {i} is outside [0, {num_classes})")
+    else:
+        raise refuse(f"its labels are {kind(labels)}; they must be a list of integers")
+    if len(labels) != data.shape[0]:
+        raise refuse(f"{data.shape[0]} images but {len(labels)} labels")
+    return np.asarray(data).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64).reshape(-1)
 
 
 def _imagefolder(root: Path | None, image_size: int):
@@ -193,45 +288,30 @@ def _imagefolder(root: Path | None, image_size: int):
             "imagefolder needs --data-root: a folder with one subfolder of images per class (or train/ and test/ of "
             "those)"
         )
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import v2
+    from .imagefolder import new_walk, read_image_folder
 
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"imagefolder: --data-root {root} is not a folder")
-    transform = v2.Compose(
-        [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
-    )
-
-    def read(folder):
-        try:
-            data = ImageFolder(str(folder), transform=transform)
-        except (FileNotFoundError, OSError) as error:
-            raise DataError(
-                f"imagefolder: {folder} is not a folder of class folders holding images ({_reason(error)})"
-            ) from None
-        if len(data) == 0:
-            raise DataError(f"imagefolder: no images under {folder}")
-        samples = []
-        for i in range(len(data)):
-            try:
-                samples.append(data[i])
-            except _READ_ERRORS as error:
-                raise DataError(f"imagefolder: cannot read {data.samples[i][0]} ({_reason(error)})") from None
-        xs, ys = zip(*samples)
-        return torch.stack(xs).numpy(), np.asarray(ys, dtype=np.int64), data.classes
-
+    walk = new_walk()
     if (root / "train").is_dir() and (root / "test").is_dir():
-        train_x, train_y, train_classes = read(root / "train")
-        test_x, test_y, test_classes = read(root / "test")
+        walk.folder(str(root))
+        train_x, train_y, train_classes = read_image_folder(root / "train", image_size, walk)
+        test_x, test_y, test_classes = read_image_folder(root / "test", image_size, walk)
         if train_classes != test_classes:
             raise DataError(
                 f"imagefolder: {root}/train and {root}/test must hold the same class folders, "
                 f"got {train_classes[:5]}... and {test_classes[:5]}..."
             )
         return train_x, train_y, test_x, test_y, tuple(train_classes)
-    x, y, classes = read(root)
-    return (*_stratified_split(x, y, 0.2, seed=0), tuple(classes))
+    x, y, classes = read_image_folder(root, image_size, walk)
+    train_x, train_y, test_x, test_y = _stratified_split(x, y, 0.2, seed=0)
+    if len(test_y) == 0:
+        raise DataError(
+            f"imagefolder: no class under {root} has two images, so none can be held out for testing; "
+            "add images, or give train/ and test/ folders"
+        )
+    return train_x, train_y, test_x, test_y, tuple(classes)
 
 
 def long_tail_counts(counts: np.ndarray, imbalance: float) -> np.ndarray:
@@ -265,6 +345,14 @@ def load_dataset(
     root = Path(data_root) if data_root is not None else None
     if root is not None and not root.exists():
         raise DataError(f"--data-root {root} does not exist")
+    try:
+        return _load(name, base, root, imbalance, image_size, seed)
+    except MemoryError:  # an honest dataset too large for this machine: not a matter of --ipc
+        where = f" from {root}" if root is not None else ""
+        raise DataError(f"{name}: not enough memory to load the dataset{where}") from None
+
+
+def _load(name: str, base: str, root: Path | None, imbalance: float, image_size: int, seed: int) -> ImageDataset:
     class_names = CLASS_NAMES.get(base, ())
     if base == "digits":
         train_x, train_y, test_x, test_y = _digits()
