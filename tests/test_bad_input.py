@@ -2640,10 +2640,10 @@ CLI_CASES = [
 CASES = [*LIB_CASES, *CLI_CASES]
 
 
-def test_the_catalogue_holds_at_least_150_distinct_cases():
+def test_the_catalogue_holds_at_least_400_distinct_cases():
     ids = [c.id for c in CASES]
     assert len(set(ids)) == len(ids), [i for i in ids if ids.count(i) > 1]
-    assert len(ids) >= 150, len(ids)
+    assert len(ids) >= 400, len(ids)
 
 
 @pytest.mark.parametrize("case", LIB_CASES, ids=[c.id for c in LIB_CASES])
