@@ -538,6 +538,11 @@ class TritonBackend(GpuBackend):
         if x.device.type == "cuda":
             return None
         if INTERPRETED and x.device.type == "cpu":
+            if torch.compiler.is_compiling():
+                # The probe launches a kernel, which dynamo cannot trace (fullgraph fails): under
+                # compile the eager answer stands, and where no eager call asked first the kernel
+                # itself fails with the interpreter's own error.
+                return None
             from .triton_interpreter import loop_bound_reason  # imported only where the interpreter runs
 
             return loop_bound_reason()
