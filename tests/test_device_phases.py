@@ -263,6 +263,9 @@ def _failing_backend(gm, example_inputs):
 def test_compile_runs_every_phase_through_the_compiler(tmp_path, monkeypatch):
     """A backend that counts the calls of what it compiled; the count read at each phase's
     record shows every phase called compiled code."""
+    # Earlier tests in the process compiled the same ConvNet.forward under other backends; once
+    # dynamo's per-code cache is full it runs the frame eagerly, and nothing would be counted.
+    torch._dynamo.reset()
     monkeypatch.setenv(COMPILE_BACKEND_ENV, "spectral_kernels_test_recording")
     monkeypatch.setenv("SPECTRAL_KERNELS_CACHE", str(tmp_path / "cache"))
     at_phase = []
@@ -296,6 +299,7 @@ def test_a_compiler_failure_is_one_error_and_loses_nothing(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         loop.distill(DistillConfig(**base, out=str(cut)), on_iteration=interrupt)
     before = {p.name: p.read_bytes() for p in cut.iterdir() if p.is_file() and p.name != ".lock"}
+    torch._dynamo.reset()  # as above: the failing backend must really be asked to compile
     monkeypatch.setenv(COMPILE_BACKEND_ENV, "spectral_kernels_test_failing")
     with pytest.raises(CompileError) as info:
         loop.distill(DistillConfig(**base, compile=True, out=str(cut)), resume=True)

@@ -66,7 +66,7 @@ def test_a_python_without_torch_is_named(tmp_path):
 def test_the_smoke_checks_run_here_on_cpu_tensors(monkeypatch):
     """benchmarks/gpu_smoke.py's checks, on the CPU at small sizes (Triton under the
     interpreter), so the script the first GPU run depends on cannot rot unseen. The distillation
-    runs on the random stand-in for digits, as on a machine without scikit-learn."""
+    runs on the random stand-in for digits, as on a machine without scikit-learn or Pillow."""
     import spectral_kernels as sk
     from benchmarks import gpu_smoke
     from spectral_kernels.distill import data
@@ -81,6 +81,8 @@ def test_the_smoke_checks_run_here_on_cpu_tensors(monkeypatch):
         assert gpu_smoke.backend_case("cuda", "cpu", "dense")["skipped"]
     monkeypatch.setattr(data, "_digits", data._digits)  # restored after the stand-in replaces it
     monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
+    monkeypatch.setitem(sys.modules, "PIL", None)  # and Pillow: the GPU image may lack both
     result = gpu_smoke.distill_step("cpu")
     assert result["ok"] and result["dataset"].startswith("digits (random stand-in"), result
+    assert "no grid.png: Pillow is not installed" in result["dataset"], result
     assert result["last_metrics"] is not None
