@@ -8,7 +8,7 @@ GPU architectures: TORCH_CUDA_ARCH_LIST, by default "8.0;9.0" (Ampere and Hopper
 torch is imported only when the extension is compiled (build_ext below): writing an sdist or
 the package metadata needs no torch, so `python -m build --sdist` works in an isolated
 environment. The compiled library is tied to the torch it was built against; build_ext writes
-spectral_kernels/_build_info.py beside it (read by spectral_kernels/ops/torch_tie.py, which
+spectral_kernels/_build_info_<ABI tag>.py beside it (read by spectral_kernels/ops/torch_tie.py, which
 refuses a different torch), and bdist_wheel adds a local version label naming that torch.
 
 The translation units include ATen headers and torch/library.h, never torch/extension.h: the op
@@ -192,7 +192,7 @@ class build_ext(_setuptools_build_ext):
     exist only once torch is imported, and sdist and egg_info instantiate and finalize this
     command too. So setup() gets a placeholder Extension of the same name, and run() fills it
     with torch's extension settings and hands this command object to torch's BuildExtension
-    (a build_ext subclass of the same layout) before building. Then _build_info.py records the
+    (a build_ext subclass of the same layout) before building. Then _build_info_<ABI tag>.py records the
     torch (and CUDA) the library was compiled against, beside it."""
 
     def run(self):

@@ -442,7 +442,7 @@ def accuracy_rows(cell: dict, chosen: list[Variant], device: str, folder: Path) 
                     variant=variant.name,
                     part="test accuracy (%)",
                     accuracy_mean=round(100 * result["accuracy_mean"], 2),
-                    accuracy_std=round(100 * result["accuracy_std"], 2),
+                    accuracy_std=None if result["accuracy_std"] is None else round(100 * result["accuracy_std"], 2),
                     accuracies=" ".join(f"{100 * a:.2f}" for a in result["accuracies"]),
                     distill_seconds=round(total - result["seconds"], 1),
                     eval_seconds=result["seconds"],

@@ -365,6 +365,8 @@ def main(argv=None) -> int:
         elif args.command == "evaluate":
             from .distill.evaluate import evaluate_run
 
+            # Before any training: evaluation redraws grid.png (Pillow) and reloads the dataset.
+            check_installed(saved_config(Path(args.run)).dataset)
             result = evaluate_run(
                 args.run,
                 num_eval=args.num_eval,

@@ -106,6 +106,22 @@ def test_a_missing_package_is_one_line_and_exit_2_before_any_work(
     assert not out.exists()  # refused before the run folder was made
 
 
+def test_evaluate_without_pillow_is_one_line_before_any_training(tmp_path, monkeypatch, capsys):
+    """evaluate redraws grid.png: without Pillow it refuses before training, not with a traceback
+    after it."""
+    out = tmp_path / "run"
+    assert cli.main(["distill", "--dataset", "digits", *TINY, "--num-eval", "0", "--out", str(out)]) == 0
+    real_find_spec = needs.importlib.util.find_spec
+    monkeypatch.setattr(
+        needs.importlib.util, "find_spec", lambda name, *a: None if name == "PIL" else real_find_spec(name, *a)
+    )
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--num-eval", "1", "--eval-epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install Pillow" in err, err
+    assert not (out / "eval.json").exists()
+
+
 # -- sdist -> wheel -> install -> distil ---------------------------------------------------------
 
 

@@ -176,3 +176,21 @@ def test_torch_saves_failed_write_is_the_oserror_naming_the_file(tmp_path, monke
         files.atomic_save({"images": torch.ones(100)}, target)
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_and_resume_keep_a_user_file_under_the_name_of_one_they_rewrite(tmp_path):
+    """evaluate redraws grid.png and a resumed run rewrites environment.json: a user's own file
+    under either name is kept and named, as --overwrite keeps it."""
+    from spectral_kernels.distill.evaluate import evaluate_run
+
+    run = distill(DistillConfig(**FAST, out=str(tmp_path / "done")))
+    (run / "grid.png").write_bytes(b"mine")
+    with pytest.raises(ConfigError, match="grid.png"):
+        evaluate_run(run, num_eval=1, epochs=1)
+    assert (run / "grid.png").read_bytes() == b"mine" and not (run / "eval.json").exists()
+
+    cut = _interrupted(tmp_path / "cut")
+    (cut / "environment.json").write_text("mine")
+    with pytest.raises(ConfigError, match="environment.json"):
+        distill(DistillConfig(**FAST, out=str(cut)), resume=True)
+    assert (cut / "environment.json").read_text() == "mine"

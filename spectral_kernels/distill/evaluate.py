@@ -337,7 +337,7 @@ def evaluate_run(
             raise RunFileError(f"{run} holds no synthetic.pt (not a finished run)")
     lock = None if locked else RunLock(run).acquire()
     try:
-        refuse_files_not_owned(run, ("eval.json", "metrics.jsonl"), "evaluate")  # the files it writes
+        refuse_files_not_owned(run, ("eval.json", "metrics.jsonl", "grid.png"), "evaluate")  # the files it writes
         saved = load_synthetic(run / "synthetic.pt")
         cfg = saved["config"]
         chosen = dict(device=device, amp=amp, compile=compile)

@@ -252,7 +252,8 @@ def _check_take_over(run: Path, config: DistillConfig, *, resume: bool, overwrit
             raise ConfigError(
                 f"--resume: options differ from the interrupted run's config.json: {', '.join(differing)}"
             )
-        refuse_files_not_owned(run, RESULT_FILES, "--resume")
+        # environment.json too: a resumed run rewrites it (distill/environment.py).
+        refuse_files_not_owned(run, (*RESULT_FILES, "environment.json"), "--resume")
     elif overwrite:
         refuse_files_not_owned(run, RUN_FILES, "--overwrite")
     else:
