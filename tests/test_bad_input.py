@@ -1026,6 +1026,20 @@ LIB_CASES = [
     # -- end of run folders
     # -- trust round 3: datasets on disk
     # -- end of datasets
+    # -- round 4 freq: frequencies home
+    # -- end of round 4 freq
+    # -- round 4 ops: backend protocol and Triton toolkit
+    # -- end of round 4 ops
+    # -- round 4 modules: loss modules
+    # -- end of round 4 modules
+    # -- round 4 names: names and config
+    # -- end of round 4 names
+    # -- round 4 api: Python distillation API
+    # -- end of round 4 api
+    # -- round 4 imgsize: image size and lazy image folders
+    # -- end of round 4 imgsize
+    # -- round 4 hw: hardware leftovers
+    # -- end of round 4 hw
 ]
 
 
@@ -2635,6 +2649,20 @@ CLI_CASES = [
         after=_run_unchanged(),
     ),
     # -- end of hardware, through the CLI
+    # -- round 4 freq: frequencies home, through the CLI
+    # -- end of round 4 freq, through the CLI
+    # -- round 4 ops: backend protocol and Triton toolkit, through the CLI
+    # -- end of round 4 ops, through the CLI
+    # -- round 4 modules: loss modules, through the CLI
+    # -- end of round 4 modules, through the CLI
+    # -- round 4 names: names and config, through the CLI
+    # -- end of round 4 names, through the CLI
+    # -- round 4 api: Python distillation API, through the CLI
+    # -- end of round 4 api, through the CLI
+    # -- round 4 imgsize: image size and lazy image folders, through the CLI
+    # -- end of round 4 imgsize, through the CLI
+    # -- round 4 hw: hardware leftovers, through the CLI
+    # -- end of round 4 hw, through the CLI
 ]
 
 CASES = [*LIB_CASES, *CLI_CASES]
