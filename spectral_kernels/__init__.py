@@ -3,12 +3,11 @@
 See docs/SPEC.md for the math; the public names below are the whole API.
 """
 
+from .frequencies import HadamardFrequencies, hadamard_frequencies, sample_frequencies
 from .functional import csdm, csdm_class_alpha, ecf, mmd, ncfd, sdd
-from .kernels import sample_frequencies
 from .losses import CSDMLoss, MMDLoss, NCFDLoss, SDDLoss
 from .ops import available_backends
 from .sampler import FrequencySampler
-from .structured import HadamardFrequencies, hadamard_frequencies
 
 
 def _installed_version() -> str:

@@ -39,7 +39,8 @@ from .distill.loop import distill
 from .distill.methods import HEAD_RULES, METHODS
 from .distill.needs import check_installed
 from .distill.rundir import saved_config
-from .kernels import SPECTRAL_KERNELS, STRUCTURES
+from .frequencies import STRUCTURES
+from .kernels import SPECTRAL_KERNELS
 
 PROG = "spectral-distill"
 

@@ -15,22 +15,22 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 
-from . import _checks, ops
+from . import _checks, frequencies, ops
 from ._distributed import sum_over_group
 from .classes import ClassIndex, class_index
-from .kernels import check_kernel, check_structure, kernel_matrix, sample_frequencies
+from .frequencies import Frequencies, HadamardFrequencies
+from .kernels import check_kernel, kernel_matrix
 from .ops.autocast import policy as autocast_policy
 from .ops.hadamard import hadamard_ecf_sums
 from .ops.precision import PRECISIONS as OP_PRECISIONS
 from .safe_math import safe_sqrt
-from .structured import HadamardFrequencies, check_hadamard, hadamard_frequencies
 from .terms import amplitude_phase
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
 # What the public functions take (annotations only; the values are checked at run time).
-Frequencies: TypeAlias = "torch.Tensor | HadamardFrequencies"  # t: a matrix (M, d) or SORF parameters
+# Frequencies (t: a matrix (M, d) or SORF parameters) is defined in spectral_kernels.frequencies.
 Bandwidth: TypeAlias = "float | Sequence[float]"  # a list means the sum of the kernels
 ClassCounts: TypeAlias = "torch.Tensor | Sequence[float]"  # (C,) real images per class
 
@@ -175,18 +175,6 @@ def _terms(pair: _Pair, t: Frequencies, backend: str, precision):
     return amplitude_phase(re_p, im_p, re_q, im_q)
 
 
-def _given_frequencies(name: str, t, like: torch.Tensor, like_name: str, check_finite: bool):
-    """Frequencies passed in: an (M, d) tensor, or HadamardFrequencies (structured, never
-    materialised), checked like the features."""
-    if isinstance(t, HadamardFrequencies):
-        check_hadamard(name, t, like, like_name, check_finite)
-        return t
-    t = _checks.frequencies(name, t, like, like_name)
-    if check_finite:
-        _checks.finite(name, t)
-    return t
-
-
 def _reduce(per_class: torch.Tensor, present: torch.Tensor, reduction: str) -> torch.Tensor:
     """SPEC §3: classes absent from both sides take no part; "none" gives them 0."""
     per_class = torch.where(present, per_class, torch.zeros_like(per_class))
@@ -196,29 +184,6 @@ def _reduce(per_class: torch.Tensor, present: torch.Tensor, reduction: str) -> t
     if reduction == "sum":
         return total
     return total / present.sum().clamp_min(1).to(total.dtype)
-
-
-def _spectral_frequencies(
-    t, *, kernel, bandwidth, nu, num_freqs, generator, like: torch.Tensor, check_finite: bool, structure: str
-):
-    """The frequencies to use and the factor that turns their mean into the summed-kernel SDD.
-    Drawn frequencies are checked by the samplers; given ones here, like the features."""
-    check_kernel(kernel, spectral=True)
-    sigmas = _checks.bandwidths(bandwidth)
-    _checks.positive("nu", nu)
-    structure = check_structure(structure, kernel)
-    if t is not None:
-        if structure != "iid":
-            raise ValueError(
-                f"structure={structure!r} is how frequencies are drawn, but t was given; pass one or the other"
-            )
-        return _given_frequencies("t", t, like, "real", check_finite), 1.0
-    draw = dict(bandwidth=list(sigmas), nu=nu, generator=generator, device=like.device, dtype=like.dtype)
-    if structure == "hadamard":
-        t = hadamard_frequencies(kernel, num_freqs, like.shape[1], **draw)
-    else:
-        t = sample_frequencies(kernel, num_freqs, like.shape[1], structure=structure, **draw)
-    return t, float(len(sigmas))
 
 
 def _spectral_discrepancy(
@@ -249,7 +214,7 @@ def _spectral_discrepancy(
         real, syn, real_labels, syn_labels, num_classes=num_classes, check_finite=check_finite, real_group=real_group
     )
     reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-    t, scale = _spectral_frequencies(
+    t, scale = frequencies.resolve(
         t,
         kernel=kernel,
         bandwidth=bandwidth,
@@ -304,7 +269,7 @@ def ecf(
     """
     x = _checks.features("x", x)
     check_finite = _checks.resolve_check_finite(check_finite)
-    t = _given_frequencies("t", t, x, "x", check_finite)
+    t = frequencies.given("t", t, x, "x", check_finite)
     if check_finite:
         _checks.finite("x", x)
     num_classes = _checks.num_classes(num_classes)
@@ -368,7 +333,7 @@ def ncfd(
     pair = _prepare_pair(
         real, syn, real_labels, syn_labels, num_classes=num_classes, check_finite=check_finite, real_group=real_group
     )
-    t = _given_frequencies("t", t, pair.real, "real", pair.check_finite)
+    t = frequencies.given("t", t, pair.real, "real", pair.check_finite)
     alpha = _checks.unit_interval("alpha", alpha, pair.num_classes, pair.real).unsqueeze(1)
     eps = _checks.non_negative("eps", eps)
     if eps > 1.0:

@@ -1,8 +1,10 @@
 """Shift-invariant kernels and their spectral measures (SPEC §4).
 
 k(0) = 1 for every kernel, so by Bochner's theorem k(x - y) = E_w[cos(<w, x - y>)] with w drawn
-from a probability law, the kernel's spectral measure. `sample_frequencies` draws from it;
-`kernel_matrix` evaluates k exactly for the pairwise MMD baseline.
+from a probability law, the kernel's spectral measure. `iid_frequencies` draws independent rows
+from it (sk.sample_frequencies, in frequencies.py, is the public draw that picks a structure);
+`kernel_matrix` evaluates k exactly for the pairwise MMD baseline. This module imports none of
+the frequency constructions built on it (structured.py, frequencies.py).
 
 Every draw goes through the caller's torch.Generator, so a seeded run is reproducible bit for
 bit (the gamma variates of the Matérn law use a rejection sampler written here for that reason:
@@ -64,11 +66,19 @@ def check_kernel(kernel, *, spectral: bool) -> str:
     return _checks.choice("kernel", kernel, SPECTRAL_KERNELS if spectral else KERNELS)
 
 
-STRUCTURES = ("iid", "orthogonal", "hadamard")
 RADIAL_KERNELS = ("gaussian", "matern")
 
 
-def sample_frequencies(
+def require_radial(kernel, structure: str) -> None:
+    """Refuse a structured draw (`structure`, SPEC §4.1) of a kernel whose measure is not radial."""
+    if kernel not in RADIAL_KERNELS:
+        raise ValueError(
+            f"structure={structure!r} needs a radial spectral measure (gaussian, matern); the {kernel} kernel's "
+            "is not radial (its coordinates are independent), so use structure='iid'"
+        )
+
+
+def iid_frequencies(
     kernel: str,
     num_freqs: int,
     dim: int,
@@ -78,46 +88,10 @@ def sample_frequencies(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    structure: str = "iid",
 ) -> torch.Tensor:
-    """Draw `num_freqs` frequencies (M, d) from the spectral measure of `kernel` (SPEC §4).
-
-    | kernel    | k(x, y), D = x - y               | each row w                          |
-    | gaussian  | exp(-|D|_2^2 / (2 sigma^2))      | N(0, I / sigma^2)                   |
-    | laplacian | exp(-|D|_1 / sigma)              | i.i.d. Cauchy(0, 1/sigma)           |
-    | cauchy    | prod_j 1 / (1 + D_j^2 / sigma^2) | i.i.d. Laplace(0, 1/sigma)          |
-    | matern    | Matérn(nu), length-scale sigma   | multivariate t, 2 nu dof, 1/sigma   |
-
-    With a list of bandwidths each row picks one of them uniformly at random: the draws then
-    come from the spectral measure of the *average* of those kernels (sdd/csdm multiply by the
-    number of bandwidths so that they match the *summed* kernel of `mmd`).
-
-    structure: "iid" (independent rows), or, for the radial kernels (gaussian, matern), the
-    lower-variance constructions of SPEC §4 (spectral_kernels.structured): "orthogonal" (ORF:
-    blocks of d orthogonal directions, each row's length drawn from the kernel's radius law)
-    and "hadamard" (SORF: blocks of H D1 H D2 H D3, materialised here; sdd/csdm/ncfd evaluate
-    them without materialising). Each row still has the kernel's spectral measure as its law.
-
-    The draw happens on the generator's device (CPU without one) in float64, then moves to
-    `device` and `dtype` (default: the generator's device, torch's default dtype), so the same
-    seed gives the same frequencies on every device.
-
-    Raises ValueError for an unknown or linear kernel, num_freqs or dim < 1, bandwidth <= 0 or
-    nu <= 0, a bandwidth whose frequencies `dtype` cannot hold (1 / bandwidth below its
-    smallest normal number, or 16 / bandwidth above its largest finite value: the message gives
-    the limit), a draw that overflows `dtype` anyway (the laplacian and Matérn laws have heavy
-    tails; checked outside torch.compile), an unknown structure or a structured draw of a
-    kernel whose measure is not radial; TypeError for arguments of the wrong type.
-    """
-    structure = check_structure(structure, kernel)
-    if structure != "iid":
-        from . import structured
-
-        draw = structured.orthogonal_frequencies if structure == "orthogonal" else structured.hadamard_frequencies
-        result = draw(
-            kernel, num_freqs, dim, bandwidth=bandwidth, nu=nu, generator=generator, device=device, dtype=dtype
-        )
-        return result if structure == "orthogonal" else result.dense()
+    """`num_freqs` independent rows (M, d) of the spectral measure of `kernel`: the "iid"
+    structure of sk.sample_frequencies (spectral_kernels.frequencies), which documents the laws,
+    the arguments and the errors."""
     draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth=bandwidth, nu=nu, generator=generator, dtype=dtype)
     kernel, num_freqs, dim, nu, generator = draw.kernel, draw.num_freqs, draw.dim, draw.nu, draw.generator
     opts = dict(device=draw.device, dtype=torch.float64)
@@ -135,16 +109,6 @@ def sample_frequencies(
         g = 2.0 * standard_gamma(nu, num_freqs, generator=generator, device=draw.device)
         w = z * torch.sqrt(2.0 * nu / g).unsqueeze(1)
     return draw.finish(w * draw.inverse_bandwidths(num_freqs).unsqueeze(1), device)
-
-
-def check_structure(structure, kernel) -> str:
-    structure = _checks.choice("structure", structure, STRUCTURES)
-    if structure != "iid" and kernel not in RADIAL_KERNELS:
-        raise ValueError(
-            f"structure={structure!r} needs a radial spectral measure (gaussian, matern); the {kernel} kernel's "
-            "is not radial (its coordinates are independent), so use structure='iid'"
-        )
-    return structure
 
 
 @dataclass(frozen=True)

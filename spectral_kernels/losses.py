@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from . import _checks, functional, ops
+from .frequencies import check_structure
 from .functional import Bandwidth, ClassCounts, Frequencies
-from .kernels import check_kernel, check_structure
+from .kernels import check_kernel
 
 
 class NCFDLoss(nn.Module):

@@ -18,7 +18,8 @@ independent directions, a block of d frequencies can take d orthogonal ones:
   Walsh-Hadamard transforms of x, O(N M log D) instead of O(N M d). The price of padding: a
   block holds D >= d frequencies, and the transforms run at width D.
 
-M need not be a multiple of the block size: the last block is cut.
+M need not be a multiple of the block size: the last block is cut. These are constructions:
+sk.sample_frequencies (spectral_kernels.frequencies) picks one by `structure=`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from . import _checks
-from .kernels import DrawArguments, check_structure, standard_gamma
+from .kernels import DrawArguments, require_radial, standard_gamma
 
 
 def _radii(draw: DrawArguments, rows: int, dims: int) -> torch.Tensor:
@@ -47,8 +48,9 @@ def orthogonal_frequencies(
     kernel, num_freqs, dim, *, bandwidth=1.0, nu=1.5, generator=None, device=None, dtype=None
 ) -> torch.Tensor:
     """ORF: (M, d) frequencies in blocks of d orthogonal rows, each scaled by a radius of the
-    kernel's law (arguments as sk.sample_frequencies)."""
-    check_structure("orthogonal", kernel)
+    kernel's law: sk.sample_frequencies(structure="orthogonal") (spectral_kernels.frequencies)
+    documents the arguments."""
+    require_radial(kernel, "orthogonal")
     draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth=bandwidth, nu=nu, generator=generator, dtype=dtype)
     d = draw.dim
     # A block of d rows is a d x d QR; a cut block of k < d rows (M = 4 at d = 30000) needs only
@@ -165,9 +167,10 @@ def hadamard_frequencies(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> HadamardFrequencies:
-    """SORF: M frequencies in blocks of D = block_width(dim), as HadamardFrequencies (arguments
-    as sk.sample_frequencies)."""
-    check_structure("hadamard", kernel)
+    """SORF: M frequencies in blocks of D = block_width(dim), as HadamardFrequencies:
+    sk.hadamard_frequencies, the same as sk.sample_frequencies(structure="hadamard")
+    (spectral_kernels.frequencies), which documents the arguments."""
+    require_radial(kernel, "hadamard")
     draw = DrawArguments.check(kernel, num_freqs, dim, bandwidth=bandwidth, nu=nu, generator=generator, dtype=dtype)
     width = block_width(draw.dim)
     blocks = math.ceil(draw.num_freqs / width)

@@ -18,15 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..kernels import RADIAL_KERNELS, SPECTRAL_KERNELS, STRUCTURES, frequency_scale_limits
+from ..frequencies import STRUCTURES
+from ..kernels import RADIAL_KERNELS, SPECTRAL_KERNELS, frequency_scale_limits
+from . import hardware
 from .data import DATASETS
+from .errors import ConfigError
 from .methods import HEAD_RULES, METHODS
-
-
-class ConfigError(ValueError):
-    """A bad option value or an unusable run directory or file; the CLI prints it on one line
-    and exits with status 2."""
-
 
 # (lowest, highest) accepted value of each integer option.
 INT_LIMITS = {
@@ -207,8 +204,6 @@ class DistillConfig:
             self.data_root is None or (self.data_root != "" and "\0" not in self.data_root),
             f"--data-root must name a folder, got {self.data_root!r}",
         )
-        from . import hardware  # (it imports ConfigError from here)
-
         check(self.amp in hardware.AMP, f"--amp must be one of {', '.join(hardware.AMP)}, got {self.amp!r}")
         problem = hardware.device_problem(self.device, present=check_device)
         check(problem is None, problem)

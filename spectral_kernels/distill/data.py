@@ -18,13 +18,14 @@ import gzip
 import math
 import os
 import pickle
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .datafiles import read_regular_file
+from .errors import DataError
 from .safe_pickle import load_arrays
 
 # animal-mnist 0.4's data files, shipped in the package (animal_mnist/SOURCE.md says why).
@@ -32,10 +33,6 @@ ANIMALS_FOLDER = Path(__file__).resolve().parent / "animal_mnist"
 BASE_DATASETS = ("digits", "animals", "cifar10", "cifar100", "imagefolder")
 DATASETS = BASE_DATASETS + tuple(f"{name}-lt" for name in BASE_DATASETS)
 DEFAULT_LT_IMBALANCE = 10.0
-
-
-class DataError(ValueError):
-    """A dataset that cannot be loaded, with what to do about it."""
 
 
 @dataclass
@@ -94,61 +91,6 @@ def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
         held_out = min(max(int(round(test_fraction * len(idx))), 1), len(idx) - 1)
         test[idx[:held_out]] = True
     return x[~test], y[~test], x[test], y[test]
-
-
-def open_regular_file(path: Path, what: str):
-    """`path` opened for reading in binary if it is a regular file (after links); DataError
-    otherwise. A FIFO, a socket or a device is never opened (opening a FIFO blocks until a writer
-    comes, reading /dev/zero never ends); the type is checked again on the open descriptor
-    (opened without blocking), in case the file was swapped between the two looks."""
-    path = Path(path)
-    info = _stat(path, what)
-    if not stat.S_ISREG(info.st_mode):
-        raise DataError(f"{what}: {path} is not a regular file ({_file_kind(info.st_mode)})")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as error:
-        raise DataError(f"{what}: {path} cannot be read ({error.strerror})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise DataError(f"{what}: {path} is not a regular file ({_file_kind(mode)})")
-    return os.fdopen(fd, "rb")
-
-
-def read_regular_file(path: Path, what: str) -> bytes:
-    """The bytes of `path`, under open_regular_file's rules."""
-    with open_regular_file(path, what) as f:
-        try:
-            return f.read()
-        except MemoryError:
-            size = os.fstat(f.fileno()).st_size
-            raise DataError(f"{what}: not enough memory to read {path} ({size} bytes)") from None
-        except OSError as error:
-            raise DataError(f"{what}: {path} cannot be read ({error.strerror})") from None
-
-
-def _stat(path: Path, what: str) -> os.stat_result:
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        kind = "a broken symbolic link" if os.path.islink(path) else "missing"
-        raise DataError(f"{what}: {path} cannot be read ({kind})") from None
-    except OSError as error:
-        raise DataError(f"{what}: {path} cannot be read ({error.strerror})") from None
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in [
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISDIR, "a folder"),
-    ]:
-        if test(mode):
-            return kind
-    return f"file type {stat.S_IFMT(mode):o}"
 
 
 # Class names by label, for pictures. animals: animal-mnist's labels 0-9 are its ten animals in

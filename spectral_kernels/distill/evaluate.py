@@ -25,6 +25,7 @@ from . import formation
 from .augment import siamese_augment
 from .config import EVAL_SCHEDULES, ConfigError, DistillConfig, first_difference, flag
 from .data import DEFAULT_LT_IMBALANCE, ImageDataset, load_dataset
+from .errors import DivergedError
 from .files import RunFileError, expect, expect_tensor, load_torch_file
 from .hardware import Hardware, backward_and_step, weights_finite
 from .manifest import append_row, refuse_files_not_owned, write_run_text
@@ -83,8 +84,6 @@ def train_convnet(
     Network, optimiser, data and augmentation on hardware.device, the forward under its autocast
     and compilation. Weights that become non-finite raise DivergedError naming `what`.
     on_epoch(epoch, mean loss) is called after each epoch (progress bars)."""
-    from .loop import DivergedError
-
     hardware = hardware or Hardware()  # the CPU in float32, eager
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):

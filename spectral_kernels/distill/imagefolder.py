@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from .data import DataError, open_regular_file
+from .datafiles import open_regular_file
+from .errors import DataError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 # 8192 x 8192: about 200 MB as RGB while it is decoded, far more than any image resized to a

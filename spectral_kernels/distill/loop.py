@@ -36,6 +36,7 @@ from .augment import siamese_augment
 from .config import ConfigError, DistillConfig, first_difference, flag  # noqa: F401  (DistillConfig is re-exported)
 from .data import DataError, ImageDataset, load_dataset
 from .environment import write_environment
+from .errors import DivergedError
 from .files import RunFileError, expect, expect_finite_state, expect_tensor, iter_metrics, load_torch_file
 from .hardware import Hardware, backward_and_step
 from .manifest import AppendLog, append_row, save_run_file, write_run_file
@@ -45,10 +46,6 @@ from .pictures import write_grid
 from .pool import network_pool, pool_network
 from .progress import Phase
 from .rundir import open_run_dir, write_config
-
-
-class DivergedError(ConfigError):
-    """The loss became NaN or infinite: the run stops, keeping its last checkpoint."""
 
 
 def iteration_seed(seed: int, iteration: int) -> int:

@@ -116,10 +116,8 @@ def resolve(name: str, x: torch.Tensor) -> Backend:
 
 
 def _register_builtin() -> None:
-    from . import autocast, cpp, cuda, hadamard, reference, triton_ecf  # noqa: F401  (hadamard registers its op)
+    from . import cpp, cuda, hadamard, reference, triton_ecf  # noqa: F401  (hadamard registers its op)
 
-    if cpp.LOAD_ERROR is None:
-        autocast.register()
     register_backend(reference.ReferenceBackend())
     register_backend(cpp.CppBackend())
     register_backend(cuda.CudaBackend())

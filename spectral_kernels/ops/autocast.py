@@ -32,6 +32,8 @@ import functools
 
 import torch
 
+from .cpp import LOAD_ERROR
+
 LOW_DTYPES = (torch.bfloat16, torch.float16)
 MIXABLE_DTYPES = (torch.float32, *LOW_DTYPES)
 # The C++ ops whose CPU kernels take float32/float64 only and that a user calls directly (the
@@ -124,3 +126,10 @@ def register() -> None:
     """The autocast rules of the C++ CPU ops (see the module docstring)."""
     for op in CPU_FLOAT32_OPS:
         torch.library.register_autocast(op, "cpu", torch.float32)
+
+
+# Registered on this module's first import (functional.py imports it, so `import spectral_kernels`
+# does), where the C++ library loaded. Not by the registry in ops/__init__.py: this module asks the
+# registry which backend would run (resolve), so the registry importing it would close a circle.
+if LOAD_ERROR is None:
+    register()
