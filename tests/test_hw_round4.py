@@ -106,11 +106,11 @@ def _counting_backend(gm, example_inputs):
 def test_compile_compiles_once_per_architecture_and_matches_eager(tmp_path, monkeypatch):
     """One process, no dynamo reset: first ConvNets of more widths than dynamo's recompile limit
     (8) are compiled, as a sweep over settings in one process does (or earlier tests did), then
-    a run with four pool networks, a matching phase and five evaluation networks. Every network
-    of the run goes through compiled code (a shared per-code-object cache would be full by then
-    and run them eagerly without a word), all compilations happen for the first network of
-    each phase, later networks reuse them, and the run gives the eager run's images and
-    accuracies."""
+    a run with four pool networks, a matching phase and five evaluation networks. The sweep
+    and every network of the run go through compiled code (with one dynamo cache for
+    ConvNet.forward, the ninth width hit the recompile limit: a hard error under fullgraph, an
+    eager run without a word otherwise), all compilations happen for the first network of each
+    phase, later networks reuse them, and the run gives the eager run's images and accuracies."""
     from spectral_kernels.distill.models import ConvNet
 
     monkeypatch.setenv(COMPILE_BACKEND_ENV, "spectral_kernels_test_counting")

@@ -267,13 +267,15 @@ _PROGRAMS: dict = {}
 def _program(module: torch.nn.Module, method: str, backend: str):
     """The compiled program that runs `method` of any network of module's architecture:
     functional_call of a parameter-free copy (on the meta device) with a network's parameters
-    and buffers as inputs, compiled once. Compiling each fresh network instead (each pool
-    network, each evaluation seed) would recompile and, past torch._dynamo.config.recompile_limit
-    (8) compilations of one code object, run the network eagerly without saying so. dynamo keeps
-    its graphs and counts recompilations per code object, so each program gets a code object of
-    its own: architectures and compiler backends (tests use several) never share that limit, and
-    a program compiles only for what really changes (grad mode, autocast, train/eval, dtype,
-    device, a batch size once, after which the batch dimension is dynamic)."""
+    and buffers as inputs, compiled once. dynamo keeps its graphs and counts recompilations per
+    code object: compiling each network's own forward put every architecture and compiler
+    backend of a process (a sweep over widths; tests use several backends) into the cache of
+    ConvNet.forward, and past torch._dynamo.config.recompile_limit (8) compilations a fullgraph
+    compile fails (any other runs the network eagerly without saying so). So each program gets a
+    code object of its own: architectures and backends never share that limit, and
+    a program compiles only for what changes its graph (grad mode, an input that needs a
+    gradient or not, autocast, train/eval, dtype, device, and the first few batch sizes, after
+    which the batch dimension is dynamic)."""
     state = [(k, tuple(v.shape), v.dtype) for k, v in [*module.named_parameters(), *module.named_buffers()]]
     key = (type(module), repr(module), tuple(state), method, backend)
     if key not in _PROGRAMS:
