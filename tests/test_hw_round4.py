@@ -65,6 +65,17 @@ def test_torchrun_refuses_an_explicit_index_a_missing_local_rank_and_too_many_pr
         Hardware.of(DistillConfig(device="cuda"))
 
 
+def test_the_cli_refuses_an_explicit_index_under_torchrun_in_one_line(monkeypatch, four_gpus, tmp_path, capsys):
+    from spectral_kernels.cli import main
+
+    _torchrun(monkeypatch, world=2, local=0)
+    out = tmp_path / "run"
+    assert main(["distill", "--dataset", "digits", "--device", "cuda:0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--device cuda:0 under torchrun" in err and "LOCAL_RANK" in err, err
+    assert not out.exists()
+
+
 def test_the_process_group_starts_on_the_processs_own_gpu(monkeypatch, four_gpus):
     """torch.cuda.set_device(cuda:LOCAL_RANK) comes before init_process_group("nccl"): NCCL binds
     a process to the device current at its first collective."""
