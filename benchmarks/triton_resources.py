@@ -240,7 +240,8 @@ def hadamard_variant(kernel: str, width: int, precision: str) -> dict:
 def rows(quick: bool):
     configs = te._configs()[:1] if quick else te._configs()
     # Every autotune config in the main float32 variants and both sin/cos modes; the other
-    # input types with the first config (they differ only in the loads and the upcast).
+    # input types with the first config (they differ in the loads, and bf16/fp16 in the native
+    # low-precision products, whose operand tiles take half the shared memory of float32's).
     for kernel in ("forward", "weight"):
         for i, config in enumerate(configs):
             for x_type, acc_ptr, acc, precision in VARIANTS:

@@ -1039,6 +1039,30 @@ LIB_CASES = [
     # -- round 4 imgsize: image size and lazy image folders
     # -- end of round 4 imgsize
     # -- round 4 hw: hardware leftovers
+    Lib(
+        "torchrun with an explicit cuda index",
+        lambda: sk.distill.hardware.process_device("cuda:1", {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}),
+        ValueError,
+        ["--device cuda:1", "WORLD_SIZE=2", "LOCAL_RANK", "--device cuda"],
+    ),
+    Lib(
+        "torchrun without LOCAL_RANK",
+        lambda: sk.distill.hardware.process_device("cuda", {"WORLD_SIZE": "2"}),
+        ValueError,
+        ["LOCAL_RANK", "None"],
+    ),
+    Lib(
+        "torchrun LOCAL_RANK not a number",
+        lambda: sk.distill.hardware.process_device("cuda", {"WORLD_SIZE": "2", "LOCAL_RANK": "first"}),
+        ValueError,
+        ["LOCAL_RANK", "'first'"],
+    ),
+    Lib(
+        "torchrun WORLD_SIZE not a number",
+        lambda: sk.distill.hardware.process_device("cpu", {"WORLD_SIZE": "two"}),
+        ValueError,
+        ["WORLD_SIZE", "'two'"],
+    ),
     # -- end of round 4 hw
 ]
 
@@ -2662,6 +2686,13 @@ CLI_CASES = [
     # -- round 4 imgsize: image size and lazy image folders, through the CLI
     # -- end of round 4 imgsize, through the CLI
     # -- round 4 hw: hardware leftovers, through the CLI
+    Cli(
+        "torchrun WORLD_SIZE not a number",
+        ["distill", *FAST_CLI, "--out", "{d}/run"],
+        ["WORLD_SIZE", "'two'"],
+        env={"WORLD_SIZE": "two"},
+        after=lambda d: not (d / "run").exists(),
+    ),
     # -- end of round 4 hw, through the CLI
 ]
 

@@ -43,14 +43,19 @@ def test_triton_kernels_compile_for_hopper_use_tensor_cores_and_keep_the_k_loop_
                 assert row["hgmma"] > 0 and any(".tf32.tf32" in op for op in row["wgmma_ptx"]), row
             assert row["k_loop_spills"] <= 0.06 * row["k_loop_instructions"], row
             continue
-        # tf32 on float32/bf16 inputs must reach Hopper's tensor cores; ieee float32 cannot.
-        if row["precision"] == "tf32":
+        # bf16/fp16 inputs multiply natively on Hopper's tensor cores whatever the precision (their
+        # products are exact in float32); tf32 on float32 inputs must reach them too; ieee float32 cannot.
+        low = {"bf16": "bf16", "fp16": "f16"}.get(row["x"])
+        if low is not None:
+            assert row["hgmma"] > 0 and row["wgmma_ptx"], row
+            assert all(op.endswith(f".f32.{low}.{low}") for op in row["wgmma_ptx"]), row
+        elif row["precision"] == "tf32":
             assert row["hgmma"] > 0 and any(".tf32.tf32" in op for op in row["wgmma_ptx"]), row
-        # Spills inside the product loop cost every K step. The tensor-core (tf32) loops must have
-        # none; the FFMA loops of ieee products hold both operands in registers, and some Triton
-        # versions leave a few spill instructions there (triton 3.6: up to 10 of ~2500 in the
-        # fp16 weight kernel): at most 1% of the loop. float64 is the gradcheck path, not tuned.
-        if row["precision"] == "tf32":
+        # Spills inside the product loop cost every K step. The tensor-core loops must have none;
+        # the FFMA loops of ieee float32 products hold both operands in registers, and some Triton
+        # versions leave a few spill instructions there: at most 1% of the loop. float64 is the
+        # gradcheck path, not tuned.
+        if row["precision"] == "tf32" or low is not None:
             assert row["k_loop_spills"] == 0, row
         elif row["x"] != "fp64":
             assert row["k_loop_spills"] <= 0.01 * row["k_loop_instructions"], row

@@ -1,7 +1,8 @@
 """Where and in which precision the networks of a run compute: --device, --amp and --compile,
 applied alike to every phase that runs a ConvNet (pool training, matching, evaluation).
 
-- The device: the networks, their optimisers, the real data, the augmentation and CutMix all
+- The device: under torchrun (WORLD_SIZE > 1) each process's own, cuda:LOCAL_RANK for `cuda`
+  (process_device). The networks, their optimisers, the real data, the augmentation and CutMix all
   live on it; only the random generators stay on the CPU (so a run draws the same numbers on
   every device) and files are written from CPU copies.
 - --amp bf16|fp16: the ConvNet's forward (and so its backward) under torch.autocast; the
@@ -9,8 +10,10 @@ applied alike to every phase that runs a ConvNet (pool training, matching, evalu
   fp16 scales the loss (GradScaler) against underflowing gradients. A device that cannot
   compute in the dtype is refused: fp16 on the CPU (no float16 arithmetic units to speak of,
   nothing for a scaler to protect), bf16 on a GPU older than sm_80.
-- --compile: torch.compile(fullgraph=True) of the network's forward. Compilation happens at
-  the first call; a failure there becomes CompileError (one line naming the first error).
+- --compile: torch.compile(fullgraph=True) of the network's forward, one compiled program per
+  architecture that every network of it runs through with its own weights (_program).
+  Compilation happens at the first call; a failure there becomes CompileError (one line naming
+  the first error).
   $SPECTRAL_KERNELS_COMPILE_BACKEND picks the compiler backend (default inductor; tests use a
   recording or failing one).
 - Each phase appends {"event": "phase", "phase": ..., "device": ..., "amp": ..., "compile": ...}
@@ -21,7 +24,9 @@ applied alike to every phase that runs a ConvNet (pool training, matching, evalu
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
+import types
 import warnings
 from dataclasses import dataclass
 
@@ -47,18 +52,71 @@ def device_problem(name: str, *, present: bool = True) -> str | None:
         return f"--device must be a torch device (cpu, cuda, cuda:N, mps, ...), got {name!r}"
     if device.type == "meta":
         return "--device meta holds no values: a run needs a device that computes (cpu, cuda, ...)"
-    if not present or device.type == "cpu":
+    if not present:
         return None
+    if device.type == "cpu":
+        return _rank_device(name, device)[1]
     what = "CUDA" if device.type == "cuda" else device.type
     backend = getattr(torch, device.type, None)
     if backend is None or not callable(getattr(backend, "is_available", None)):
         return f"--device {name}: this torch has no {what} backend"
     if not backend.is_available():
         return f"--device {name}: no {what} device is available"
-    count = backend.device_count() if callable(getattr(backend, "device_count", None)) else 1
+    count = _device_count(device)
     if device.index is not None and device.index >= count:
         return f"--device {name}: there are {count} {what} device(s), numbered from 0"
-    return None
+    return _rank_device(name, device)[1]
+
+
+def _device_count(device: torch.device) -> int:
+    backend = getattr(torch, device.type, None)
+    return backend.device_count() if callable(getattr(backend, "device_count", None)) else 1
+
+
+def _rank_device(name: str, device: torch.device, environ=None) -> tuple[torch.device | None, str | None]:
+    """(this process's device, None), or (None, why not). Alone (WORLD_SIZE unset or 1) that is
+    `device` as named. Under torchrun (WORLD_SIZE > 1) every process of a machine would otherwise
+    resolve `cuda` to cuda:0 and share one GPU: each takes the device numbered by its LOCAL_RANK
+    instead. An explicit index is refused there, not honoured where it happens to match: every
+    process gets the same command line, so it could match in one process at most, and the others
+    would fail after the first had joined the process group, leaving it waiting."""
+    environ = os.environ if environ is None else environ
+    try:
+        world = int(environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return None, f"WORLD_SIZE must be a whole number of processes, got {environ.get('WORLD_SIZE')!r}"
+    if world <= 1 or device.type in ("cpu", "meta"):  # gloo: every process computes on the CPU
+        return device, None
+    if device.index is not None:
+        return None, (
+            f"--device {name} under torchrun (WORLD_SIZE={world}): each process takes the {device.type} device of "
+            f"its LOCAL_RANK; pass --device {device.type}"
+        )
+    try:
+        local = int(environ["LOCAL_RANK"])
+    except (KeyError, ValueError):
+        return None, (
+            f"--device {name} with WORLD_SIZE={world} needs LOCAL_RANK (the process's number on its machine, which "
+            f"torchrun sets), got {environ.get('LOCAL_RANK')!r}"
+        )
+    count = _device_count(device)
+    if not 0 <= local < count:
+        return None, (
+            f"--device {name} under torchrun: LOCAL_RANK={local} but this machine has {count} {device.type} "
+            "device(s): start at most that many processes per machine (--nproc-per-node)"
+        )
+    return torch.device(device.type, local), None
+
+
+def process_device(name: str, environ=None) -> torch.device:
+    """The device this process computes on for --device `name`: the device named, or under
+    torchrun (WORLD_SIZE > 1 in `environ`, default os.environ) the one of its LOCAL_RANK
+    (`cuda` -> cuda:LOCAL_RANK); ConfigError for what _rank_device refuses. Presence is checked
+    by device_problem (config validation)."""
+    device, problem = _rank_device(name, torch.device(name), environ)
+    if problem is not None:
+        raise ConfigError(problem)
+    return device
 
 
 def amp_problem(device: torch.device, amp: str) -> str | None:
@@ -124,7 +182,8 @@ class Hardware:
 
     @classmethod
     def of(cls, config) -> Hardware:
-        return cls(torch.device(config.device), config.amp, config.compile)
+        """This process's hardware for `config` (under torchrun: the GPU of its LOCAL_RANK)."""
+        return cls(process_device(config.device), config.amp, config.compile)
 
     def autocast(self):
         """The context the ConvNet's forward runs in (nothing with --amp off)."""
@@ -137,8 +196,11 @@ class Hardware:
         return torch.amp.GradScaler(self.device.type) if self.amp == "fp16" else None
 
     def compiled(self, fn):
-        """fn compiled (fullgraph) with --compile, else fn. Compiler failures, at compile() or at
-        the first call, raise CompileError naming the first error."""
+        """fn compiled (fullgraph) with --compile, else fn. A module, or a bound method of one
+        (net.embed), runs through the one compiled program of its architecture (_program), with
+        its own parameters and buffers as inputs: every fresh network of a run reuses the graphs
+        of the first. Compiler failures, at compile() or at the first call, raise CompileError
+        naming the first error."""
         if not self.compile:
             return fn
         backend = os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
@@ -153,14 +215,28 @@ class Hardware:
                 "nothing was lost: run again without --compile (--resume continues an interrupted run)"
             )
 
+        module, method = (fn, "forward") if isinstance(fn, torch.nn.Module) else (getattr(fn, "__self__", None), None)
+        if isinstance(module, torch.nn.Module) and method is None:
+            method = fn.__name__
         try:
-            compiled = torch.compile(fn, fullgraph=True, backend=backend)
+            if isinstance(module, torch.nn.Module):
+                template, program = _program(module, method, backend)
+                state = lambda: {
+                    **{f"module.{k}": v for k, v in module.named_parameters()},
+                    **{f"module.{k}": v for k, v in module.named_buffers()},
+                }
+            else:
+                compiled = torch.compile(fn, fullgraph=True, backend=backend)
         except errors as error:
             raise failed(error) from None
 
         def call(*args, **kwargs):
             try:
-                return compiled(*args, **kwargs)
+                if not isinstance(module, torch.nn.Module):
+                    return compiled(*args, **kwargs)
+                if template.training != module.training:  # dropout/batch-norm modes follow the network's
+                    template.train(module.training)
+                return program(state(), args, kwargs)
             except errors as error:
                 raise failed(error) from None
 
@@ -171,6 +247,46 @@ class Hardware:
         cuda:0 for cuda)."""
         device = torch.empty(0, device=self.device).device
         return {"event": "phase", "phase": phase, "device": str(device), "amp": self.amp, "compile": self.compile}
+
+
+class _Method(torch.nn.Module):
+    """module.<method> as a forward, so that functional_call runs any method (embed, forward)."""
+
+    def __init__(self, module: torch.nn.Module, method: str):
+        super().__init__()
+        self.module, self.method = module, method
+
+    def forward(self, args, kwargs):
+        return getattr(self.module, self.method)(*args, **kwargs)
+
+
+# (architecture, method, backend) -> (template, compiled program); process-wide, see _program.
+_PROGRAMS: dict = {}
+
+
+def _program(module: torch.nn.Module, method: str, backend: str):
+    """The compiled program that runs `method` of any network of module's architecture:
+    functional_call of a parameter-free copy (on the meta device) with a network's parameters
+    and buffers as inputs, compiled once. dynamo keeps its graphs and counts recompilations per
+    code object: compiling each network's own forward put every architecture and compiler
+    backend of a process (a sweep over widths; tests use several backends) into the cache of
+    ConvNet.forward, and past torch._dynamo.config.recompile_limit (8) compilations a fullgraph
+    compile fails (any other runs the network eagerly without saying so). So each program gets a
+    code object of its own: architectures and backends never share that limit, and
+    a program compiles only for what changes its graph (grad mode, an input that needs a
+    gradient or not, autocast, train/eval, dtype, device, and the first few batch sizes, after
+    which the batch dimension is dynamic)."""
+    state = [(k, tuple(v.shape), v.dtype) for k, v in [*module.named_parameters(), *module.named_buffers()]]
+    key = (type(module), repr(module), tuple(state), method, backend)
+    if key not in _PROGRAMS:
+        template = _Method(copy.deepcopy(module).to("meta"), method)
+
+        def run(state, args, kwargs):
+            return torch.func.functional_call(template, state, (args, kwargs))
+
+        run = types.FunctionType(run.__code__.replace(), run.__globals__, run.__name__, None, run.__closure__)
+        _PROGRAMS[key] = template, torch.compile(run, fullgraph=True, backend=backend)
+    return _PROGRAMS[key]
 
 
 def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler, between=None) -> None:

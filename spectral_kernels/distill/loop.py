@@ -38,7 +38,7 @@ from .data import DataError, ImageDataset, load_dataset
 from .environment import write_environment
 from .errors import DivergedError
 from .files import RunFileError, expect, expect_finite_state, expect_tensor, iter_metrics, load_torch_file
-from .hardware import Hardware, backward_and_step
+from .hardware import Hardware, backward_and_step, process_device
 from .manifest import AppendLog, append_row, save_run_file, write_run_file
 from .methods import Objective
 from .models import ConvNet
@@ -97,12 +97,17 @@ def _real_batch(real: tuple, members: list[torch.Tensor], per_class: int, gen: t
 
 
 def _distributed(device: torch.device):
-    """(group, rank, world) under torchrun (WORLD_SIZE > 1), else (None, 0, 1)."""
+    """(group, rank, world) under torchrun (WORLD_SIZE > 1), else (None, 0, 1). `device` is this
+    process's own (hardware.process_device: cuda:LOCAL_RANK); it is made the current CUDA device
+    before the process group starts, since NCCL binds each process's communicator to the device
+    current at its first collective, and with cuda:0 everywhere all ranks would share one GPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return None, 0, 1
     import torch.distributed as dist
 
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.group.WORLD, dist.get_rank(), dist.get_world_size()
@@ -154,7 +159,7 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
     set is replicated, and only rank 0 writes (and locks) the run directory.
     """
     config.validate()
-    group, rank, world = _distributed(torch.device(config.device))
+    group, rank, world = _distributed(process_device(config.device))
     if group is not None and config.method in ("dm", "mmd"):
         raise ConfigError(
             f"--method {config.method} compares samples pairwise and cannot run data-parallel; use ncfm, sdd or csdm"

@@ -29,10 +29,15 @@ local-memory array. A tile holding any |p| > MAX_FAST_PHASE takes libdevice inst
 stays accurate; float64 always uses libdevice. SPECTRAL_KERNELS_TRITON_SINCOS=libdevice
 switches the fast path off, for the A/B timing in benchmarks/bench_ops.py --device cuda.
 
-Precision: inputs of float32, bfloat16 or float16 are upcast to float32 before tl.dot (the
-interpreter mishandles bf16 dots, and the sums need float32 anyway); products use tf32 when
-torch's TF32 setting for CUDA matmuls is on (ops/precision.py reads either of its APIs),
-unless `precision` says "ieee" or "tf32".
+Precision: bfloat16 and float16 inputs go to tl.dot as they are, a native low-precision
+product on the tensor cores with float32 accumulation: a product of two bf16 (or two fp16)
+numbers is exact in float32, so the products are those an upcast to float32 and an IEEE
+product would give, whatever `precision` says; only the order and rounding of the float32
+additions inside the tensor cores differ (under TRITON_INTERPRET=1 they are upcast to float32
+first: the interpreter mishandles bf16 dots). float32 inputs use tf32 products when torch's
+TF32 setting for CUDA matmuls is on (ops/precision.py reads either of its APIs), unless
+`precision` says "ieee" or "tf32".
+Accumulation, sin/cos and the sums are float32 for all three.
 float64 inputs run in float64 throughout (IEEE products; used by gradcheck).
 
 Registration uses torch.library.custom_op + register_fake rather than triton_op: under the
@@ -113,6 +118,10 @@ def _prune_configs(configs, named_args, **kwargs):
 # fmt: off
 if _IMPORT_ERROR is None:
     FAST_PHASE_LIMIT = tl.constexpr(MAX_FAST_PHASE)  # globals read by @triton.jit code must be constexpr
+    # bf16/fp16 inputs go to tl.dot as they are, except under the interpreter: there a bf16 tl.dot
+    # returns garbage (triton 3.8: errors of 1e10 on a 16 x 16 product of entries ~1), so
+    # interpreted runs upcast to float32 first, which gives the same exact products.
+    NATIVE_LOW_PRECISION = tl.constexpr(not INTERPRETED)
     FP64_CONFIG = triton.Config({"BLOCK_N": 32, "BLOCK_M": 64, "BLOCK_K": 16}, num_warps=4, num_stages=2)
     # The autotuning cache is keyed by these and by the pointer dtypes: the best tiles differ
     # between tf32 (tensor cores) and ieee (FFMA) products, and between the sin/cos modes.
@@ -131,7 +140,14 @@ if _IMPORT_ERROR is None:
             # int64: m_offs x stride_t passes 2**31 once M d does (rows are int64 already).
             tb = tl.load(t_ptr + m_offs.to(tl.int64)[None, :] * stride_t + k[:, None],
                          mask=m_mask[None, :] & k_mask[:, None], other=0.0)
-            acc = tl.dot(xa.to(ACC), tb.to(ACC), acc, input_precision=PRECISION, out_dtype=ACC)
+            if NATIVE_LOW_PRECISION and (xa.dtype == tl.bfloat16 or xa.dtype == tl.float16):
+                # bf16 x bf16 and fp16 x fp16 products are exact in float32, so the tensor cores'
+                # native low-precision dot with float32 accumulation multiplies as exactly as the
+                # upcast path (PRECISION only chooses how float32 inputs are multiplied), at half
+                # the operand traffic, and "ieee" no longer means FFMA products.
+                acc = tl.dot(xa, tb, acc, out_dtype=ACC)
+            else:
+                acc = tl.dot(xa.to(ACC), tb.to(ACC), acc, input_precision=PRECISION, out_dtype=ACC)
         return acc
 
     @triton.jit
