@@ -184,6 +184,22 @@ class _SpectralLoss(nn.Module):
         )
 
 
+def _call_generator(module: _SpectralLoss, generator: torch.Generator | None, t) -> torch.Generator | None:
+    """The generator a call draws through: the call's, else the loss's own. torch.compile's
+    dynamo has no graph value for a torch.Generator (it fails deep inside the draw with "Failed
+    to convert args/kwargs to proxy"), so under tracing a draw through one breaks the graph
+    here, saying why and what to do: fullgraph=True stops with that message; without it the
+    call runs eagerly, where the generator works."""
+    generator = module.generator if generator is None else generator
+    if generator is not None and t is None and _checks.tracing():
+        torch._dynamo.graph_break(
+            f"{type(module).__name__}: torch.compile cannot trace a draw through generator= (a torch.Generator has "
+            "no graph value); under torch.compile build the loss without a generator (the draw then uses torch's "
+            "global generator, seeded by torch.manual_seed) or pass t= drawn outside the compiled region"
+        )
+    return generator
+
+
 def _bandwidth(bandwidth: Bandwidth) -> Bandwidth:
     """A checked bandwidth, kept as given: one number, or a list (the sum of the kernels)."""
     sigmas = _checks.bandwidths(bandwidth)
@@ -223,7 +239,7 @@ class SDDLoss(_SpectralLoss):
             bandwidth=self.bandwidth if bandwidth is None else bandwidth,
             nu=self.nu,
             num_freqs=self.num_freqs,
-            generator=self.generator if generator is None else generator,
+            generator=_call_generator(self, generator, t),
             num_classes=self.num_classes,
             reduction=self.reduction,
             backend=self.backend,
@@ -318,7 +334,7 @@ class CSDMLoss(_SpectralLoss):
             bandwidth=self.bandwidth if bandwidth is None else bandwidth,
             nu=self.nu,
             num_freqs=self.num_freqs,
-            generator=self.generator if generator is None else generator,
+            generator=_call_generator(self, generator, t),
             num_classes=self.num_classes,
             reduction=self.reduction,
             backend=self.backend,

@@ -239,6 +239,22 @@ def test_mmd_loss_compiles_with_fullgraph_forward_and_backward(kernel, estimator
         assert per_class[3] == 0
 
 
+def test_a_draw_through_a_generator_under_fullgraph_compile_says_what_to_do(rng):
+    """dynamo cannot put a torch.Generator in a graph: the loss says so and how to draw instead,
+    where dynamo alone fails deep inside the draw ("Failed to convert args/kwargs to proxy")."""
+    torch._dynamo.reset()
+    real, syn, rl, sl = make_pair(rng, dtype=torch.float32)
+    module = sk.SDDLoss(num_classes=3, num_freqs=16, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(Exception, match="torch.compile cannot trace a draw through generator=") as raised:
+        torch.compile(module, fullgraph=True, backend="aot_eager")(real, syn, rl, sl)
+    assert "torch.manual_seed" in str(raised.value) and "pass t=" in str(raised.value)
+    # Without fullgraph the call runs eagerly, through the generator, as an uncompiled one does.
+    torch._dynamo.reset()
+    again = sk.SDDLoss(num_classes=3, num_freqs=16, generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(again, backend="aot_eager")
+    torch.testing.assert_close(compiled(real, syn, rl, sl), module(real, syn, rl, sl))
+
+
 def test_sdd_loss_compiles_with_inductor(rng):
     """The default torch.compile backend, frequencies given (inductor draws its own random numbers)."""
     torch._dynamo.reset()
