@@ -597,8 +597,8 @@ def mmd(
     estimator = _checks.choice("estimator", estimator, ESTIMATORS)
     reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     if _checks.tracing():  # class sizes are data, unknown while torch.compile traces: no per-class slices
-        per_class = _mmd2_by_masks(pair, kernel=kernel, sigmas=sigmas, nu=nu, estimator=estimator)
-        return _reduce(per_class, pair.present, reduction)
+        masked = _mmd2_by_masks(pair, kernel=kernel, sigmas=sigmas, nu=nu, estimator=estimator)
+        return _reduce(masked, pair.present, reduction)
     real_off, syn_off = pair.real_index.offsets.tolist(), pair.syn_index.offsets.tolist()
     per_class = []
     for c in range(pair.num_classes):
