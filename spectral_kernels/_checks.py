@@ -351,6 +351,47 @@ def _sorf_values(signs: torch.Tensor, radii: torch.Tensor, name: str, where: str
             raise ValueError(f"{where}{name}{part} must {rule}, got {value:g} at index {index}")
 
 
+def class_counts(class_counts) -> torch.Tensor:
+    """(C,) positive finite class counts over a whole training set (csdm, CSDMLoss), float64 on the CPU."""
+    if isinstance(class_counts, torch.Tensor):
+        counts = not_meta("class_counts", class_counts).detach().cpu()
+        if counts.dtype == torch.bool or counts.is_complex():
+            raise TypeError(f"class_counts must hold numbers, got dtype {counts.dtype}")
+        counts = counts.double()
+    elif isinstance(class_counts, Sequence) and not isinstance(class_counts, str):
+        try:
+            counts = torch.tensor([float(c) for c in class_counts], dtype=torch.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"class_counts must be a (C,) tensor or list of numbers, got {class_counts!r}") from None
+    else:
+        raise TypeError(
+            f"class_counts must be a (C,) tensor or list of real class counts, got {type(class_counts).__name__}"
+        )
+    if counts.dim() != 1 or counts.shape[0] == 0:
+        raise ValueError(f"class_counts must have shape (C,) with C >= 1, got {tuple(counts.shape)}")
+    if not tracing() and not bool(((counts > 0) & torch.isfinite(counts)).all()):
+        c = int((~((counts > 0) & torch.isfinite(counts))).nonzero()[0])
+        raise ValueError(
+            "class_counts must be finite and > 0 (counts over the whole training set), got "
+            f"class_counts[{c}]={counts[c].item()}"
+        )
+    return counts
+
+
+def head_mask(head_classes, num_classes: int) -> torch.Tensor:
+    """csdm's explicit head classes: a (C,) bool mask, on the CPU like the counts."""
+    if not isinstance(head_classes, torch.Tensor):
+        head_classes = torch.as_tensor(head_classes)
+    not_meta("head_classes", head_classes)
+    if head_classes.dtype != torch.bool:
+        raise TypeError(f"head_classes must be a bool mask of shape ({num_classes},), got dtype {head_classes.dtype}")
+    if head_classes.shape != (num_classes,):
+        raise ValueError(
+            f"head_classes must have shape ({num_classes},) like class_counts, got {tuple(head_classes.shape)}"
+        )
+    return head_classes.cpu()
+
+
 def boolean(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {value!r}")

@@ -205,7 +205,7 @@ def _spectral_discrepancy(
     precision,
     check_finite,
     real_group,
-    structure="iid",
+    structure,
 ) -> torch.Tensor:
     """mean_m [alpha_c A + (1 - alpha_c) H] per class (CSDM, alpha a (C,) tensor), or
     mean_m [A + H] = |P - Q|^2 (SDD) when alpha is None, at the given or freshly drawn
@@ -417,7 +417,7 @@ def csdm_class_alpha(
     Raises: TypeError / ValueError for counts that are not a 1-D list or tensor of positive
     numbers, alpha_head outside [0, 1], a head mask that is not (C,) bool, an unknown rule.
     """
-    counts = _class_counts(class_counts)
+    counts = _checks.class_counts(class_counts)
     if isinstance(alpha_head, bool) or not isinstance(alpha_head, (int, float)):
         raise TypeError(f"alpha_head must be a float in [0, 1], got {alpha_head!r}")
     if not 0.0 <= alpha_head <= 1.0:
@@ -425,7 +425,7 @@ def csdm_class_alpha(
     alpha_rule = _checks.choice("alpha_rule", alpha_rule, ALPHA_RULES)
     head, tail = float(alpha_head), 1.0 - float(alpha_head)
     if head_classes is not None:
-        is_head = _head_mask(head_classes, counts.shape[0])
+        is_head = _checks.head_mask(head_classes, counts.shape[0])
     elif alpha_rule == "binary":
         ordered = counts.sort().values
         mid = counts.shape[0] // 2
@@ -438,45 +438,6 @@ def csdm_class_alpha(
         position = (logs - logs.min()) / torch.where(spread > 0, spread, torch.ones_like(spread))
         return torch.where(spread > 0, tail + (head - tail) * position, torch.full_like(counts, head))
     return torch.where(is_head, torch.full_like(counts, head), torch.full_like(counts, tail))
-
-
-def _class_counts(class_counts) -> torch.Tensor:
-    if isinstance(class_counts, torch.Tensor):
-        counts = _checks.not_meta("class_counts", class_counts).detach().cpu()
-        if counts.dtype == torch.bool or counts.is_complex():
-            raise TypeError(f"class_counts must hold numbers, got dtype {counts.dtype}")
-        counts = counts.double()
-    elif isinstance(class_counts, Sequence) and not isinstance(class_counts, str):
-        try:
-            counts = torch.tensor([float(c) for c in class_counts], dtype=torch.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"class_counts must be a (C,) tensor or list of numbers, got {class_counts!r}") from None
-    else:
-        raise TypeError(
-            f"class_counts must be a (C,) tensor or list of real class counts, got {type(class_counts).__name__}"
-        )
-    if counts.dim() != 1 or counts.shape[0] == 0:
-        raise ValueError(f"class_counts must have shape (C,) with C >= 1, got {tuple(counts.shape)}")
-    if not _checks.tracing() and not bool(((counts > 0) & torch.isfinite(counts)).all()):
-        c = int((~((counts > 0) & torch.isfinite(counts))).nonzero()[0])
-        raise ValueError(
-            "class_counts must be finite and > 0 (counts over the whole training set), got "
-            f"class_counts[{c}]={counts[c].item()}"
-        )
-    return counts
-
-
-def _head_mask(head_classes, num_classes: int) -> torch.Tensor:
-    if not isinstance(head_classes, torch.Tensor):
-        head_classes = torch.as_tensor(head_classes)
-    _checks.not_meta("head_classes", head_classes)
-    if head_classes.dtype != torch.bool:
-        raise TypeError(f"head_classes must be a bool mask of shape ({num_classes},), got dtype {head_classes.dtype}")
-    if head_classes.shape != (num_classes,):
-        raise ValueError(
-            f"head_classes must have shape ({num_classes},) like class_counts, got {tuple(head_classes.shape)}"
-        )
-    return head_classes.cpu()
 
 
 # Packed as SPEC §7 prints it (fmt: skip), like sdd.
@@ -526,8 +487,14 @@ def csdm(real: torch.Tensor, syn: torch.Tensor, real_labels: torch.Tensor, syn_l
     )
 
 
+# Packed as SPEC §7 prints csdm (fmt: skip), like sdd.
 @autocast_policy((0, "real"), (1, "syn"), (None, "t"))
-def csdm_with_alpha(real, syn, real_labels, syn_labels, alpha: torch.Tensor, *, num_classes=None, **spectral):
+def csdm_with_alpha(real: torch.Tensor, syn: torch.Tensor, real_labels: torch.Tensor, syn_labels: torch.Tensor,
+                    alpha: torch.Tensor, *, t: Frequencies | None = None, kernel: str = "gaussian",
+                    bandwidth: Bandwidth = 1.0, nu: float = 1.5, num_freqs: int = 4096,
+                    generator: torch.Generator | None = None, num_classes: int | None = None, reduction: str = "mean",
+                    backend: str = "auto", precision: str | None = None, check_finite: bool | None = None,
+                    real_group: ProcessGroup | None = None, structure: str = "iid") -> torch.Tensor:  # fmt: skip
     """CSDM with the per-class weights alpha (C,) already computed (what CSDMLoss keeps as a
     buffer, so a loaded state_dict is what the loss uses). Other arguments as in `csdm`."""
     if real_labels is None or syn_labels is None:
@@ -536,7 +503,28 @@ def csdm_with_alpha(real, syn, real_labels, syn_labels, alpha: torch.Tensor, *, 
         num_classes = alpha.shape[0]
     elif _checks.num_classes(num_classes) != alpha.shape[0]:
         raise ValueError(f"num_classes={num_classes} but class_counts has {alpha.shape[0]} entries")
-    return _spectral_discrepancy(real, syn, real_labels, syn_labels, alpha=alpha, num_classes=num_classes, **spectral)
+    # Every option by name, none gathered into a dict: a new option must be passed on here or
+    # the call fails, never dropped silently (and torch 2.11's dynamo cannot trace locals()).
+    return _spectral_discrepancy(
+        real,
+        syn,
+        real_labels,
+        syn_labels,
+        alpha=alpha,
+        t=t,
+        kernel=kernel,
+        bandwidth=bandwidth,
+        nu=nu,
+        num_freqs=num_freqs,
+        generator=generator,
+        num_classes=num_classes,
+        reduction=reduction,
+        backend=backend,
+        precision=precision,
+        check_finite=check_finite,
+        real_group=real_group,
+        structure=structure,
+    )
 
 
 @autocast_policy((0, "real"), (1, "syn"), fused=False)
@@ -560,7 +548,9 @@ def mmd(
     a list of bandwidths meaning their sum): estimator="v" is the biased V-statistic
     mean k(x,x') + mean k(y,y') - 2 mean k(x,y), which SDD estimates; estimator="u" leaves out
     the i = j terms of the first two means (unbiased; needs 2 samples per class per side).
-    Matérn needs nu in {0.5, 1.5, 2.5} here. Memory is O(N^2 + N S) per class.
+    Matérn needs nu in {0.5, 1.5, 2.5} here. Memory is O(N^2 + N S) per class; under
+    torch.compile, where class sizes are unknown while tracing, O((N + S)^2) for the whole batch
+    (kernel matrices weighted by class masks).
 
     Raises: as `ncfd`; ValueError for an unknown kernel or estimator, or estimator="u" with a
     class of fewer than 2 samples on a side.
@@ -571,6 +561,9 @@ def mmd(
     nu = _checks.positive("nu", nu)
     estimator = _checks.choice("estimator", estimator, ESTIMATORS)
     reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+    if _checks.tracing():  # class sizes are data, unknown while torch.compile traces: no per-class slices
+        masked = _mmd2_by_masks(pair, kernel=kernel, sigmas=sigmas, nu=nu, estimator=estimator)
+        return _reduce(masked, pair.present, reduction)
     real_off, syn_off = pair.real_index.offsets.tolist(), pair.syn_index.offsets.tolist()
     per_class = []
     for c in range(pair.num_classes):
@@ -593,6 +586,49 @@ def mmd(
             )
         per_class.append(_mmd2(x, y, kernel=kernel, sigmas=sigmas, nu=nu, estimator=estimator))
     return _reduce(torch.stack(per_class), pair.present, reduction)
+
+
+def _class_masks(index: ClassIndex, rows: int, like: torch.Tensor) -> torch.Tensor:
+    """(rows, C) 0/1 matrix of the class of each row, in like's dtype."""
+    if index.labels is None:
+        return like.new_ones(rows, 1)
+    return torch.nn.functional.one_hot(index.labels, index.num_classes).to(like.dtype)
+
+
+def _mmd2_by_masks(pair: _Pair, *, kernel, sigmas, nu, estimator) -> torch.Tensor:
+    """Per-class MMD² (C,) without a loop over classes, for torch.compile: each class's sums are
+    whole-batch kernel matrices weighted by its mask, O((N + S)²) memory where the eager loop
+    takes Σ_c (n_c + s_c)², the same values up to rounding. The inputs are centred on the
+    synthetic mean but not scaled (the scale is read from the values). As every value check
+    under torch.compile, estimator="u"'s two samples per class are not checked: a class with
+    fewer gives 0, as does an absent class (no 0/0 to send NaN into the gradients)."""
+    centre = pair.syn.mean(0)
+    x, y = pair.real - centre, pair.syn - centre
+    mx, my = _class_masks(pair.real_index, x.shape[0], x), _class_masks(pair.syn_index, y.shape[0], y)
+    nx, ny = mx.sum(0), my.sum(0)
+    unbiased = estimator == "u"
+
+    def pairs(n):  # the number of (i, j) pairs the within-set mean runs over
+        return (n * (n - 1) if unbiased else n * n).clamp_min(1)
+
+    if kernel == "linear":
+        sum_x, sum_y = mx.T @ x, my.T @ y  # (C, d) per-class sums
+        mean_x, mean_y = sum_x / nx.clamp_min(1)[:, None], sum_y / ny.clamp_min(1)[:, None]
+        if not unbiased:
+            return ((mean_x - mean_y) ** 2).sum(1)
+        xx = ((sum_x * sum_x).sum(1) - mx.T @ (x * x).sum(1)) / pairs(nx)
+        yy = ((sum_y * sum_y).sum(1) - my.T @ (y * y).sum(1)) / pairs(ny)
+        return xx + yy - 2.0 * (mean_x * mean_y).sum(1)
+
+    def within(z, m, n):
+        k = kernel_matrix(kernel, z, z, sigmas, nu)
+        total = ((k @ m) * m).sum(0)  # Σ_{i, j in c} k(z_i, z_j)
+        if unbiased:
+            total = total - m.T @ k.diagonal()
+        return total / pairs(n)
+
+    cross = ((kernel_matrix(kernel, x, y, sigmas, nu) @ my) * mx).sum(0) / (nx * ny).clamp_min(1)
+    return within(x, mx, nx) + within(y, my, ny) - 2.0 * cross
 
 
 def _centred_and_scaled(x: torch.Tensor, y: torch.Tensor):

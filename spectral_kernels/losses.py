@@ -1,5 +1,8 @@
-"""nn.Module forms of the discrepancies: configuration checked once in __init__, the call
-takes only tensors. Each forwards to the function of the same name in functional.py.
+"""nn.Module forms of the discrepancies: each takes every option of the function of the same
+name in functional.py and forwards it by keyword, unchanged (tests/test_loss_modules.py checks
+this against the functions' signatures). SPEC §7 states which options are given where:
+configuration at construction, checked once; what changes from call to call (the tensors, the
+frequencies `t`, a `generator` and a `bandwidth`) per call.
 
 What a module uses beyond its constructor arguments travels with its state_dict: tensor
 weights are buffers (an NCFDLoss alpha tensor, CSDMLoss's class counts and per-class weights),
@@ -10,7 +13,7 @@ same frequencies the saved one would have drawn next.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -19,6 +22,9 @@ from . import _checks, functional, ops
 from .frequencies import check_structure
 from .functional import Bandwidth, ClassCounts, Frequencies
 from .kernels import check_kernel
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 
 class NCFDLoss(nn.Module):
@@ -38,9 +44,13 @@ class NCFDLoss(nn.Module):
         reduction: str = "mean",
         backend: str = "auto",
         precision: str | None = None,
+        check_finite: bool | None = None,
+        real_group: ProcessGroup | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = _checks.num_classes(num_classes)
+        self.check_finite = _check_finite(check_finite)
+        self.real_group = _checks.process_group("real_group", real_group)
         if isinstance(alpha, torch.Tensor):
             if not alpha.is_floating_point() or alpha.dim() != 1 or alpha.shape[0] == 0:
                 raise ValueError(
@@ -81,14 +91,29 @@ class NCFDLoss(nn.Module):
             reduction=self.reduction,
             backend=self.backend,
             precision=self.precision,
+            check_finite=self.check_finite,
+            real_group=self.real_group,
         )
 
     def extra_repr(self) -> str:
         alpha = f"tensor of {self.alpha.shape[0]}" if isinstance(self.alpha, torch.Tensor) else self.alpha
         return (
             f"alpha={alpha}, sqrt={self.sqrt}, eps={self.eps}, num_classes={self.num_classes}, "
-            f"reduction={self.reduction!r}, backend={self.backend!r}, precision={self.precision!r}"
+            f"reduction={self.reduction!r}, backend={self.backend!r}, precision={self.precision!r}, "
+            + _runtime_repr(self)
         )
+
+
+def _check_finite(value) -> bool | None:
+    """check_finite as the functions take it: None (on outside torch.compile) or a bool."""
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"check_finite must be a bool or None, got {value!r}")
+    return value
+
+
+def _runtime_repr(module) -> str:
+    group = "None" if module.real_group is None else "a process group"
+    return f"check_finite={module.check_finite}, real_group={group}"
 
 
 class _SpectralLoss(nn.Module):
@@ -108,12 +133,13 @@ class _SpectralLoss(nn.Module):
         generator: torch.Generator | None = None,
         precision: str | None = None,
         structure: str = "iid",
+        check_finite: bool | None = None,
+        real_group: ProcessGroup | None = None,
     ) -> None:
         super().__init__()
         self.kernel = check_kernel(kernel, spectral=True)
         self.structure = check_structure(structure, self.kernel)
-        sigmas = _checks.bandwidths(bandwidth)
-        self.bandwidth = sigmas[0] if isinstance(bandwidth, (int, float)) else list(sigmas)
+        self.bandwidth = _bandwidth(bandwidth)
         self.nu = _checks.positive("nu", nu)
         self.num_freqs = _checks.positive_int("num_freqs", num_freqs)
         self.num_classes = _checks.num_classes(num_classes)
@@ -121,22 +147,8 @@ class _SpectralLoss(nn.Module):
         self.backend = ops.check_name(backend)
         self.generator = _checks.generator("generator", generator)
         self.precision = _checks.choice("precision", precision, functional.PRECISIONS)
-
-    # What forward passes on to the function: the configuration, and t (None: draw afresh).
-    _FORWARDED = (
-        "kernel",
-        "bandwidth",
-        "nu",
-        "num_freqs",
-        "generator",
-        "reduction",
-        "backend",
-        "precision",
-        "structure",
-    )
-
-    def _spectral_kwargs(self, t):
-        return dict(t=t, check_finite=None, real_group=None, **{name: getattr(self, name) for name in self._FORWARDED})
+        self.check_finite = _check_finite(check_finite)
+        self.real_group = _checks.process_group("real_group", real_group)
 
     # The generator's state is what decides the next frequencies: save and restore it.
     def get_extra_state(self):
@@ -169,17 +181,42 @@ class _SpectralLoss(nn.Module):
             f"kernel={self.kernel!r}, structure={self.structure!r}, bandwidth={self.bandwidth}, nu={self.nu}, "
             f"num_freqs={self.num_freqs}, "
             f"num_classes={self.num_classes}, reduction={self.reduction!r}, backend={self.backend!r}, "
-            f"precision={self.precision!r}, generator={generator}"
+            f"precision={self.precision!r}, generator={generator}, " + _runtime_repr(self)
         )
 
 
+def _call_generator(module: _SpectralLoss, generator: torch.Generator | None, t) -> torch.Generator | None:
+    """The generator a call draws through: the call's, else the loss's own. torch.compile's
+    dynamo has no graph value for a torch.Generator (it fails deep inside the draw with "Failed
+    to convert args/kwargs to proxy"), so under tracing a draw through one breaks the graph
+    here, saying why and what to do: fullgraph=True stops with that message; without it the
+    call runs eagerly, where the generator works."""
+    generator = module.generator if generator is None else generator
+    if generator is not None and t is None and _checks.tracing():
+        torch._dynamo.graph_break(
+            f"{type(module).__name__}: torch.compile cannot trace a draw through generator= (a torch.Generator has "
+            "no graph value); under torch.compile build the loss without a generator (the draw then uses torch's "
+            "global generator, seeded by torch.manual_seed) or pass t= drawn outside the compiled region"
+        )
+    return generator
+
+
+def _bandwidth(bandwidth: Bandwidth) -> Bandwidth:
+    """A checked bandwidth, kept as given: one number, or a list (the sum of the kernels)."""
+    sigmas = _checks.bandwidths(bandwidth)
+    return sigmas[0] if isinstance(bandwidth, (int, float)) else list(sigmas)
+
+
 class SDDLoss(_SpectralLoss):
-    """`sk.sdd` as a module: loss(real, syn, real_labels=None, syn_labels=None, t=None).
+    """`sk.sdd` as a module: loss(real, syn, real_labels=None, syn_labels=None, t=None, *,
+    generator=None, bandwidth=None).
 
     SDDLoss(*, kernel="gaussian", bandwidth=1.0, nu=1.5, num_freqs=4096, num_classes=None,
-    reduction="mean", backend="auto", generator=None, precision=None, structure="iid").
-    Without t, fresh frequencies are drawn from the kernel's spectral measure on every call
-    (through `generator` when one is given).
+    reduction="mean", backend="auto", generator=None, precision=None, structure="iid",
+    check_finite=None, real_group=None).
+    Without t, fresh frequencies are drawn from the kernel's spectral measure on every call,
+    through the call's `generator`, else the loss's own (SPEC §7); a call's `bandwidth` replaces
+    the loss's for that call (a driver's median bandwidth of each batch).
     """
 
     def forward(
@@ -189,9 +226,28 @@ class SDDLoss(_SpectralLoss):
         real_labels: torch.Tensor | None = None,
         syn_labels: torch.Tensor | None = None,
         t: Frequencies | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        bandwidth: Bandwidth | None = None,
     ) -> torch.Tensor:
         return functional.sdd(
-            real, syn, real_labels, syn_labels, num_classes=self.num_classes, **self._spectral_kwargs(t)
+            real,
+            syn,
+            real_labels,
+            syn_labels,
+            t=t,
+            kernel=self.kernel,
+            bandwidth=self.bandwidth if bandwidth is None else bandwidth,
+            nu=self.nu,
+            num_freqs=self.num_freqs,
+            generator=_call_generator(self, generator, t),
+            num_classes=self.num_classes,
+            reduction=self.reduction,
+            backend=self.backend,
+            precision=self.precision,
+            check_finite=self.check_finite,
+            real_group=self.real_group,
+            structure=self.structure,
         )
 
     def extra_repr(self) -> str:
@@ -199,14 +255,15 @@ class SDDLoss(_SpectralLoss):
 
 
 class CSDMLoss(_SpectralLoss):
-    """`sk.csdm` as a module: loss(real, syn, real_labels, syn_labels, t=None).
+    """`sk.csdm` as a module: loss(real, syn, real_labels, syn_labels, t=None, *, generator=None,
+    bandwidth=None).
 
     CSDMLoss(class_counts, *, alpha_head=0.8, head_classes=None, alpha_rule="binary", **options),
     the options those of SDDLoss (kernel, bandwidth, nu, num_freqs, num_classes, reduction,
-    backend, generator, precision, structure). The per-class weights are computed once, at
-    construction, from `class_counts` (whole training set) and kept in the buffer
-    `class_alpha`; forward uses that buffer, so weights loaded with load_state_dict are the
-    ones that count.
+    backend, generator, precision, structure, check_finite, real_group), and per call as in
+    SDDLoss. The per-class weights are computed once, at construction, from `class_counts`
+    (whole training set) and kept in the buffer `class_alpha`; forward uses that buffer, so
+    weights loaded with load_state_dict are the ones that count.
     """
 
     class_counts: torch.Tensor  # buffers
@@ -219,15 +276,39 @@ class CSDMLoss(_SpectralLoss):
         alpha_head: float = 0.8,
         head_classes: torch.Tensor | Sequence[bool] | None = None,
         alpha_rule: str = "binary",
-        **spectral: Any,
+        kernel: str = "gaussian",
+        bandwidth: Bandwidth = 1.0,
+        nu: float = 1.5,
+        num_freqs: int = 4096,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+        backend: str = "auto",
+        generator: torch.Generator | None = None,
+        precision: str | None = None,
+        structure: str = "iid",
+        check_finite: bool | None = None,
+        real_group: ProcessGroup | None = None,
     ) -> None:
-        super().__init__(**spectral)
+        super().__init__(
+            kernel=kernel,
+            bandwidth=bandwidth,
+            nu=nu,
+            num_freqs=num_freqs,
+            num_classes=num_classes,
+            reduction=reduction,
+            backend=backend,
+            generator=generator,
+            precision=precision,
+            structure=structure,
+            check_finite=check_finite,
+            real_group=real_group,
+        )
         class_alpha = functional.csdm_class_alpha(
             class_counts, alpha_head=alpha_head, head_classes=head_classes, alpha_rule=alpha_rule
         )
         if self.num_classes is not None and self.num_classes != class_alpha.shape[0]:
             raise ValueError(f"num_classes={self.num_classes} but class_counts has {class_alpha.shape[0]} entries")
-        self.register_buffer("class_counts", functional._class_counts(class_counts))
+        self.register_buffer("class_counts", _checks.class_counts(class_counts))
         self.register_buffer("class_alpha", class_alpha)
         self.alpha_head, self.alpha_rule = float(alpha_head), alpha_rule
         self.head_rule = "head_classes mask" if head_classes is not None else alpha_rule
@@ -239,6 +320,9 @@ class CSDMLoss(_SpectralLoss):
         real_labels: torch.Tensor,
         syn_labels: torch.Tensor,
         t: Frequencies | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        bandwidth: Bandwidth | None = None,
     ) -> torch.Tensor:
         return functional.csdm_with_alpha(
             real,
@@ -246,8 +330,19 @@ class CSDMLoss(_SpectralLoss):
             real_labels,
             syn_labels,
             self.class_alpha,
+            t=t,
+            kernel=self.kernel,
+            bandwidth=self.bandwidth if bandwidth is None else bandwidth,
+            nu=self.nu,
+            num_freqs=self.num_freqs,
+            generator=_call_generator(self, generator, t),
             num_classes=self.num_classes,
-            **self._spectral_kwargs(t),
+            reduction=self.reduction,
+            backend=self.backend,
+            precision=self.precision,
+            check_finite=self.check_finite,
+            real_group=self.real_group,
+            structure=self.structure,
         )
 
     def extra_repr(self) -> str:
@@ -258,7 +353,8 @@ class CSDMLoss(_SpectralLoss):
 
 
 class MMDLoss(nn.Module):
-    """`sk.mmd` as a module: loss(real, syn, real_labels=None, syn_labels=None)."""
+    """`sk.mmd` as a module: loss(real, syn, real_labels=None, syn_labels=None, *, bandwidth=None),
+    a call's `bandwidth` replacing the loss's for that call (SPEC §7)."""
 
     def __init__(
         self,
@@ -269,15 +365,16 @@ class MMDLoss(nn.Module):
         estimator: str = "v",
         num_classes: int | None = None,
         reduction: str = "mean",
+        check_finite: bool | None = None,
     ) -> None:
         super().__init__()
         self.kernel = check_kernel(kernel, spectral=False)
-        sigmas = _checks.bandwidths(bandwidth)
-        self.bandwidth = sigmas[0] if isinstance(bandwidth, (int, float)) else list(sigmas)
+        self.bandwidth = _bandwidth(bandwidth)
         self.nu = _checks.positive("nu", nu)
         self.estimator = _checks.choice("estimator", estimator, functional.ESTIMATORS)
         self.num_classes = _checks.num_classes(num_classes)
         self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+        self.check_finite = _check_finite(check_finite)
 
     def forward(
         self,
@@ -285,6 +382,8 @@ class MMDLoss(nn.Module):
         syn: torch.Tensor,
         real_labels: torch.Tensor | None = None,
         syn_labels: torch.Tensor | None = None,
+        *,
+        bandwidth: Bandwidth | None = None,
     ) -> torch.Tensor:
         return functional.mmd(
             real,
@@ -292,15 +391,16 @@ class MMDLoss(nn.Module):
             real_labels,
             syn_labels,
             kernel=self.kernel,
-            bandwidth=self.bandwidth,
+            bandwidth=self.bandwidth if bandwidth is None else bandwidth,
             nu=self.nu,
             estimator=self.estimator,
             num_classes=self.num_classes,
             reduction=self.reduction,
+            check_finite=self.check_finite,
         )
 
     def extra_repr(self) -> str:
         return (
             f"kernel={self.kernel!r}, bandwidth={self.bandwidth}, nu={self.nu}, estimator={self.estimator!r}, "
-            f"num_classes={self.num_classes}, reduction={self.reduction!r}"
+            f"num_classes={self.num_classes}, reduction={self.reduction!r}, check_finite={self.check_finite}"
         )

@@ -1031,6 +1031,28 @@ LIB_CASES = [
     # -- round 4 ops: backend protocol and Triton toolkit
     # -- end of round 4 ops
     # -- round 4 modules: loss modules
+    Lib("NCFDLoss real_group a string", lambda: sk.NCFDLoss(real_group="world"), TypeError, ["real_group", "world"]),
+    Lib("CSDMLoss real_group an int", lambda: sk.CSDMLoss([3, 2], real_group=0), TypeError, ["real_group", "int"]),
+    Lib("SDDLoss check_finite a string", lambda: sk.SDDLoss(check_finite="yes"), TypeError, ["check_finite", "yes"]),
+    Lib("MMDLoss check_finite an int", lambda: sk.MMDLoss(check_finite=1), TypeError, ["check_finite", "1"]),
+    Lib(
+        "SDDLoss per-call generator a seed",
+        lambda: sk.SDDLoss(num_freqs=4)(X, Y, generator=3),
+        TypeError,
+        ["generator", "int"],
+    ),
+    Lib(
+        "CSDMLoss per-call bandwidth zero",
+        lambda: sk.CSDMLoss([3, 3], num_freqs=4)(X, Y, XL, YL, bandwidth=0.0),
+        ValueError,
+        ["bandwidth", "0.0"],
+    ),
+    Lib(
+        "MMDLoss per-call bandwidth negative",
+        lambda: sk.MMDLoss()(X, Y, bandwidth=-1.0),
+        ValueError,
+        ["bandwidth", "-1.0"],
+    ),
     # -- end of round 4 modules
     # -- round 4 names: names and config
     # -- end of round 4 names

@@ -92,8 +92,11 @@ def gather_interleaved(x: torch.Tensor, group) -> torch.Tensor:
 class Objective:
     """loss(real_features, real_labels, syn_features, syn_labels, generator) -> scalar.
 
-    `maximisers` are modules trained to *raise* the loss (NCFM's learned frequency sampler);
-    the loop flips the sign of their gradients before its optimiser step.
+    One loss module per run (`module`, built from the config by `loss_module`), called per
+    iteration with what changes per iteration (SPEC §7): the iteration's generator, the
+    bandwidth (the median distance of the batch unless --bandwidth is given), and for ncfm the
+    frequencies. `maximisers` are modules trained to *raise* the loss (NCFM's learned frequency
+    sampler); the loop flips the sign of their gradients before its optimiser step.
     """
 
     def __init__(self, config, class_counts: torch.Tensor, feature_dim: int, num_classes: int, real_group=None):
@@ -103,6 +106,7 @@ class Objective:
         self.num_classes = num_classes
         self.maximisers: list[torch.nn.Module] = []
         self._bandwidth_checked = False
+        self.module = loss_module(config, class_counts, num_classes, real_group)
         if config.method == "ncfm" and config.learned_sampler:
             self.sampler = sk.FrequencySampler(
                 feature_dim, num_freqs=config.num_freqs, bandwidth=(2.0 * feature_dim) ** 0.5
@@ -124,40 +128,56 @@ class Objective:
         return median_bandwidth(real_features, generator)
 
     def loss(self, real_f, real_y, syn_f, syn_y, generator: torch.Generator) -> torch.Tensor:
-        cfg, common = self.config, dict(num_classes=self.num_classes)
+        cfg = self.config
         if cfg.method == "dm":
-            return sk.mmd(real_f, syn_f, real_y, syn_y, kernel="linear", **common)
+            return self.module(real_f, syn_f, real_y, syn_y)
         if cfg.method == "mmd":
-            return sk.mmd(
-                real_f, syn_f, real_y, syn_y, kernel="gaussian", bandwidth=self._bandwidth(real_f, generator), **common
-            )
+            return self.module(real_f, syn_f, real_y, syn_y, bandwidth=self._bandwidth(real_f, generator))
         if cfg.method == "ncfm":
-            if cfg.learned_sampler:
-                t = self.sampler(generator=generator).to(real_f.device)
-            else:
-                draw = dict(
-                    bandwidth=self._bandwidth(real_f, generator),
-                    generator=generator,
-                    device=real_f.device,
-                    dtype=real_f.dtype,
-                )
-                if cfg.frequencies == "hadamard":  # structured, never materialised on the cpu backend
-                    t = hadamard_frequencies("gaussian", cfg.num_freqs, real_f.shape[1], **draw)
-                else:
-                    t = sk.sample_frequencies(
-                        "gaussian", cfg.num_freqs, real_f.shape[1], structure=cfg.frequencies, **draw
-                    )
-            return sk.ncfd(real_f, syn_f, t, real_y, syn_y, real_group=self.real_group, **common)
-        spectral = dict(
-            real_group=self.real_group,
-            kernel=cfg.kernel,
-            bandwidth=self._bandwidth(real_f, generator, cfg.kernel),
-            num_freqs=cfg.num_freqs,
-            generator=generator,
-            structure=cfg.frequencies,
-            **common,
+            return self.module(real_f, syn_f, self._ncfm_frequencies(real_f, generator), real_y, syn_y)
+        bandwidth = self._bandwidth(real_f, generator, cfg.kernel)  # before the draw: both take from generator
+        return self.module(real_f, syn_f, real_y, syn_y, generator=generator, bandwidth=bandwidth)
+
+    def _ncfm_frequencies(self, real_f, generator: torch.Generator):
+        """NCFM's t: the learned sampler's, or drawn from the Gaussian kernel's measure."""
+        if self.config.learned_sampler:
+            return self.sampler(generator=generator).to(real_f.device)
+        draw = dict(
+            bandwidth=self._bandwidth(real_f, generator), generator=generator, device=real_f.device, dtype=real_f.dtype
         )
-        if cfg.method == "sdd":
-            return sk.sdd(real_f, syn_f, real_y, syn_y, **spectral)
-        weights = dict(class_counts=self.class_counts, alpha_head=cfg.alpha_head, alpha_rule=cfg.head_rule)
-        return sk.csdm(real_f, syn_f, real_y, syn_y, **weights, **spectral)
+        if self.config.frequencies == "hadamard":  # structured, never materialised on the cpu backend
+            return hadamard_frequencies("gaussian", self.config.num_freqs, real_f.shape[1], **draw)
+        return sk.sample_frequencies(
+            "gaussian", self.config.num_freqs, real_f.shape[1], structure=self.config.frequencies, **draw
+        )
+
+
+def loss_module(config, class_counts: torch.Tensor, num_classes: int, real_group=None) -> torch.nn.Module | None:
+    """The library's loss module that computes `config.method` (None for "random", which has no
+    loss): dm is the linear-kernel MMD, ncfm the NCFD, the others their namesakes. real_group:
+    the process group the real batch is sharded over (dm and mmd refuse to run data-parallel)."""
+    method = config.method
+    if method == "random":
+        return None
+    if method in ("dm", "mmd"):
+        return sk.MMDLoss(kernel="linear" if method == "dm" else "gaussian", num_classes=num_classes)
+    if method == "ncfm":
+        return sk.NCFDLoss(num_classes=num_classes, real_group=real_group)
+    if method == "sdd":
+        return sk.SDDLoss(
+            kernel=config.kernel,
+            num_freqs=config.num_freqs,
+            structure=config.frequencies,
+            num_classes=num_classes,
+            real_group=real_group,
+        )
+    return sk.CSDMLoss(
+        class_counts,
+        alpha_head=config.alpha_head,
+        alpha_rule=config.head_rule,
+        kernel=config.kernel,
+        num_freqs=config.num_freqs,
+        structure=config.frequencies,
+        num_classes=num_classes,
+        real_group=real_group,
+    )
