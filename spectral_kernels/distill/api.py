@@ -35,7 +35,7 @@ from torch import nn
 from . import formation
 from .config import PYTHON, DistillConfig
 from .data import DATASETS, ImageDataset, load_dataset
-from .evaluate import check_counts, evaluate_images, evaluate_run, load_synthetic
+from .evaluation import check_counts, evaluate_images, evaluate_run, load_synthetic
 from .hardware import Hardware
 from .loop import Supplied, class_members, iteration_seed, network_maker
 from .loop import distill as run_distillation

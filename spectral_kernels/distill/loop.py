@@ -280,8 +280,16 @@ _POOL_NEEDS_CONVNET = (
 
 
 def _set_up(
-    config: DistillConfig, dataset: ImageDataset, group, rank: int, world: int, *, resume: bool, supplied: Supplied
+    config: DistillConfig,
+    dataset: ImageDataset,
+    group,
+    rank: int,
+    world: int,
+    *,
+    resume: bool,
+    supplied: Supplied | None = None,
 ) -> _Run:
+    supplied = supplied or Supplied()
     path = Path(config.out)
     hardware = Hardware.of(config)
     device = hardware.device
@@ -626,7 +634,7 @@ def _finish(run: _Run) -> None:
     )
     write_grid(run.path, images, run.syn_y.cpu(), dataset, config)  # redrawn with the accuracy by evaluate_run
     if config.num_eval > 0:
-        from .evaluate import evaluate_run
+        from .evaluation import evaluate_run
 
         evaluate_run(
             run.path,

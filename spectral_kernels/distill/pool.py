@@ -72,7 +72,7 @@ def pool_key(config: DistillConfig) -> str:
 def _train_pool(config: DistillConfig, dataset: ImageDataset, seed_of) -> list[dict]:
     """The pool trained on config.device (under --amp and --compile); its weights kept on the CPU,
     where the cache and the run's copy are written from and every step loads them from."""
-    from .evaluate import train_convnet
+    from .evaluation import train_convnet
 
     hardware = Hardware.of(config)
     # Once for all K: a bundled set moves to the device whole, a lazy source is read per batch.
