@@ -111,6 +111,27 @@ def test_clamp_pixels_keeps_the_images_in_the_datas_own_range():
     assert low - 1e-3 <= float(result.images.min()) and float(result.images.max()) <= high + 1e-3
 
 
+def test_a_bundled_dataset_by_name_with_a_user_network_and_its_own_test_set():
+    result = distill("digits", method="dm", network=mlp, **FAST)
+    assert result.images.shape == (20, 1, 8, 8) and result.config.dataset == "digits"
+    assert result.config.network.startswith("python:") and result.config.data_fingerprint is None
+    summary = evaluate(result, num_eval=1, epochs=1, quiet=True)
+    assert summary["num_eval"] == 1 and len(summary["per_class_accuracy"]) == 10
+    with pytest.raises(ValueError, match="test_data: the run distilled the bundled dataset digits"):
+        evaluate(result, blobs(), num_eval=1, epochs=1)
+
+
+def test_the_pool_cache_tells_user_datasets_apart():
+    # every user dataset is dataset "python": only the fingerprint tells their trained pools apart
+    from spectral_kernels.distill.config import DistillConfig
+    from spectral_kernels.distill.pool import pool_key
+
+    one, other = (Source(blobs(seed=seed)).fingerprint() for seed in (0, 1))
+    assert one != other and Source(blobs(seed=0)).fingerprint() == one
+    key = lambda fingerprint: pool_key(DistillConfig(dataset="python", data_fingerprint=fingerprint, net_pool=2))
+    assert key(one) != key(other) and key(one) == key(one)
+
+
 def test_channels_and_size_are_the_datas_own():
     x, y = blobs(n=30, size=12, channels=3)
     result = distill(TensorDataset(x, y), method="dm", **FAST)
