@@ -41,7 +41,7 @@ from .loop import Supplied, class_members, iteration_seed, network_maker
 from .loop import distill as run_distillation
 from .loss_module import ModuleObjective, check_loss_module, describe
 from .rundir import saved_config
-from .sources import Source
+from .sources import Source, take
 
 # The options distill() takes as keywords: the run's options (DistillConfig, the CLI's flags)
 # but those it names itself or sets from the objects it is given.
@@ -129,13 +129,15 @@ def _user_dataset(source: Source) -> ImageDataset:
 
 def _probe(config: DistillConfig, dataset: ImageDataset, network, loss) -> int | None:
     """Check the network (and the loss module) on a first batch of PROBE_PER_CLASS images per
-    class, on the CPU, before anything is written; returns the network's feature size."""
+    class, on the run's device, before anything is written; returns the network's feature size."""
+    device = torch.device(config.device)
     idx = torch.cat([m[:PROBE_PER_CLASS] for m in class_members(dataset)])
-    x, y = dataset.train_x[idx], dataset.train_y[idx]
+    x, y = take(dataset.train_x, idx, device), dataset.train_y[idx].to(device)
     seed = iteration_seed(config.seed, 0)
     net = network_maker(config, dataset, network)(seed)
     if network is not None and not isinstance(net, nn.Module):
         raise TypeError(f"network must return an nn.Module; network(generator) returned {_kind(net)}")
+    net = net.to(device)
     with torch.no_grad():
         features = net(x) if network is not None else net.embed(x)
     if network is not None:
