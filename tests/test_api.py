@@ -177,6 +177,18 @@ def test_image_size_resizes_mixed_sizes():
     assert Source(items, image_size=8).image_shape == (1, 8, 8)
 
 
+def test_with_targets_an_image_of_another_size_is_named_when_gathered():
+    n = MEAN_SAMPLE + 100
+    sampled = set(torch.randperm(n, generator=torch.Generator().manual_seed(0))[:MEAN_SAMPLE].tolist())
+    bad = min(set(range(1, n)) - sampled)  # an item the statistics' sample does not read
+    x, y = blobs(n=n)
+    data = Counting(x, y)
+    data.images = [x[i] if i != bad else torch.rand(1, 9, 9) for i in range(n)]
+    source = Source(data)  # targets: the images are not read up front (but for the statistics' sample)
+    with pytest.raises(ValueError, match=rf"item {bad}'s image has shape \(1, 9, 9\), item 0's \(1, 8, 8\)"):
+        source[torch.tensor([0, bad])]
+
+
 # ----------------------------------------------------------------------------- network, loss, run folder
 
 
