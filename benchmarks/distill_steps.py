@@ -60,7 +60,8 @@ from bench_recipe import distill_argv, paired
 
 from spectral_kernels.cli import main as cli
 from spectral_kernels.cli import parse_distill
-from spectral_kernels.distill import evaluate, formation, loop
+from spectral_kernels.distill import evaluation as evaluate
+from spectral_kernels.distill import formation, loop
 from spectral_kernels.distill.augment import siamese_augment
 from spectral_kernels.distill.data import load_dataset
 from spectral_kernels.distill.hardware import Hardware

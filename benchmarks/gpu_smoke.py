@@ -127,7 +127,8 @@ def distill_step(device: str) -> dict:
     """One csdm step (IPC 1, a pool of one briefly trained network) and a 1-epoch evaluation,
     through the CLI in this process (so the peak memory below includes them)."""
     from spectral_kernels import cli
-    from spectral_kernels.distill import data, evaluate, loop, needs
+    from spectral_kernels.distill import data, loop, needs
+    from spectral_kernels.distill import evaluation as evaluate
 
     # The GPU image has torch but maybe neither scikit-learn (digits ships inside it) nor Pillow
     # (grid.png): stand in for what is missing, restore it afterwards, and say so in the result.

@@ -364,7 +364,7 @@ def main(argv=None) -> int:
                     _show(run)
                 print(_result_line(run, config))  # even with --quiet: what the run produced
         elif args.command == "evaluate":
-            from .distill.evaluate import evaluate_run
+            from .distill.evaluation import evaluate_run
 
             # Before any training: evaluation redraws grid.png (Pillow) and reloads the dataset.
             check_installed(saved_config(Path(args.run)).dataset)

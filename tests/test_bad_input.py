@@ -1057,6 +1057,220 @@ LIB_CASES = [
     # -- round 4 names: names and config
     # -- end of round 4 names
     # -- round 4 api: Python distillation API
+    Lib("distill data an int", lambda: sk.distill.distill(3), TypeError, ["data", "map-style", "3"]),
+    Lib(
+        "distill item a bare tensor",
+        lambda: sk.distill.distill([torch.rand(1, 8, 8)] * 4),
+        TypeError,
+        ["item 0", "(image tensor, int label)"],
+    ),
+    Lib(
+        "distill item label a string",
+        lambda: sk.distill.distill([(torch.rand(1, 8, 8), 0), (torch.rand(1, 8, 8), "cat")]),
+        TypeError,
+        ["item 1", "'cat'", "int"],
+    ),
+    Lib(
+        "distill item label a float",
+        lambda: sk.distill.distill([(torch.rand(1, 8, 8), 0), (torch.rand(1, 8, 8), 1.0)]),
+        TypeError,
+        ["item 1", "1.0", "int"],
+    ),
+    Lib(
+        "distill item image a list",
+        lambda: sk.distill.distill([([0.0] * 4, 0)] * 3),
+        TypeError,
+        ["item 0", "image", "tensor"],
+    ),
+    Lib(
+        "distill item image 2-D",
+        lambda: sk.distill.distill([(torch.rand(8, 8), 0)] * 3),
+        ValueError,
+        ["item 0", "(8, 8)", "(channels, H, W)"],
+    ),
+    Lib(
+        "distill item image non-finite",
+        lambda: sk.distill.distill([(torch.rand(1, 8, 8), 0), (torch.full((1, 8, 8), float("nan")), 1)]),
+        ValueError,
+        ["item 1", "non-finite"],
+    ),
+    Lib(
+        "distill images of mixed sizes",
+        lambda: sk.distill.distill([(torch.rand(1, 8, 8), 0), (torch.rand(1, 9, 8), 1)]),
+        ValueError,
+        ["item 1", "(1, 9, 8)", "mixed sizes", "image_size"],
+    ),
+    Lib(
+        "distill label outside num_classes",
+        lambda: sk.distill.distill((torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 5])), num_classes=3),
+        ValueError,
+        ["item 3", "label 5", "3 classes"],
+    ),
+    Lib(
+        "distill negative label",
+        lambda: sk.distill.distill([(torch.rand(1, 8, 8), -1), (torch.rand(1, 8, 8), 0)]),
+        ValueError,
+        ["item 0", "label -1"],
+    ),
+    Lib(
+        "distill a class without items",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), num_classes=4),
+        ValueError,
+        ["class 3", "no item"],
+    ),
+    Lib(
+        "distill tensors of mismatched length",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(5) % 3)),
+        ValueError,
+        ["6 images", "5 labels"],
+    ),
+    Lib(
+        "distill labels floating",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.zeros(6))),
+        TypeError,
+        ["labels", "integers", "float32"],
+    ),
+    Lib(
+        "distill images 3-D in a pair",
+        lambda: sk.distill.distill((torch.rand(6, 8, 8), torch.arange(6) % 3)),
+        TypeError,
+        ["images", "(N, channels, H, W)", "(6, 8, 8)"],
+    ),
+    Lib(
+        "distill no items",
+        lambda: sk.distill.distill((torch.rand(0, 1, 8, 8), torch.zeros(0, dtype=torch.int64))),
+        ValueError,
+        ["data", "no items"],
+    ),
+    Lib(
+        "distill network not callable",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), network="convnet"),
+        TypeError,
+        ["network", "callable", "'convnet'"],
+    ),
+    Lib(
+        "distill network a module, not a factory",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), network=torch.nn.Linear(64, 4)),
+        TypeError,
+        ["network", "factory", "Linear"],
+    ),
+    Lib(
+        "distill network returns no module",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), network=lambda g: "net"),
+        TypeError,
+        ["network", "nn.Module", "'net'"],
+    ),
+    Lib(
+        "distill network output 4-D",
+        lambda: sk.distill.distill(
+            (torch.rand(6, 1, 8, 8), torch.arange(6) % 3), network=lambda g: torch.nn.Conv2d(1, 2, 3)
+        ),
+        ValueError,
+        ["network", "(6, 2, 6, 6)", "(N, d)"],
+    ),
+    Lib(
+        "distill network output one row",
+        lambda: sk.distill.distill(
+            (torch.rand(6, 1, 8, 8), torch.arange(6) % 3), network=lambda g: torch.nn.Flatten(0)
+        ),
+        ValueError,
+        ["network", "(384,)", "(N, d)"],
+    ),
+    Lib(
+        "distill network output non-finite",
+        lambda: sk.distill.distill(
+            (torch.rand(6, 1, 8, 8), torch.arange(6) % 3),
+            network=lambda g: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Threshold(100.0, float("nan"))),
+        ),
+        ValueError,
+        ["network", "not finite"],
+    ),
+    Lib(
+        "distill loss a string",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), loss="sdd"),
+        TypeError,
+        ["loss", "'sdd'"],
+    ),
+    Lib(
+        "distill loss and method both",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), method="dm", loss=sk.MMDLoss()),
+        ValueError,
+        ["method='dm'", "loss"],
+    ),
+    Lib(
+        "distill loss returns a vector",
+        lambda: sk.distill.distill(
+            (torch.rand(6, 1, 8, 8), torch.arange(6) % 3), loss=lambda real, syn, ry, sy: syn.sum(1)
+        ),
+        TypeError,
+        ["loss", "scalar", "shape (6,)"],
+    ),
+    Lib(
+        "distill loss returns NaN",
+        lambda: sk.distill.distill(
+            (torch.rand(6, 1, 8, 8), torch.arange(6) % 3), loss=lambda real, syn, ry, sy: syn.sum() * float("nan")
+        ),
+        ValueError,
+        ["loss", "nan", "first batch"],
+    ),
+    Lib(
+        "distill unknown option",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), widht=8),
+        TypeError,
+        ["unknown option", "widht"],
+    ),
+    Lib(
+        "distill num_eval on user data",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), num_eval=3),
+        ValueError,
+        ["num_eval=3", "test set", "evaluate"],
+    ),
+    Lib(
+        "distill net_pool with a user network",
+        lambda: sk.distill.distill(
+            (torch.rand(6, 1, 8, 8), torch.arange(6) % 3), network=lambda g: torch.nn.Flatten(), net_pool=2
+        ),
+        ValueError,
+        ["net_pool", "network"],
+    ),
+    Lib(
+        "distill resume without out",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), resume=True),
+        ValueError,
+        ["resume", "out="],
+    ),
+    Lib("distill unknown dataset", lambda: sk.distill.distill("digitz"), ValueError, ["unknown dataset", "'digitz'"]),
+    Lib(
+        "distill image_size of a bundled dataset",
+        lambda: sk.distill.distill("digits", image_size=8),
+        ValueError,
+        ["image_size", "'digits'"],
+    ),
+    Lib(
+        "distill image_size zero",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), image_size=(0, 8)),
+        ValueError,
+        ["image_size", "(0, 8)"],
+    ),
+    Lib(
+        "distill num_classes a string",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), num_classes="3"),
+        TypeError,
+        ["num_classes", "'3'"],
+    ),
+    Lib(
+        "distill ipc zero",
+        lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), ipc=0),
+        ValueError,
+        ["--ipc", "got 0"],
+    ),
+    Lib("evaluate run an int", lambda: sk.distill.evaluate(42), TypeError, ["run", "42", "DistillResult"]),
+    Lib(
+        "evaluate num_eval zero",
+        lambda: sk.distill.evaluate("nowhere", num_eval=0),
+        ValueError,
+        ["--num-eval", "got 0"],
+    ),
     # -- end of round 4 api
     # -- round 4 imgsize: image size and lazy image folders
     # -- end of round 4 imgsize
@@ -2704,6 +2918,40 @@ CLI_CASES = [
     # -- round 4 names: names and config, through the CLI
     # -- end of round 4 names, through the CLI
     # -- round 4 api: Python distillation API, through the CLI
+    Cli(
+        "evaluate a run of data given from Python",
+        ["evaluate", "{d}/run"],
+        ["{d}/run", "data given from Python", "spectral_kernels.distill.evaluate", "test_data"],
+        setup=lambda d: (
+            sk.distill.distill(
+                (torch.rand(6, 1, 8, 8), torch.arange(6) % 3),
+                method="dm",
+                ipc=1,
+                iterations=1,
+                width=8,
+                batch_real=2,
+                quiet=True,
+                out=d / "run",
+            ),
+            None,
+        )[1],
+        after=lambda d: not (d / "run" / "eval.json").exists(),
+    ),
+    Cli(
+        "distill --dataset python from a config file",
+        ["distill", "--config", "{d}/c.json", *RUN],
+        ["--dataset python", "given from Python"],
+        setup=_config_file("c.json", '{"dataset": "python", "data_fingerprint": "0123", "num_eval": 0}'),
+        after=lambda d: not (d / "run").exists(),
+    ),
+    Cli(
+        "distill --method python from a config file",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--method python", "loss module"],
+        setup=_config_file("c.json", '{"method": "python", "loss": "python:Mine"}'),
+        after=lambda d: not (d / "run").exists(),
+    ),
+    Cli("distill --dataset python", [*DISTILL, "--dataset", "python"], ["unknown dataset", "'python'"]),
     # -- end of round 4 api, through the CLI
     # -- round 4 imgsize: image size and lazy image folders, through the CLI
     # -- end of round 4 imgsize, through the CLI

@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch._dynamo import register_backend
 
-from spectral_kernels.distill import evaluate, hardware, loop, pool
+from spectral_kernels.distill import evaluation as evaluate
+from spectral_kernels.distill import hardware, loop, pool
 from spectral_kernels.distill.config import ConfigError, DistillConfig
 from spectral_kernels.distill.data import load_dataset
 from spectral_kernels.distill.hardware import COMPILE_BACKEND_ENV, CompileError, Hardware

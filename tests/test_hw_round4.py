@@ -12,7 +12,7 @@ import torch
 from torch._dynamo import register_backend
 
 import spectral_kernels as sk
-from spectral_kernels.distill import evaluate, hardware, loop
+from spectral_kernels.distill import evaluation, hardware, loop
 from spectral_kernels.distill.config import ConfigError, DistillConfig
 from spectral_kernels.distill.data import load_dataset
 from spectral_kernels.distill.hardware import COMPILE_BACKEND_ENV, Hardware
@@ -133,7 +133,7 @@ def test_compile_compiles_once_per_architecture_and_matches_eager(tmp_path, monk
     monkeypatch.delenv(COMPILE_BACKEND_ENV)
 
     windows = []  # per trained network: (compilations, compiled calls) at its start and at its end
-    train = evaluate.train_convnet
+    train = evaluation.train_convnet
 
     def counted(*args, **kwargs):
         start = (len(COMPILES), CALLS[0])
@@ -141,7 +141,7 @@ def test_compile_compiles_once_per_architecture_and_matches_eager(tmp_path, monk
         windows.append((start, (len(COMPILES), CALLS[0])))
         return net
 
-    monkeypatch.setattr(evaluate, "train_convnet", counted)
+    monkeypatch.setattr(evaluation, "train_convnet", counted)
     tiny = dict(dataset="digits", ipc=1, width=4, batch_real=4, num_freqs=16, quiet=True, seed=0)
     config = dict(tiny, iterations=3, net_pool=4, pool_epochs=1, calib_weight=0.5, num_eval=5, eval_epochs=1)
     monkeypatch.setenv("SPECTRAL_KERNELS_CACHE", str(tmp_path / "eager-cache"))
@@ -157,11 +157,11 @@ def test_compile_compiles_once_per_architecture_and_matches_eager(tmp_path, monk
     assert len(windows) == 4 + 5 and len(phases) == 3  # pool, matching, evaluation
     for k, ((_, calls), (_, calls_after)) in enumerate(windows):
         assert calls_after > calls, f"network {k} (pool 0-3, evaluation 4-8) ran eagerly"
-    pool, evaluation = windows[:4], windows[4:]
+    pool, evaluations = windows[:4], windows[4:]
     # Pool networks 2-4 compile nothing up to the matching phase; evaluation networks 2-5 nothing
     # to the end (network 1's test pass, after its training, is its own window's).
     assert pool[1][0][0] == phases[1], (pool, phases)
-    assert evaluation[1][0][0] == len(COMPILES), (evaluation, len(COMPILES))
+    assert evaluations[1][0][0] == len(COMPILES), (evaluations, len(COMPILES))
     # A handful of graphs in all (grad and no-grad, train and eval, a batch size that becomes
     # dynamic), below the limit past which a network would silently run eagerly.
     assert 0 < len(COMPILES) - before <= limit, COMPILES[before:]

@@ -12,7 +12,7 @@ from spectral_kernels.cli import main as cli
 from spectral_kernels.distill import formation
 from spectral_kernels.distill.config import RECIPES, DistillConfig
 from spectral_kernels.distill.data import load_dataset
-from spectral_kernels.distill.evaluate import cutmix
+from spectral_kernels.distill.evaluation import cutmix
 from spectral_kernels.distill.loop import distill, initial_synthetic
 from spectral_kernels.distill.models import ConvNet
 from spectral_kernels.distill.pool import cache_dir, pool_key, pool_network

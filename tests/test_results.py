@@ -191,7 +191,7 @@ def test_grid_png_shows_the_decoded_images_under_a_title(tmp_path, factor):
 def test_grid_png_is_redrawn_with_the_accuracy_after_evaluation(tmp_path):
     from PIL import Image
 
-    from spectral_kernels.distill.evaluate import evaluate_run
+    from spectral_kernels.distill.evaluation import evaluate_run
     from spectral_kernels.distill.loop import DistillConfig, distill
 
     config = dict(dataset="digits", method="random", ipc=1, width=8, num_eval=0, quiet=True)
@@ -208,7 +208,7 @@ def test_grid_png_is_redrawn_with_the_accuracy_after_evaluation(tmp_path):
 
 def test_one_evaluation_seed_reports_no_spread_and_show_still_reads_it(tmp_path, capsys):
     from spectral_kernels.cli import main as cli
-    from spectral_kernels.distill.evaluate import evaluate_run
+    from spectral_kernels.distill.evaluation import evaluate_run
     from spectral_kernels.distill.files import iter_metrics
     from spectral_kernels.distill.loop import DistillConfig, distill
 

@@ -181,7 +181,7 @@ def test_torch_saves_failed_write_is_the_oserror_naming_the_file(tmp_path, monke
 def test_evaluate_and_resume_keep_a_user_file_under_the_name_of_one_they_rewrite(tmp_path):
     """evaluate redraws grid.png and a resumed run rewrites environment.json: a user's own file
     under either name is kept and named, as --overwrite keeps it."""
-    from spectral_kernels.distill.evaluate import evaluate_run
+    from spectral_kernels.distill.evaluation import evaluate_run
 
     run = distill(DistillConfig(**FAST, out=str(tmp_path / "done")))
     (run / "grid.png").write_bytes(b"mine")

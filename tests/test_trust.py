@@ -18,7 +18,7 @@ import spectral_kernels as sk
 from spectral_kernels import ops
 from spectral_kernels.classes import class_index
 from spectral_kernels.distill.config import DistillConfig
-from spectral_kernels.distill.evaluate import evaluate_run
+from spectral_kernels.distill.evaluation import evaluate_run
 from spectral_kernels.distill.files import RunFileError
 from spectral_kernels.distill.loop import distill
 

@@ -25,6 +25,10 @@ from .data import DATASETS
 from .errors import ConfigError
 from .methods import HEAD_RULES, METHODS
 
+# The dataset and method a run records when its data or its loss module came from Python
+# (distill/api.py): neither can be reloaded from config.json, so evaluate and resume take them again.
+PYTHON = "python"
+
 # (lowest, highest) accepted value of each integer option.
 INT_LIMITS = {
     "ipc": (1, 10_000),
@@ -121,6 +125,12 @@ class DistillConfig:
     init_fill: str = "noise"  # INIT_FILLS: tiles of a class with fewer real images than IPC x factor^2
     amp: str = "off"  # off | bf16 | fp16: autocast of the ConvNet in every phase (distill/hardware.py)
     compile: bool = False  # torch.compile of the ConvNet in every phase
+    # Given from Python (distill/api.py): a hash of the data (dataset "python"; --resume refuses
+    # other data), the network factory's name ("python:<module.name>"), the loss module's
+    # class and configuration (method "python").
+    data_fingerprint: str | None = None
+    network: str = "convnet"
+    loss: str | None = None
 
     # Options that may change between an interrupted run and its resumption (`out`: the run
     # directory may have been moved or be named by another path).
@@ -139,8 +149,15 @@ class DistillConfig:
             if not ok:
                 raise ConfigError(message)
 
-        check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        check(self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        python_data = self.dataset == PYTHON and self.data_fingerprint is not None
+        check(
+            self.dataset in DATASETS or python_data,
+            f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}",
+        )
+        check(
+            self.method in METHODS or (self.method == PYTHON and self.loss is not None),
+            f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}",
+        )
         check(
             self.kernel in SPECTRAL_KERNELS,
             f"unknown kernel {self.kernel!r}; choose one of {', '.join(SPECTRAL_KERNELS)}",

@@ -1,7 +1,7 @@
 """The driver's own errors, at the bottom of distill/ so that every module can raise them without
 importing the module that raises them most (config.py, loop.py): hardware.py raised ConfigError
-from config.py, which imports hardware.py, and evaluate.py raised DivergedError from loop.py,
-which imports evaluate.py; both were import circles. DataError lives here with them."""
+from config.py, which imports hardware.py, and evaluation.py raised DivergedError from loop.py,
+which imports evaluation.py; both were import circles. DataError lives here with them."""
 
 from __future__ import annotations
 

@@ -8,7 +8,10 @@ i comes from a generator seeded by (seed, i), so a run resumed from its last che
 produces exactly the synthetic set an uninterrupted run would.
 
 distill() = set-up (options, dataset, run directory, state restored from a checkpoint),
-then `_step` per iteration, then `_finish` (synthetic set, grid, evaluation).
+then `_step` per iteration, then `_finish` (synthetic set, grid, evaluation). The dataset, the
+feature network and the objective are the config's (a bundled dataset, the ConvNet, the
+method), or given from Python (`Supplied`, filled and checked by distill/api.py): a lazy
+source read a batch per step (distill/sources.py), a network factory, a loss module.
 
 A step: draw a feature network (fresh random, or from the pool: trained weights, or with
 pool_interpolate a mix lambda * init + (1 - lambda) * trained), a real batch and one augmentation;
@@ -33,12 +36,13 @@ import torch.nn.functional as F
 
 from . import formation
 from .augment import siamese_augment
-from .config import ConfigError, DistillConfig, first_difference, flag  # noqa: F401  (DistillConfig is re-exported)
+from .config import PYTHON, ConfigError, DistillConfig, first_difference, flag  # noqa: F401  (DistillConfig is re-exported)
 from .data import DataError, ImageDataset, load_dataset
 from .environment import write_environment
 from .errors import DivergedError
 from .files import RunFileError, expect, expect_finite_state, expect_tensor, iter_metrics, load_torch_file
 from .hardware import Hardware, backward_and_step, process_device
+from .module_objective import ModuleObjective
 from .manifest import AppendLog, append_row, save_run_file, write_run_file
 from .methods import Objective
 from .models import ConvNet
@@ -46,6 +50,7 @@ from .pictures import write_grid
 from .pool import network_pool, pool_network
 from .progress import Phase
 from .rundir import open_run_dir, write_config
+from .sources import class_index, on_device, take
 
 
 def iteration_seed(seed: int, iteration: int) -> int:
@@ -84,16 +89,50 @@ def initial_synthetic(
 
 def class_members(dataset: ImageDataset) -> list[torch.Tensor]:
     """Indices of each class's training images (computed once per run, used every step)."""
-    return [(dataset.train_y == c).nonzero().flatten() for c in range(dataset.num_classes)]
+    return class_index(dataset.train_y, dataset.num_classes)
 
 
 def _real_batch(real: tuple, members: list[torch.Tensor], per_class: int, gen: torch.Generator):
     """A batch of (images, labels) from real = (train_x, train_y), drawn on the CPU (members are
-    CPU indices), gathered where the data lives."""
+    CPU indices), gathered where the labels live: train_x is a tensor (a bundled set, moved
+    there once) or a lazy source (distill/sources.py: user data, read per batch)."""
     train_x, train_y = real
     idx = torch.cat([m[torch.randperm(m.numel(), generator=gen)[:per_class]] for m in members])
-    idx = idx.to(train_x.device)
-    return train_x[idx], train_y[idx]
+    return take(train_x, idx, train_y.device), train_y[idx.to(train_y.device)]
+
+
+@dataclass
+class Supplied:
+    """What a distillation is given from Python instead of by name (distill/api.py checks each
+    before the run starts): the dataset (train_x a lazy source), a network factory
+    network(torch.Generator) -> nn.Module mapping images to (N, feature_dim) features, and a
+    loss module as the objective (distill/loss_module.py)."""
+
+    dataset: ImageDataset | None = None
+    network: object = None
+    feature_dim: int | None = None
+    loss: object = None
+
+
+def network_maker(config: DistillConfig, dataset: ImageDataset, network=None):
+    """make(seed) -> the feature network of a step, drawn from `seed` (the ConvNet, or the
+    user's network(torch.Generator seeded with it), under torch's global generator seeded with
+    it too, so a factory that draws from either gives the same weights on every run);
+    make(None) -> one whose weights do not matter (every step loads its own into it)."""
+    channels, size = dataset.image_shape[0], dataset.image_shape[1]
+
+    def make(seed=None):
+        if network is None:
+            if seed is None:
+                return ConvNet(channels, dataset.num_classes, size, width=config.width)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return ConvNet(channels, dataset.num_classes, size, width=config.width)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0 if seed is None else seed)
+            return network(torch.Generator().manual_seed(0 if seed is None else seed))
+
+    return make
 
 
 def _distributed(device: torch.device):
@@ -145,11 +184,21 @@ class _Run:
     embed: object = None
     calibrate: object = None
     scaler: object = None  # GradScaler with --amp fp16
+    make: object = None  # network_maker: a step's feature network from its seed
+    user_network: bool = False  # features are the network's output (a ConvNet's: its embed)
 
 
-def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = False, on_iteration=None) -> Path:
+def distill(
+    config: DistillConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_iteration=None,
+    supplied: Supplied | None = None,
+) -> Path:
     """Run (or resume) a distillation; returns the run directory. `on_iteration(i)` is called
-    before iteration i (tests use it to interrupt a run).
+    before iteration i (tests use it to interrupt a run). `supplied`: data, network or loss
+    given from Python (distill/api.py, which checks them), else the config names them.
 
     Every option and the dataset are checked before the run directory is touched; the
     directory is then locked for the whole run (a second process on it gets ConfigError).
@@ -159,13 +208,29 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
     set is replicated, and only rank 0 writes (and locks) the run directory.
     """
     config.validate()
+    supplied = supplied or Supplied()
+    if config.dataset == PYTHON and supplied.dataset is None:
+        raise ConfigError(
+            f"--dataset {PYTHON} means data given from Python (spectral_kernels.distill.distill); "
+            "name a bundled dataset"
+        )
+    if config.method == PYTHON and supplied.loss is None:
+        raise ConfigError(
+            f"--method {PYTHON} means a loss module given from Python (spectral_kernels.distill.distill); name a method"
+        )
+    if supplied.network is not None and config.net_pool > 0:
+        raise ConfigError(_POOL_NEEDS_CONVNET)
     group, rank, world = _distributed(process_device(config.device))
     if group is not None and config.method in ("dm", "mmd"):
         raise ConfigError(
             f"--method {config.method} compares samples pairwise and cannot run data-parallel; use ncfm, sdd or csdm"
         )
+    if group is not None and supplied.loss is not None:
+        raise ConfigError("a loss module given from Python runs in one process; it cannot run data-parallel")
     try:
-        dataset = load_dataset(config.dataset, data_root=config.data_root, imbalance=config.imbalance, seed=config.seed)
+        dataset = supplied.dataset or load_dataset(
+            config.dataset, data_root=config.data_root, imbalance=config.imbalance, seed=config.seed
+        )
         formation.check_factor(config.factor, dataset.image_shape[1])
     except DataError:
         raise
@@ -175,7 +240,7 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
     try:
         if group is not None:
             torch.distributed.barrier()
-        run = _set_up(config, dataset, group, rank, world, resume=resume)
+        run = _set_up(config, dataset, group, rank, world, resume=resume, supplied=supplied)
         began = time.perf_counter()
         # A bar of the iterations (loss, it/s, ETA) and a summary line (distill/progress.py), rank 0's.
         phase = Phase(
@@ -208,15 +273,39 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
             lock.release()
 
 
-def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, world: int, *, resume: bool) -> _Run:
+# Pool training and the calibration term train and use a classifier; a user's network maps
+# images to features and has none.
+_POOL_NEEDS_CONVNET = (
+    "net_pool (and calib_weight, pool_interpolate, which need it) trains a pool of ConvNet classifiers; "
+    "with a network of your own it is not available: leave net_pool at 0, or network=None for the ConvNet"
+)
+
+
+def _set_up(
+    config: DistillConfig,
+    dataset: ImageDataset,
+    group,
+    rank: int,
+    world: int,
+    *,
+    resume: bool,
+    supplied: Supplied | None = None,
+) -> _Run:
+    supplied = supplied or Supplied()
     path = Path(config.out)
     hardware = Hardware.of(config)
     device = hardware.device
     syn, syn_y = initial_synthetic(dataset, config.ipc, config.seed, config.factor, config.init_fill)
     syn = syn.to(device).requires_grad_(config.method != "random")
     channels, size = dataset.image_shape[0], dataset.image_shape[1]
-    feature_dim = ConvNet(channels, dataset.num_classes, size, width=config.width).feature_dim
-    objective = Objective(config, dataset.class_counts, feature_dim, dataset.num_classes, real_group=group)
+    if supplied.network is None:
+        feature_dim = ConvNet(channels, dataset.num_classes, size, width=config.width).feature_dim
+    else:
+        feature_dim = supplied.feature_dim
+    if supplied.loss is not None:
+        objective = ModuleObjective(supplied.loss, config.num_freqs).to(device)
+    else:
+        objective = Objective(config, dataset.class_counts, feature_dim, dataset.num_classes, real_group=group)
     for module in objective.maximisers:
         module.to(device)
     params = [syn] + [p for m in objective.maximisers for p in m.parameters()]
@@ -238,15 +327,18 @@ def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, worl
         start=0,
         members=class_members(dataset),
         scaler=hardware.scaler(),
+        make=network_maker(config, dataset, supplied.network),
+        user_network=supplied.network is not None,
     )
     if optimizer is not None and config.lr_schedule == "plateau":
         # NCFM halves the rate after 500 of its 20000 steps without improvement: the same fraction.
         run.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=0.5, patience=max(1, config.iterations // 40)
         )
-    if config.clamp_pixels:  # pixels in [0, 1], in the normalised space the images live in
-        mean, std = (v.to(device)[None, :, None, None] for v in (dataset.mean, dataset.std))
-        run.pixel_range = ((0.0 - mean) / std, (1.0 - mean) / std)
+    if config.clamp_pixels:  # pixels in [0, 1] (a lazy source: its own range), in the normalised space
+        low, high = getattr(dataset.train_x, "pixel_range", (torch.zeros(channels), torch.ones(channels)))
+        mean, std, low, high = (v.to(device)[None, :, None, None] for v in (dataset.mean, dataset.std, low, high))
+        run.pixel_range = ((low - mean) / std, (high - mean) / std)
     checkpoint = path / "checkpoint.pt"
     if resume and checkpoint.is_file() and optimizer is not None:
         run.start = _restore_checkpoint(checkpoint, run)
@@ -285,13 +377,12 @@ def _place_networks(run: _Run, hardware: Hardware) -> None:
     """The matching phase's networks, data and scaler on hardware.device (the synthetic images
     and the maximisers are already there)."""
     config, dataset = run.config, run.dataset
-    make = lambda: ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
     run.hardware = hardware
-    run.real = (dataset.train_x.to(hardware.device), dataset.train_y.to(hardware.device))
-    run.net = make().to(hardware.device).requires_grad_(False)
-    run.embed = hardware.compiled(run.net.embed)
+    run.real = (on_device(dataset.train_x, hardware.device), dataset.train_y.to(hardware.device))
+    run.net = run.make().to(hardware.device).requires_grad_(False)
+    run.embed = hardware.compiled(run.net if run.user_network else run.net.embed)
     if run.pool is not None and config.calib_weight > 0:
-        run.trained = make().to(hardware.device).requires_grad_(False)
+        run.trained = run.make().to(hardware.device).requires_grad_(False)
         run.calibrate = hardware.compiled(run.trained)
 
 
@@ -434,11 +525,8 @@ def _networks(run: _Run, gen: torch.Generator, seed: int) -> bool:
     """Load this step's feature network into run.net and, with a calibration term, the trained
     network it came from into run.trained (returns whether there is one). The weights are made
     on the CPU, as they always were, so that every device draws the same networks."""
-    config, dataset = run.config, run.dataset
-    make = lambda: ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = make()
+    config = run.config
+    net = run.make(seed)
     calibrated = False
     if run.pool is not None:
         entry = run.pool[int(torch.randint(len(run.pool), (1,), generator=gen))]
@@ -548,7 +636,7 @@ def _finish(run: _Run) -> None:
     )
     write_grid(run.path, images, run.syn_y.cpu(), dataset, config)  # redrawn with the accuracy by evaluate_run
     if config.num_eval > 0:
-        from .evaluate import evaluate_run
+        from .evaluation import evaluate_run
 
         evaluate_run(
             run.path,

@@ -33,6 +33,7 @@ from .hardware import Hardware
 from .manifest import save_run_file
 from .models import ConvNet
 from .progress import Phase, say
+from .sources import on_device
 
 CACHE_ENV = "SPECTRAL_KERNELS_CACHE"
 # Step schedule of the pool's training: x0.2 at 2/3 and 5/6 of the epochs (NCFM's pretraining).
@@ -61,6 +62,8 @@ def pool_key(config: DistillConfig) -> str:
         torch=torch.__version__,
         library=__version__,
     )
+    if config.data_fingerprint is not None:  # data given from Python: its hash names it, not a dataset name
+        parts["data_fingerprint"] = config.data_fingerprint
     if config.amp != "off":  # reduced precision trains other networks (device and --compile: float noise only)
         parts["amp"] = config.amp
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
@@ -69,10 +72,11 @@ def pool_key(config: DistillConfig) -> str:
 def _train_pool(config: DistillConfig, dataset: ImageDataset, seed_of) -> list[dict]:
     """The pool trained on config.device (under --amp and --compile); its weights kept on the CPU,
     where the cache and the run's copy are written from and every step loads them from."""
-    from .evaluate import train_convnet
+    from .evaluation import train_convnet
 
     hardware = Hardware.of(config)
-    train_x, train_y = dataset.train_x.to(hardware.device), dataset.train_y.to(hardware.device)  # once for all K
+    # Once for all K: a bundled set moves to the device whole, a lazy source is read per batch.
+    train_x, train_y = on_device(dataset.train_x, hardware.device), dataset.train_y.to(hardware.device)
     pool = []
     with Phase("pool", config.net_pool * config.pool_epochs, unit="epoch", quiet=config.quiet) as phase:
         for k in range(config.net_pool):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from . import formation
 from .augment import siamese_augment
-from .config import EVAL_SCHEDULES, ConfigError, DistillConfig, first_difference, flag
+from .config import EVAL_SCHEDULES, PYTHON, ConfigError, DistillConfig, first_difference, flag
 from .data import DEFAULT_LT_IMBALANCE, ImageDataset, load_dataset
 from .errors import DivergedError
 from .files import RunFileError, expect, expect_tensor, load_torch_file
@@ -33,6 +33,7 @@ from .models import ConvNet
 from .pictures import write_grid
 from .progress import Phase
 from .rundir import RunLock, saved_config
+from .sources import on_device, take
 from .stats import summarise
 
 # The long-tail literature's split of classes by their number of training images (Liu et al.,
@@ -90,7 +91,7 @@ def train_convnet(
         torch.manual_seed(seed)
         net = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=width)
     net = net.to(hardware.device)  # before the optimiser, so that its state is made there too
-    images, labels = images.to(hardware.device), labels.to(hardware.device)
+    images, labels = on_device(images, hardware.device), labels.to(hardware.device)  # a lazy source: per batch
     forward, scaler = hardware.compiled(net), hardware.scaler()
     if optimizer == "adamw":
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
@@ -101,11 +102,11 @@ def train_convnet(
     net.train()
     for epoch in range(epochs):
         seen = torch.zeros((), device=hardware.device)  # the epoch's summed loss, read once at its end
-        order = torch.randperm(images.shape[0], generator=gen).to(hardware.device)
+        order = torch.randperm(images.shape[0], generator=gen)
         for start in range(0, images.shape[0], batch_size):
             idx = order[start : start + batch_size]
-            x = siamese_augment(images[idx], int(torch.randint(2**62, (1,), generator=gen)))
-            x, y_a, y_b, lam = cutmix(x, labels[idx], gen, cutmix_prob)
+            x = siamese_augment(take(images, idx, hardware.device), int(torch.randint(2**62, (1,), generator=gen)))
+            x, y_a, y_b, lam = cutmix(x, labels[idx.to(hardware.device)], gen, cutmix_prob)
             with hardware.autocast():
                 logits = forward(x)
             logits = logits.float()  # the loss in float32 whatever the network computed in
@@ -148,16 +149,17 @@ def train_and_test(
     hardware = hardware or Hardware()
     net = train_convnet(images, labels, dataset, seed=seed, epochs=epochs, width=width, hardware=hardware, **training)
     forward = hardware.compiled(net)
-    test_x, test_y = dataset.test_x.to(hardware.device), dataset.test_y.to(hardware.device)
+    test_x, test_y = on_device(dataset.test_x, hardware.device), dataset.test_y.to(hardware.device)
     correct = torch.zeros(dataset.num_classes, dtype=torch.int64, device=hardware.device)
     with torch.no_grad():
-        for start in range(0, test_x.shape[0], 1024):
+        for start in range(0, test_y.shape[0], 1024):
+            idx = torch.arange(start, min(start + 1024, test_y.shape[0]))
             with hardware.autocast():
-                logits = forward(test_x[start : start + 1024])
+                logits = forward(take(test_x, idx, hardware.device))
             y = test_y[start : start + 1024]
             correct += torch.bincount(y[logits.argmax(1) == y], minlength=dataset.num_classes)
     correct = correct.cpu()
-    accuracy = int(correct.sum()) / test_x.shape[0]
+    accuracy = int(correct.sum()) / test_y.shape[0]
     if not by_class:
         return accuracy
     totals = torch.bincount(dataset.test_y, minlength=dataset.num_classes)
@@ -325,13 +327,14 @@ def evaluate_run(
     a run in use or bad arguments, DataError if the run's dataset cannot be loaded here.
     """
     run = Path(run)
-    for name, value, low in (("num_eval", num_eval, 1), ("eval_epochs", epochs, 1)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1_000_000
-        ):
-            raise ConfigError(f"--{name.replace('_', '-')} must be an integer in [{low}, 1000000], got {value!r}")
+    check_counts(num_eval, epochs)
     if not locked:
-        saved_config(run)  # only a run directory is locked and written into
+        # only a run directory is locked and written into
+        if saved_config(run).dataset == PYTHON and dataset is None:
+            raise ConfigError(
+                f"{run} distilled data given from Python, which cannot be reloaded from the run folder; evaluate it "
+                f"from Python: spectral_kernels.distill.evaluate({str(run)!r}, test_data)"
+            )
         if not (run / "synthetic.pt").is_file():
             raise RunFileError(f"{run} holds no synthetic.pt (not a finished run)")
     lock = None if locked else RunLock(run).acquire()
@@ -345,44 +348,17 @@ def evaluate_run(
         if dataset is None:
             dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, imbalance=cfg.imbalance, seed=cfg.seed)
         check_synthetic(run / "synthetic.pt", saved, saved_config(run), dataset)
-        images, labels = saved["images"].float(), saved["labels"]
-        epochs = cfg.eval_epochs if epochs is None else epochs
-        images, labels = formation.decode(images, cfg.factor), formation.decoded_labels(labels, cfg.factor)
-        began = time.perf_counter()
-        append_row(run / "metrics.jsonl", hardware.phase("evaluation"))
-        runs = []
-        with Phase("evaluation", num_eval * epochs, unit="epoch", quiet=quiet) as phase:
-            for k in range(num_eval):
-                accs = [acc for acc, _ in runs]
-                runs.append(
-                    train_and_test(
-                        images,
-                        labels,
-                        dataset,
-                        seed=cfg.seed * 1000 + k,
-                        epochs=epochs,
-                        width=cfg.width,
-                        hardware=hardware,
-                        what=f"evaluation network {k}",
-                        by_class=True,
-                        on_epoch=lambda epoch, loss, k=k, accs=accs: phase.advance(
-                            seed=f"{k + 1}/{num_eval}", epoch=f"{epoch + 1}/{epochs}", loss=f"{loss:.3g}", **_acc(accs)
-                        ),
-                        **evaluation_training(cfg),
-                    )
-                )
-                phase.show(seed=f"{k + 1}/{num_eval}", epoch=f"{epochs}/{epochs}", **_acc([acc for acc, _ in runs]))
-            phase.summary = f"{num_eval} networks x {epochs} epochs trained and tested in {phase.seconds:.1f} s"
-        imbalance = (
-            cfg.imbalance if cfg.imbalance is not None else DEFAULT_LT_IMBALANCE if cfg.dataset.endswith("-lt") else 1
+        result = evaluate_images(
+            saved["images"],
+            saved["labels"],
+            cfg,
+            dataset,
+            num_eval=num_eval,
+            epochs=epochs,
+            hardware=hardware,
+            quiet=quiet,
+            record=lambda row: append_row(run / "metrics.jsonl", row),
         )
-        long_tailed = imbalance > 1
-        figures = summary(
-            [acc for acc, _ in runs],
-            [per_class for _, per_class in runs],
-            dataset.class_counts.tolist() if long_tailed else None,
-        )
-        result = {"event": "eval", **figures, "epochs": epochs, "seconds": round(time.perf_counter() - began, 2)}
         write_run_text(json.dumps(result, indent=2) + "\n", run / "eval.json")
         append_row(run / "metrics.jsonl", result)
         write_grid(run, saved["images"], saved["labels"], dataset, cfg, result)  # the title gains the accuracy
@@ -390,3 +366,57 @@ def evaluate_run(
     finally:
         if lock is not None:
             lock.release()
+
+
+def check_counts(num_eval, epochs) -> None:
+    """ConfigError unless num_eval and epochs (None: the run's) are integers in [1, 1000000]."""
+    for name, value, low in (("num_eval", num_eval, 1), ("eval_epochs", epochs, 1)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1_000_000
+        ):
+            raise ConfigError(f"--{name.replace('_', '-')} must be an integer in [{low}, 1000000], got {value!r}")
+
+
+def evaluate_images(
+    images, labels, cfg: DistillConfig, dataset: ImageDataset, *, num_eval, epochs, hardware, quiet, record
+) -> dict:
+    """The "eval" row of stored synthetic `images` (normalised, encoded) and `labels` of a run
+    made with `cfg`: num_eval ConvNets trained on them and tested on dataset's test set, the
+    figures of summary(), the epochs and the seconds. record(row) gets the phase row first."""
+    epochs = cfg.eval_epochs if epochs is None else epochs
+    images, labels = formation.decode(images.float(), cfg.factor), formation.decoded_labels(labels, cfg.factor)
+    began = time.perf_counter()
+    record(hardware.phase("evaluation"))
+    runs = []
+    with Phase("evaluation", num_eval * epochs, unit="epoch", quiet=quiet) as phase:
+        for k in range(num_eval):
+            accs = [acc for acc, _ in runs]
+            runs.append(
+                train_and_test(
+                    images,
+                    labels,
+                    dataset,
+                    seed=cfg.seed * 1000 + k,
+                    epochs=epochs,
+                    width=cfg.width,
+                    hardware=hardware,
+                    what=f"evaluation network {k}",
+                    by_class=True,
+                    on_epoch=lambda epoch, loss, k=k, accs=accs: phase.advance(
+                        seed=f"{k + 1}/{num_eval}", epoch=f"{epoch + 1}/{epochs}", loss=f"{loss:.3g}", **_acc(accs)
+                    ),
+                    **evaluation_training(cfg),
+                )
+            )
+            phase.show(seed=f"{k + 1}/{num_eval}", epoch=f"{epochs}/{epochs}", **_acc([acc for acc, _ in runs]))
+        phase.summary = f"{num_eval} networks x {epochs} epochs trained and tested in {phase.seconds:.1f} s"
+    imbalance = (
+        cfg.imbalance if cfg.imbalance is not None else DEFAULT_LT_IMBALANCE if cfg.dataset.endswith("-lt") else 1
+    )
+    long_tailed = imbalance > 1
+    figures = summary(
+        [acc for acc, _ in runs],
+        [per_class for _, per_class in runs],
+        dataset.class_counts.tolist() if long_tailed else None,
+    )
+    return {"event": "eval", **figures, "epochs": epochs, "seconds": round(time.perf_counter() - began, 2)}
