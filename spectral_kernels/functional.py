@@ -20,7 +20,6 @@ from ._distributed import sum_over_group
 from .classes import ClassIndex, class_index
 from .kernels import check_kernel, check_structure, kernel_matrix, sample_frequencies
 from .ops.autocast import policy as autocast_policy
-from .ops.hadamard import hadamard_ecf_sums
 from .ops.precision import PRECISIONS as OP_PRECISIONS
 from .safe_math import safe_sqrt
 from .structured import HadamardFrequencies, check_hadamard, hadamard_frequencies
@@ -145,7 +144,7 @@ def _ecf_means(
         x.device,
     )
     if isinstance(t, HadamardFrequencies):
-        sums = hadamard_ecf_sums(x, t, index, backend, precision)
+        sums = backend.structured_sums(x, t, index, precision)
     else:
         sums = backend.ecf_sums(x, t, index, precision)
     if check_finite:
