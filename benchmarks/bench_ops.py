@@ -305,7 +305,7 @@ def cuda_sweep(args) -> None:
             if provider == "cuda" and "cuda" not in sk.available_backends():
                 print(f"cuda provider skipped: {sk.ops.get_backend('cuda').unavailable_reason()}", flush=True)
                 continue
-            # The libdevice sin/cos A/B (ops/triton_ecf.py) only at the largest N of each shape.
+            # The libdevice sin/cos A/B (ops/triton_common.py) only at the largest N of each shape.
             if provider == "triton_libdevice" and n != largest:
                 continue
             result = _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision)

@@ -69,7 +69,6 @@ def backend_case(name: str, device: str, structure: str, n: int = 3000, m: int =
     the CPU; a backend that cannot run in this process is reported as skipped, with its reason."""
     import spectral_kernels as sk
     from spectral_kernels.classes import class_index
-    from spectral_kernels.ops.hadamard import hadamard_ecf_sums
     from spectral_kernels.ops.reference import ecf_sums_reference
     from spectral_kernels.structured import hadamard_frequencies
 
@@ -97,7 +96,7 @@ def backend_case(name: str, device: str, structure: str, n: int = 3000, m: int =
     _sync(device)
     began = time.perf_counter()
     if structure == "sorf":
-        got = hadamard_ecf_sums(x, freqs.to(device), index, backend, "ieee")
+        got = backend.structured_sums(x, freqs.to(device), index, "ieee")
     else:
         got = backend.ecf_sums(x, t64.float().to(device), index, "ieee")
     (dx,) = torch.autograd.grad((got * weights.float().to(device)).sum(), x)

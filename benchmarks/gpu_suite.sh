@@ -87,6 +87,7 @@ if [[ "$STAGE" == all || "$STAGE" == tests ]]; then
   # compiles within the call; test_backends checks every autotune shape on its own.
   TESTS="tests/test_gpu.py tests/test_backends.py tests/test_triton_sincos.py tests/test_triton_compile.py"
   TESTS="$TESTS tests/test_gpu_defects.py tests/test_ecf_math.py tests/test_chunk_walk.py tests/test_cuda_compile.py"
+  TESTS="$TESTS tests/test_sincos_bound.py tests/test_backend_protocol.py"  # SPEC §6's bound; SORF on each backend
   { echo "# $VERSIONS"; echo "# SPECTRAL_KERNELS_TRITON_AUTOTUNE=0 $PY -m pytest -q $TESTS"
     SPECTRAL_KERNELS_TRITON_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider $TESTS 2>&1
   } | tee "$RESULTS/gpu_tests_${GPU}.txt" || STATUS=1

@@ -32,6 +32,7 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+from spectral_kernels.ops import triton_common as tc  # noqa: E402
 from spectral_kernels.ops import triton_ecf as te  # noqa: E402
 from spectral_kernels.ops import triton_hadamard as th  # noqa: E402
 
@@ -149,7 +150,7 @@ def compile_variant(kernel, x_type, acc_ptr, acc, precision, config, sincos) -> 
 def reduce_kernel() -> dict:
     compiled = triton.compile(
         ASTSource(
-            te._class_reduce_kernel,
+            tc.class_reduce_kernel,
             {"partial_ptr": "*fp32", "item_offsets_ptr": "*i64", "out_ptr": "*fp32", "M": "i32", "BLOCK": "constexpr"},
             {"BLOCK": 256},
         ),
@@ -250,7 +251,7 @@ def rows(quick: bool):
                 if acc == tl.float64:  # the autotuner's pruning gives float64 its own single config
                     yield compile_variant(kernel, x_type, acc_ptr, acc, precision, te.FP64_CONFIG, "libdevice")
                     continue
-                for sincos in te.SINCOS_MODES:
+                for sincos in tc.SINCOS_MODES:
                     yield compile_variant(kernel, x_type, acc_ptr, acc, precision, config, sincos)
     yield reduce_kernel()
     for kernel in ("sorf_forward", "sorf_backward"):

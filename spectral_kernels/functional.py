@@ -21,7 +21,6 @@ from .classes import ClassIndex, class_index
 from .frequencies import Frequencies, HadamardFrequencies
 from .kernels import check_kernel, kernel_matrix
 from .ops.autocast import policy as autocast_policy
-from .ops.hadamard import hadamard_ecf_sums
 from .ops.precision import PRECISIONS as OP_PRECISIONS
 from .safe_math import safe_sqrt
 from .terms import amplitude_phase
@@ -145,7 +144,7 @@ def _ecf_means(
         x.device,
     )
     if isinstance(t, HadamardFrequencies):
-        sums = hadamard_ecf_sums(x, t, index, backend, precision)
+        sums = backend.structured_sums(x, t, index, precision)
     else:
         sums = backend.ecf_sums(x, t, index, precision)
     if check_finite:

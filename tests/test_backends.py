@@ -9,6 +9,7 @@ from spectral_kernels import ops
 from spectral_kernels.classes import class_index
 from spectral_kernels.ops.reference import ecf_sums_reference
 
+from . import op_contract
 from .conftest import BACKEND_DEVICES, backend_params, max_error, sums_and_grads
 
 RUNNABLE = sorted(BACKEND_DEVICES)  # the fused backends that can run in this process
@@ -279,75 +280,37 @@ def test_auto_picks_the_fused_cpu_backend_for_cpu_tensors():
     assert ops.resolve("auto", torch.empty(2, 2, dtype=torch.float16)).name == "reference"
 
 
-def test_cpu_op_rejects_bad_layouts_with_clear_errors(rng):
-    x, t, index = _inputs(rng, 10, 4, 3, [5, 5], torch.float32)
-    op = torch.ops.spectral_kernels.ecf_sums
-    with pytest.raises(ValueError, match="offsets must start at 0 and end at N=10"):
-        op(x, t, index.perm, torch.tensor([0, 5, 9]), "ieee")
-    with pytest.raises(ValueError, match="non-decreasing"):
-        op(x, t, index.perm, torch.tensor([0, 6, 5, 10]), "ieee")
-    with pytest.raises(TypeError, match="float32 or float64"):
-        op(x.half(), t.half(), index.perm, index.offsets, "ieee")
-    with pytest.raises(ValueError, match="x has d=3 but t has d=2"):
-        op(x, t[:, :2], index.perm, index.offsets, "ieee")
-    with pytest.raises(ValueError, match=r"perm must hold row numbers in \[0, N=10\), got perm\[\d\]=-1"):
-        op(x, t, torch.where(index.perm == 3, -1, index.perm), index.offsets, "ieee")
-    with pytest.raises(ValueError, match="precision must be 'ieee' or 'tf32', got 'fp8'"):
-        op(x, t, index.perm, index.offsets, "fp8")
+def _contract_params():
+    """(backend, device, case) for every backend, the reference included, and every case of the
+    op contract's table that holds for it; a backend that cannot run here is reported as skipped."""
+    devices = {"reference": "cpu", **BACKEND_DEVICES}
+    params = []
+    for row in [pytest.param("reference"), *FUSED]:
+        name = row.values[0]
+        for case in op_contract.CASES:
+            if name in devices and not op_contract.applies(case, ops.get_backend(name), devices[name]):
+                continue
+            params.append(pytest.param(name, devices.get(name), case, id=f"{name}-{case.id}", marks=row.marks))
+    return params
 
 
-@pytest.mark.skipif("triton" not in RUNNABLE, reason="triton is not available")
-def test_triton_ops_reject_bad_layouts_before_any_kernel_reads_memory(rng):
-    device = BACKEND_DEVICES["triton"]
-    x, t, index = _inputs(rng, 10, 4, 3, [5, 5], torch.float32, device)
-    perm, offsets = index.perm, index.offsets
-    op, backward = torch.ops.spectral_kernels.ecf_sums_triton, torch.ops.spectral_kernels.ecf_sums_triton_backward
-    cases = [
-        (lambda: op(x, t[:, :2], perm, offsets, "ieee"), ValueError, "x has d=3 but t has d=2"),
-        (lambda: op(x[0], t, perm, offsets, "ieee"), ValueError, r"x must be 2-D \(N, d\), got shape \(3,\)"),
-        (lambda: op(x.long(), t.long(), perm, offsets, "ieee"), TypeError, "x must be float32.*got torch.int64"),
-        (
-            lambda: op(x, t.double(), perm, offsets, "ieee"),
-            TypeError,
-            "t has dtype torch.float64 but x has dtype torch.float32",
-        ),
-        (lambda: op(x, t, perm.int(), offsets, "ieee"), TypeError, "perm and offsets must be int64, got torch.int32"),
-        (lambda: op(x, t, perm[:9], offsets, "ieee"), ValueError, r"perm must have shape \(10,\), got \(9,\)"),
-        (
-            lambda: op(x, t, perm, offsets[:1], "ieee"),
-            ValueError,
-            r"offsets must have shape \(C\+1,\) with C >= 1, got \(1,\)",
-        ),
-        (lambda: op(x, t.to("meta"), perm, offsets, "ieee"), ValueError, f"t is on meta but x is on {device}"),
-        (lambda: op(x, t, perm, offsets, "fp16"), ValueError, "precision must be 'ieee' or 'tf32', got 'fp16'"),
-        (
-            lambda: backward(torch.zeros(2, 2, 5, device=device), x, t, perm, offsets, "ieee", True, True),
-            ValueError,
-            r"grad must have shape \(2, 2, 4\), got \(2, 2, 5\)",
-        ),
-    ]
-    if device == "cpu":  # values are checked where that needs no host sync (the interpreter)
-        cpu = torch.tensor
-        cases += [
-            (
-                lambda: op(x, t, perm, cpu([0, 5, 9]), "ieee"),
-                ValueError,
-                "offsets must start at 0 and end at N=10, got 0 and 9",
-            ),
-            (
-                lambda: op(x, t, perm, cpu([0, 6, 5, 10]), "ieee"),
-                ValueError,
-                r"non-decreasing, offsets\[2\]=5 < offsets\[1\]=6",
-            ),
-            (
-                lambda: op(x, t, torch.where(perm == 3, 10, perm), offsets, "ieee"),
-                ValueError,
-                r"perm must hold row numbers in \[0, N=10\), got perm\[\d\]=10",
-            ),
-        ]
-    for call, exception, words in cases:
-        with pytest.raises(exception, match=words):
-            call()
+@pytest.mark.parametrize("backend, device, case", _contract_params())
+def test_every_backends_op_refuses_what_the_op_contract_refuses(backend, device, case):
+    """One table (tests/op_contract.py) for every backend's op: the same refusals, before any
+    kernel reads memory through the bad input, with messages that name the argument and value."""
+    forward, backward = op_contract.backend_ops(ops.get_backend(backend))
+    with pytest.raises(case.exception, match=case.pattern):
+        case.call(forward, backward, op_contract.inputs(device))
+
+
+def test_the_op_contract_table_reaches_every_kind_of_check():
+    """The table runs value checks, a backward op and a refused dtype on the CPU backends here
+    (a filter that dropped them all would make the contract test pass vacuously)."""
+    cpu_cases = [c for c in op_contract.CASES if op_contract.applies(c, ops.get_backend("cpu"), "cpu")]
+    assert any(c.values for c in cpu_cases) and any(c.backward for c in cpu_cases)
+    assert any(c.refused_dtype for c in cpu_cases)
+    reference_cases = [c for c in op_contract.CASES if op_contract.applies(c, ops.get_backend("reference"), "cpu")]
+    assert any(c.values for c in reference_cases) and not any(c.backward for c in reference_cases)
 
 
 @pytest.mark.parametrize("config_index", range(6))

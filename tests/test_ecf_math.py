@@ -1,6 +1,8 @@
 """csrc/ecf_math.h, the per-element math every C++ backend shares (the CPU kernels and the CUDA
 kernels call the same functions), tested on the CPU against float64 through the test ops
-spectral_kernels::_sincos and ::_grad_weight, which run the header's code element by element."""
+spectral_kernels::_sincos and ::_grad_weight, which run the header's code element by element.
+sin/cos are measured on the shared grid of phases (tests/sincos_grid.py) against the one bound of
+SPEC §6 (ops/ecf_math.py), the Python copy of the header's numbers."""
 
 import pathlib
 import re
@@ -9,7 +11,10 @@ import pytest
 import torch
 
 import spectral_kernels as sk
-from spectral_kernels.ops import triton_ecf
+from spectral_kernels.ops import ecf_math
+from spectral_kernels.ops.ecf_math import SINCOS_MAX_ABS_ERROR
+
+from . import sincos_grid
 
 pytestmark = pytest.mark.skipif("cpu" not in sk.available_backends(), reason="the C++ extension is not built")
 
@@ -21,19 +26,23 @@ def _constant(name: str) -> float:
 
 
 MAX_FAST_PHASE = _constant("kMaxFastPhase")
-STATED_BOUND = _constant("kFastSinCosMaxAbsError")
+HEADER_BOUND = _constant("kFastSinCosMaxAbsError")
 
 
 def _errors(phases: torch.Tensor):
     p = phases.float()
     sin_p, cos_p = torch.ops.spectral_kernels._sincos(p)
-    exact = p.double()  # the float32 argument itself, exactly: the test measures sin/cos, not rounding
-    return (sin_p.double() - exact.sin()).abs().max().item(), (cos_p.double() - exact.cos()).abs().max().item()
+    return sincos_grid.errors(p, sin_p, cos_p)
 
 
-def test_one_phase_limit_for_every_backend():
-    assert MAX_FAST_PHASE == 8192.0 and triton_ecf.MAX_FAST_PHASE == MAX_FAST_PHASE
-    assert STATED_BOUND == 1e-7
+def test_the_header_and_python_state_the_same_numbers():
+    assert MAX_FAST_PHASE == ecf_math.MAX_FAST_PHASE == 8192.0
+    assert HEADER_BOUND == ecf_math.SINCOS_MAX_ABS_ERROR
+
+
+def test_sincos_meets_the_bound_on_the_shared_grid():
+    err_sin, err_cos = _errors(sincos_grid.fast_range())
+    assert err_sin <= SINCOS_MAX_ABS_ERROR and err_cos <= SINCOS_MAX_ABS_ERROR, (err_sin, err_cos)
 
 
 @pytest.mark.parametrize("bound", [1.0, 100.0, 1000.0, MAX_FAST_PHASE])
@@ -41,18 +50,7 @@ def test_sincos_meets_the_stated_bound_over_the_fast_range(bound):
     gen = torch.Generator().manual_seed(int(bound))
     phases = (torch.rand(1_000_000, generator=gen, dtype=torch.float64) * 2 - 1) * bound
     err_sin, err_cos = _errors(phases)
-    assert err_sin <= STATED_BOUND and err_cos <= STATED_BOUND, (err_sin, err_cos)
-
-
-def test_sincos_at_the_edges_and_near_every_multiple_of_half_pi():
-    """Where the reduction cancels most (p near k pi/2) and at +-kMaxFastPhase itself."""
-    k = torch.arange(0, int(MAX_FAST_PHASE / (torch.pi / 2)) + 1, dtype=torch.float64) * (torch.pi / 2)
-    p = k.float()
-    neighbours = torch.cat([p, p.nextafter(torch.tensor(1e9)), p.nextafter(torch.tensor(-1e9)), -p])
-    neighbours = neighbours[neighbours.abs() <= MAX_FAST_PHASE]
-    edges = torch.tensor([MAX_FAST_PHASE, -MAX_FAST_PHASE, 0.0, -0.0, 1e-30, -1e-30])
-    err_sin, err_cos = _errors(torch.cat([neighbours, edges]))
-    assert err_sin <= STATED_BOUND and err_cos <= STATED_BOUND, (err_sin, err_cos)
+    assert err_sin <= SINCOS_MAX_ABS_ERROR and err_cos <= SINCOS_MAX_ABS_ERROR, (err_sin, err_cos)
 
 
 def test_beyond_the_fast_range_sincos_stays_accurate():
@@ -62,7 +60,7 @@ def test_beyond_the_fast_range_sincos_stays_accurate():
     magnitudes = torch.logspace(3.92, 12, 20_000, dtype=torch.float64)
     signs = torch.where(torch.rand(20_000, generator=gen) < 0.5, -1.0, 1.0).double()
     err_sin, err_cos = _errors(torch.cat([magnitudes * signs, torch.tensor([8192.0009765625, -3.0e38])]))
-    assert err_sin <= 1.5e-7 and err_cos <= 1.5e-7, (err_sin, err_cos)
+    assert err_sin <= SINCOS_MAX_ABS_ERROR and err_cos <= SINCOS_MAX_ABS_ERROR, (err_sin, err_cos)
 
 
 def test_grad_weight_is_w_of_spec_1():
@@ -73,7 +71,7 @@ def test_grad_weight_is_w_of_spec_1():
     pf = p.float().double()
     exact = -g_re.float().double() * pf.sin() + g_im.float().double() * pf.cos()
     scale = (g_re.abs() + g_im.abs()).max().item()
-    assert (w.double() - exact).abs().max().item() <= 4 * STATED_BOUND * scale
+    assert (w.double() - exact).abs().max().item() <= 4 * SINCOS_MAX_ABS_ERROR * scale
 
 
 def test_test_ops_refuse_what_they_cannot_take():

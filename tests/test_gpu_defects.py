@@ -49,9 +49,12 @@ class _Launches:
 
 
 def _spy_kernels(monkeypatch, te, th, log, guards):
+    from spectral_kernels.ops import triton_common as tc
+
     for module, names in (
-        (te, ("_forward_kernel", "_weight_kernel", "_class_reduce_kernel")),
-        (th, ("_hadamard_forward_kernel", "_hadamard_backward_kernel", "_class_reduce_kernel")),
+        (te, ("_forward_kernel", "_weight_kernel")),
+        (th, ("_hadamard_forward_kernel", "_hadamard_backward_kernel")),
+        (tc, ("class_reduce_kernel",)),  # both files launch the shared one
     ):
         for name in names:
             monkeypatch.setattr(module, name, _Launches(getattr(module, name), log, guards))
@@ -62,12 +65,13 @@ def test_every_triton_launch_runs_inside_a_guard_of_the_tensors_device(monkeypat
     """Triton launches on the *current* CUDA device and custom_op adds no guard: cuda:1 tensors
     would run on cuda:0. There is one device here, so the guard is spied on: every launch must
     happen while a guard for the tensors' own device is open."""
+    from spectral_kernels.ops import triton_common as tc
     from spectral_kernels.ops import triton_ecf as te
     from spectral_kernels.ops import triton_hadamard as th
     from spectral_kernels.structured import hadamard_frequencies
 
     device = torch.device(BACKEND_DEVICES["triton"])
-    log, guards, real_guard = [], [], te._device_guard
+    log, guards, real_guard = [], [], tc.device_guard
 
     @contextlib.contextmanager
     def spy(dev):
@@ -78,8 +82,7 @@ def test_every_triton_launch_runs_inside_a_guard_of_the_tensors_device(monkeypat
             finally:
                 guards.pop()
 
-    monkeypatch.setattr(te, "_device_guard", spy)
-    monkeypatch.setattr(th, "_device_guard", spy)
+    monkeypatch.setattr(tc, "device_guard", spy)  # the one guard both Triton files open
     _spy_kernels(monkeypatch, te, th, log, guards)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(20, 12, generator=gen).to(device).requires_grad_(True)
@@ -98,10 +101,10 @@ def test_every_triton_launch_runs_inside_a_guard_of_the_tensors_device(monkeypat
 
 
 def test_the_device_guard_selects_the_tensors_cuda_device_and_is_a_no_op_on_the_cpu(monkeypatch):
-    from spectral_kernels.ops import triton_ecf as te
+    from spectral_kernels.ops import triton_common as tc
 
-    if te._IMPORT_ERROR is not None:
-        pytest.skip(te._IMPORT_ERROR)
+    if tc.IMPORT_ERROR is not None:
+        pytest.skip(tc.IMPORT_ERROR)
     entered = []
 
     class FakeCudaDevice:
@@ -115,9 +118,9 @@ def test_the_device_guard_selects_the_tensors_cuda_device_and_is_a_no_op_on_the_
             return False
 
     monkeypatch.setattr(torch.cuda, "device", FakeCudaDevice)
-    with te._device_guard(torch.device("cuda:1")):
+    with tc.device_guard(torch.device("cuda:1")):
         pass
-    with te._device_guard(torch.device("cpu")):  # the interpreter's tensors: nothing to select
+    with tc.device_guard(torch.device("cpu")):  # the interpreter's tensors: nothing to select
         pass
     assert entered == [torch.device("cuda:1")]
 
@@ -188,12 +191,12 @@ def test_untuned_float64_launches_run_the_pruned_tile(monkeypatch):
 
 @needs_triton
 def test_class_reduce_grid_is_capped_at_the_cuda_y_limit_before_anything_is_allocated():
-    from spectral_kernels.ops import triton_ecf as te
+    from spectral_kernels.ops import triton_common as tc
 
-    assert te._class_reduce_grid(3, 65535 * 128) == (3, 65535)
-    assert te._class_reduce_grid(2, 1) == (2, 1)
+    assert tc.class_reduce_grid(3, 65535 * 128) == (3, 65535)
+    assert tc.class_reduce_grid(2, 1) == (2, 1)
     with pytest.raises(ValueError, match="M=8388481"):
-        te._class_reduce_grid(3, 65535 * 128 + 1)
+        tc.class_reduce_grid(3, 65535 * 128 + 1)
     # Through the ops, also with no rows (the cuda op refuses such an M whatever N is).
     x, t = torch.empty(0, 1), torch.zeros(65535 * 128 + 1, 1)
     perm, offsets = torch.empty(0, dtype=torch.int64), torch.zeros(2, dtype=torch.int64)

@@ -42,10 +42,10 @@ from .environment import write_environment
 from .errors import DivergedError
 from .files import RunFileError, expect, expect_finite_state, expect_tensor, iter_metrics, load_torch_file
 from .hardware import Hardware, backward_and_step, process_device
-from .module_objective import ModuleObjective
 from .manifest import AppendLog, append_row, save_run_file, write_run_file
 from .methods import Objective
 from .models import ConvNet
+from .module_objective import ModuleObjective
 from .pictures import write_grid
 from .pool import network_pool, pool_network
 from .progress import Phase

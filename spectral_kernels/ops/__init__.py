@@ -1,7 +1,10 @@
 """Backend registry: who computes the per-class ECF sums (SPEC §1).
 
-A backend provides one thing, `ecf_sums(x, t, index) -> (C, 2, M)`, differentiable with respect
-to x and t; everything after the sums is shared (spectral_kernels.terms). Backends:
+A backend (ops/protocol.py: what it must provide and what it gets by default) computes the sums
+`ecf_sums(x, t, index) -> (C, 2, M)`, differentiable with respect to x and t, and
+`structured_sums` for structured frequencies (default: t materialised); everything after the
+sums is shared (spectral_kernels.terms). A new backend is one file with a Backend subclass, plus
+a line in `_register_builtin` below (docs/backends.md). Backends:
 
     reference  plain PyTorch on the full N x M matrix: the oracle and the baseline
     cpu        fused C++ kernels (spectral_kernels._C) for CPU tensors
@@ -21,33 +24,12 @@ bf16 tensor reaches a fused backend, cast to float32 where that backend needs it
 from __future__ import annotations
 
 import os
-from typing import Protocol
 
 import torch
 
-from ..classes import ClassIndex
+from .protocol import Backend
 
 ENV_VAR = "SPECTRAL_KERNELS_BACKEND"
-
-
-class Backend(Protocol):
-    name: str
-
-    def unavailable_reason(self) -> str | None:
-        """None when usable in this process, else why not (shown in errors)."""
-
-    def unsupported_reason(self, x: torch.Tensor) -> str | None:
-        """None when this backend can take tensors like x (device, dtype), else why not."""
-
-    def ecf_sums(
-        self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None
-    ) -> torch.Tensor:
-        """Per-class sums S (C, 2, M) of cos and sin of x t^T, differentiable in x and t.
-
-        precision: None (follow torch's TF32 setting for CUDA matmuls), "ieee" or "tf32"; CPU
-        backends always compute in IEEE arithmetic.
-        """
-
 
 _REGISTRY: dict[str, Backend] = {}
 _AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("triton", "cuda", "reference")}
@@ -116,7 +98,7 @@ def resolve(name: str, x: torch.Tensor) -> Backend:
 
 
 def _register_builtin() -> None:
-    from . import cpp, cuda, hadamard, reference, triton_ecf  # noqa: F401  (hadamard registers its op)
+    from . import cpp, cuda, reference, triton_ecf
 
     register_backend(reference.ReferenceBackend())
     register_backend(cpp.CppBackend())

@@ -53,12 +53,12 @@ def _fused_takes(backend: str, dtype: torch.dtype, device: torch.device) -> bool
     from . import resolve
 
     try:
-        if resolve(backend, torch.empty(0, dtype=dtype, device=device)).name != "reference":
+        if resolve(backend, torch.empty(0, dtype=dtype, device=device)).fused:
             return True
     except ValueError:  # a named backend that refuses this dtype: float32 it may take
         return False
     try:
-        return resolve(backend, torch.empty(0, device=device, dtype=torch.float32)).name == "reference"
+        return not resolve(backend, torch.empty(0, device=device, dtype=torch.float32)).fused
     except ValueError:
         return True  # nothing runs float32 either: leave the refusal to the call itself
 

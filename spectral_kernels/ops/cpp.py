@@ -5,15 +5,22 @@ library was built with CUDA); this module tells PyTorch the output shapes (so to
 opcheck can trace the ops without running them) and how to differentiate ecf_sums: the
 backward calls the fused gradient ops, and only for inputs that need a gradient. Two backends
 use these ops: "cpu" (below) and "cuda" (ops/cuda.py).
+
+The SORF ops (hadamard_sums, hadamard_sums_grad_x: csrc/cpu/hadamard_cpu.cpp, three fast
+Walsh-Hadamard transforms per row and block, then the shared sin/cos epilogue) are CPU only: the
+cpu backend's structured_sums runs them for structured.HadamardFrequencies, never building t.
+Their autograd gives dx only: the signs and radii are samples, not parameters.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .. import _checks
 from ..classes import ClassIndex
 from . import torch_tie
-from .autograd import register_dense_autograd
+from .autograd import register_dense_autograd, register_sorf_autograd
+from .protocol import Backend
 
 torch_tie.check()  # before loading: a library built against another torch must not be loaded at all
 try:
@@ -33,7 +40,7 @@ def sums_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in HALF_DTYPES else dtype
 
 
-class CppBackend:
+class CppBackend(Backend):
     name = "cpu"
 
     def unavailable_reason(self) -> str | None:
@@ -46,10 +53,21 @@ class CppBackend:
             return f"it takes float32 or float64, got {x.dtype} (use backend='reference' or cast)"
         return None
 
+    def dense_op(self):
+        return torch.ops.spectral_kernels.ecf_sums
+
     def ecf_sums(
         self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None
     ) -> torch.Tensor:
-        return torch.ops.spectral_kernels.ecf_sums(x, t, index.perm, index.offsets, "ieee")  # CPU products: IEEE
+        return self.dense_op()(x, t, index.perm, index.offsets, "ieee")  # CPU products: IEEE
+
+    def structured_sums(self, x: torch.Tensor, t, index: ClassIndex, precision: str | None = None) -> torch.Tensor:
+        """SORF frequencies run the fused op; any other structure gets the default."""
+        from ..structured import HadamardFrequencies
+
+        if isinstance(t, HadamardFrequencies):
+            return torch.ops.spectral_kernels.hadamard_sums(x, t.signs, t.radii, index.perm, index.offsets, t.num_freqs)
+        return super().structured_sums(x, t, index, precision)
 
 
 def _one_device(*tensors) -> None:
@@ -89,6 +107,23 @@ def _register() -> None:
         )
 
     register_dense_autograd("spectral_kernels::ecf_sums", ops.ecf_sums_backward)
+
+    # The SORF fakes also run when one real input sits on the meta device: one device first, then
+    # the shapes of the contract, before anything is sized by num_freqs (2**62 would otherwise
+    # ask the allocator for the output).
+    @torch.library.register_fake("spectral_kernels::hadamard_sums")
+    def _sorf_sums_fake(x, signs, radii, perm, offsets, num_freqs):
+        _one_device(x, signs, radii, perm, offsets)
+        _checks.sorf(signs, radii, num_freqs, x.shape[-1], where="spectral_kernels: ", check_values=False)
+        return x.new_empty(offsets.shape[0] - 1, 2, num_freqs)
+
+    @torch.library.register_fake("spectral_kernels::hadamard_sums_grad_x")
+    def _sorf_grad_fake(grad, x, signs, radii, perm, offsets, num_freqs):
+        _one_device(grad, x, signs, radii, perm, offsets)
+        _checks.sorf(signs, radii, num_freqs, x.shape[-1], where="spectral_kernels: ", check_values=False)
+        return x.new_empty(x.shape)  # contiguous, as the real op returns (not x's strides)
+
+    register_sorf_autograd("spectral_kernels::hadamard_sums", ops.hadamard_sums_grad_x)
 
 
 if LOAD_ERROR is None:

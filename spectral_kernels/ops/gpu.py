@@ -1,25 +1,17 @@
-"""What the two GPU backends (cuda, triton) share: the dtypes they take, the check that says why
-a tensor is not for them, and how they call their dense op."""
+"""What the two GPU backends (cuda, triton) share: the dtypes they take and the check that says
+why a tensor is not for them. They run their dense op through the protocol's ecf_sums."""
 
 from __future__ import annotations
 
 import torch
 
-from ..classes import ClassIndex
-from .precision import resolve_precision
-
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+from .contract import FLOAT_DTYPES
+from .protocol import Backend
 
 
-class GpuBackend:
-    name: str
-
+class GpuBackend(Backend):
     def device_reason(self, x: torch.Tensor) -> str | None:
         """None when this backend runs on x's device, else why not."""
-        raise NotImplementedError
-
-    def dense_op(self):
-        """The op (x, t, perm, offsets, precision) -> (C, 2, M) sums."""
         raise NotImplementedError
 
     def unsupported_reason(self, x: torch.Tensor) -> str | None:
@@ -27,8 +19,3 @@ class GpuBackend:
         if reason is None and x.dtype not in FLOAT_DTYPES:
             reason = f"it takes float32, float64, bfloat16 or float16, got {x.dtype}"
         return reason
-
-    def ecf_sums(
-        self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None
-    ) -> torch.Tensor:
-        return self.dense_op()(x, t, index.perm, index.offsets, resolve_precision(precision))

@@ -2,7 +2,9 @@
 
 It is what one writes without this library (and what the public NCFM code does): x t^T, cos
 and sin of it, then a per-class sum; autograd stores the N x M intermediates for the backward.
-Every other backend is tested against it in float64.
+Every other backend is tested against it in float64. Its op (`ecf_sums_op`) keeps the op contract
+(ops/contract.py) with the same checks and messages as the fused ops, so the contract's table of
+cases (tests/op_contract.py) runs on it too: what a new backend's op is held to.
 """
 
 from __future__ import annotations
@@ -11,17 +13,23 @@ import torch
 
 from .. import _checks
 from ..classes import ClassIndex
+from .contract import check_inputs
 from .precision import cuda_matmul_precision, resolve_precision
+from .protocol import Backend
 
 
-class ReferenceBackend:
+class ReferenceBackend(Backend):
     name = "reference"
+    fused = False
 
     def unavailable_reason(self) -> str | None:
         return None
 
     def unsupported_reason(self, x: torch.Tensor) -> str | None:
         return None
+
+    def dense_op(self):
+        return ecf_sums_op
 
     def ecf_sums(
         self, x: torch.Tensor, t: torch.Tensor, index: ClassIndex, precision: str | None = None
@@ -70,6 +78,14 @@ def ecf_sums_reference(
         return torch.stack([cos.sum(0), sin.sum(0)]).unsqueeze(0)
     zeros = phase.new_zeros(num_classes, phase.shape[1])
     return torch.stack([zeros.index_add(0, labels, cos), zeros.index_add(0, labels, sin)], dim=1)
+
+
+def ecf_sums_op(x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor, precision: str):
+    """The reference as an op of the layout of SPEC §1: (x, t, perm, offsets, precision) ->
+    (C, 2, M), refusing what the fused ops refuse (values of perm and offsets on CPU tensors)."""
+    check_inputs(x, t, perm, offsets, precision, check_values=x.device.type == "cpu", backend="reference")
+    labels = row_classes(perm, offsets, x.shape[0])
+    return ecf_sums_reference(x, t, labels, offsets.shape[0] - 1, precision)
 
 
 def row_classes(perm: torch.Tensor, offsets: torch.Tensor, num_rows: int) -> torch.Tensor:

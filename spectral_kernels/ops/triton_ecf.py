@@ -20,14 +20,9 @@ accumulator per program, is deliberate: at d = 2048 such an accumulator does not
 registers, and tiling d instead would recompute x t^T d / BLOCK_D times.
 Only the gradients that are needed are computed.
 
-sin/cos: one shared Cody-Waite reduction to [-pi/4, pi/4] and the Cephes minimax polynomials
-(the scheme of csrc/ecf_math.h, whose kMaxFastPhase = MAX_FAST_PHASE below and whose stated
-bound, 1e-7 against float64 for |p| <= MAX_FAST_PHASE, this variant also meets), about 22
-straight-line instructions per element for both values in the sm_90 build, where libdevice's
-sinf and cosf each do their own reduction and carry a Payne-Hanek slow path with a
-local-memory array. A tile holding any |p| > MAX_FAST_PHASE takes libdevice instead, so every argument
-stays accurate; float64 always uses libdevice. SPECTRAL_KERNELS_TRITON_SINCOS=libdevice
-switches the fast path off, for the A/B timing in benchmarks/bench_ops.py --device cuda.
+The sin/cos epilogue, the work items, the class reduction and the launch plumbing are shared
+with the SORF kernels (ops/triton_common.py); the op contract with the reference op
+(ops/contract.py, the twin of csrc/ecf_checks.h).
 
 Precision: bfloat16 and float16 inputs go to tl.dot as they are, a native low-precision
 product on the tensor cores with float32 accumulation: a product of two bf16 (or two fp16)
@@ -48,38 +43,30 @@ could look into.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
 
+from . import triton_common as tc
+from . import triton_hadamard
 from .autograd import register_dense_autograd
-from .gpu import FLOAT_DTYPES, GpuBackend
-from .precision import PRECISIONS, cuda_matmul_precision
+from .contract import check_grad, check_inputs
+from .gpu import GpuBackend
+from .precision import cuda_matmul_precision, resolve_precision
 from .reference import row_classes
+from .triton_common import IMPORT_ERROR, INTERPRETED
 
-try:
+if IMPORT_ERROR is None:
     import triton
     import triton.language as tl
 
-    _IMPORT_ERROR: str | None = None
-except ImportError as error:  # pragma: no cover - triton ships with CUDA builds of torch
-    _IMPORT_ERROR = f"triton is not installed ({error})"
+    from .triton_common import sincos as _sincos  # the name the kernel bodies below call it by
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
-SINCOS_MODES = ("reduced", "libdevice")
 # Rows per chunk of W in the backward are chosen so W takes at most this many bytes.
 W_CHUNK_BYTES = 32 * 2**20
-# The largest |phase| the fast sin/cos reduction takes (csrc/ecf_math.h: kMaxFastPhase, the same
-# limit for every backend; tests/test_ecf_math.py checks they agree).
-MAX_FAST_PHASE = 8192.0
 # SPECTRAL_KERNELS_TRITON_AUTOTUNE=0: one tile shape per accumulator type, untimed (read once, at
 # import). The GPU test run uses it to keep compiles down; test_backends checks every shape separately.
 AUTOTUNE = os.environ.get("SPECTRAL_KERNELS_TRITON_AUTOTUNE", "1") != "0"
-# The class reduction's grid is (C, ceil(2M / CLASS_REDUCE_BLOCK)); CUDA caps grid.y at 65535.
-CLASS_REDUCE_BLOCK = 256
-MAX_GRID_Y = 65535
-MAX_FREQS = MAX_GRID_Y * CLASS_REDUCE_BLOCK // 2
 
 
 def gpu_configs():
@@ -116,8 +103,7 @@ def _prune_configs(configs, named_args, **kwargs):
 # lists of pointers and compile-time constants, and the formatter's one-per-line layout would make them
 # several screens long and repeat each list in every kernel that shares it.
 # fmt: off
-if _IMPORT_ERROR is None:
-    FAST_PHASE_LIMIT = tl.constexpr(MAX_FAST_PHASE)  # globals read by @triton.jit code must be constexpr
+if IMPORT_ERROR is None:
     # bf16/fp16 inputs go to tl.dot as they are, except under the interpreter: there a bf16 tl.dot
     # returns garbage (triton 3.8: errors of 1e10 on a 16 x 16 product of entries ~1), so
     # interpreted runs upcast to float32 first, which gives the same exact products.
@@ -150,38 +136,6 @@ if _IMPORT_ERROR is None:
                 acc = tl.dot(xa.to(ACC), tb.to(ACC), acc, input_precision=PRECISION, out_dtype=ACC)
         return acc
 
-    @triton.jit
-    def _sincos_reduced(p):
-        """(sin p, cos p) in float32 via one reduction around the nearest multiple of pi/2."""
-        q = tl.floor(p * 0.6366197723675814 + 0.5)
-        # pi/2 = C1 + C2 + C3 with 8, 11 and 24 significant bits (Cephes' split): q C1 and q C2
-        # are exact for |p| <= MAX_FAST_PHASE even without FMA (the interpreter's tl.fma is unfused).
-        r = tl.fma(q, -1.5703125, p)
-        r = tl.fma(q, -4.837512969970703e-4, r)
-        r = tl.fma(q, -7.549790126404332e-08, r)
-        z = r * r
-        s = tl.fma(tl.fma(tl.fma(-1.9515295891e-4, z, 8.3321608736e-3), z, -1.6666654611e-1) * z, r, r)
-        c = tl.fma(tl.fma(tl.fma(tl.fma(2.443315711809948e-5, z, -1.388731625493765e-3), z, 4.166664568298827e-2), z,
-                          -0.5), z, 1.0)
-        quadrant = q.to(tl.int32) & 3  # p = q pi/2 + r: rotate (sin r, cos r) by q quarter turns
-        odd = (quadrant & 1) != 0
-        sin_p = tl.where(odd, c, s)
-        cos_p = tl.where(odd, s, c)
-        sin_p = tl.where((quadrant & 2) != 0, -sin_p, sin_p)
-        cos_p = tl.where(((quadrant + 1) & 2) != 0, -cos_p, cos_p)
-        return sin_p, cos_p
-
-    @triton.jit
-    def _sincos(p, ACC: tl.constexpr, SINCOS: tl.constexpr):
-        """(sin p, cos p) of a tile; the fast reduction unless the tile holds a large phase."""
-        if ACC == tl.float64 or SINCOS == "libdevice":
-            sin_p, cos_p = tl.sin(p), tl.cos(p)
-        elif tl.max(tl.max(tl.abs(p), axis=1), axis=0) > FAST_PHASE_LIMIT:
-            sin_p, cos_p = tl.sin(p), tl.cos(p)
-        else:
-            sin_p, cos_p = _sincos_reduced(p)
-        return sin_p, cos_p
-
     @triton.autotune(configs=_configs(), key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_configs})
     @triton.jit
     def _forward_kernel(x_ptr, t_ptr, perm_ptr, item_start_ptr, item_end_ptr, partial_ptr, M, D, stride_x, stride_t,
@@ -212,19 +166,6 @@ if _IMPORT_ERROR is None:
         tl.store(base + m_offs, sum_cos, mask=m_mask)
         tl.store(base + M + m_offs, sum_sin, mask=m_mask)
 
-    @triton.jit
-    def _class_reduce_kernel(partial_ptr, item_offsets_ptr, out_ptr, M, BLOCK: tl.constexpr):
-        """out[c] = sum of the partials of class c's items, in item order (deterministic)."""
-        c = tl.program_id(0)
-        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < 2 * M
-        lo = tl.load(item_offsets_ptr + c)
-        hi = tl.load(item_offsets_ptr + c + 1)
-        acc = tl.zeros((BLOCK,), dtype=out_ptr.dtype.element_ty)
-        for i in range(lo, hi):
-            acc += tl.load(partial_ptr + i * 2 * M + offs, mask=mask, other=0.0)
-        tl.store(out_ptr + c.to(tl.int64) * 2 * M + offs, acc, mask=mask)
-
     @triton.autotune(configs=_configs(), key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": _prune_configs})
     @triton.jit
     def _weight_kernel(x_ptr, t_ptr, row_class_ptr, grad_ptr, w_ptr, num_rows, M, D, stride_x, stride_t,
@@ -251,73 +192,6 @@ if _IMPORT_ERROR is None:
 # fmt: on
 
 
-def _check_inputs(x, t, perm, offsets, precision, check_values):
-    """The op's contract, checked before any kernel reads memory through it.
-
-    Shapes, dtypes and devices are checked always (also on the fake tensors torch.compile
-    traces with). The values of perm and offsets are checked only when they are on the CPU (the
-    interpreter): on the GPU that would stall the host on a sync at every call. There they are
-    made safe instead (`_safe_layout`, `row_classes`): indices are clamped into range, so a perm
-    that is not a permutation or offsets that are not a CSR index give meaningless sums but
-    never a read or write out of bounds. `class_index` always builds a valid layout.
-    """
-    where = "spectral_kernels (triton):"
-    if x.dim() != 2 or t.dim() != 2:
-        name, bad = ("x", x) if x.dim() != 2 else ("t", t)
-        raise ValueError(f"{where} {name} must be 2-D ({'N' if name == 'x' else 'M'}, d), got shape {tuple(bad.shape)}")
-    if x.shape[1] != t.shape[1]:
-        raise ValueError(f"{where} x has d={x.shape[1]} but t has d={t.shape[1]}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{where} x must be float32, float64, bfloat16 or float16, got {x.dtype}")
-    if t.dtype != x.dtype:
-        raise TypeError(f"{where} t has dtype {t.dtype} but x has dtype {x.dtype}")
-    if perm.dtype != torch.int64 or offsets.dtype != torch.int64:
-        raise TypeError(f"{where} perm and offsets must be int64, got {perm.dtype} and {offsets.dtype}")
-    if tuple(perm.shape) != (x.shape[0],):
-        raise ValueError(f"{where} perm must have shape ({x.shape[0]},), got {tuple(perm.shape)}")
-    if offsets.dim() != 1 or offsets.shape[0] < 2:
-        raise ValueError(f"{where} offsets must have shape (C+1,) with C >= 1, got {tuple(offsets.shape)}")
-    for name, tensor in (("t", t), ("perm", perm), ("offsets", offsets)):
-        if tensor.device != x.device:
-            raise ValueError(f"{where} {name} is on {tensor.device} but x is on {x.device}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"{where} precision must be 'ieee' or 'tf32', got {precision!r}")
-    if not check_values:
-        return
-    n = x.shape[0]
-    first, last = int(offsets[0]), int(offsets[-1])
-    if first != 0 or last != n:
-        raise ValueError(f"{where} offsets must start at 0 and end at N={n}, got {first} and {last}")
-    steps = offsets[1:] - offsets[:-1]
-    if bool((steps < 0).any()):
-        c = int(torch.nonzero(steps < 0)[0, 0]) + 1
-        raise ValueError(
-            f"{where} offsets must be non-decreasing, offsets[{c}]={int(offsets[c])} < "
-            f"offsets[{c - 1}]={int(offsets[c - 1])}"
-        )
-    outside = (perm < 0) | (perm >= n)
-    if bool(outside.any()):
-        i = int(torch.nonzero(outside)[0, 0])
-        raise ValueError(f"{where} perm must hold row numbers in [0, N={n}), got perm[{i}]={int(perm[i])}")
-    seen = torch.bincount(perm, minlength=n)
-    if bool((seen > 1).any()):
-        row = int(torch.nonzero(seen > 1)[0, 0])
-        first, second = (int(i) for i in torch.nonzero(perm == row)[:2, 0])
-        raise ValueError(f"{where} perm must be a permutation of 0..N-1, but perm[{first}] = perm[{second}] = {row}")
-
-
-def _safe_layout(perm: torch.Tensor, offsets: torch.Tensor, n: int):
-    """perm and offsets with every value clamped into range (offsets also made non-decreasing):
-    two O(N + C) device ops, no host sync; a no-op on a valid layout."""
-    return perm.clamp(0, max(n - 1, 0)), torch.cummax(offsets.clamp(0, n), 0).values
-
-
-def _check_grad(grad, offsets, t):
-    expected = (offsets.shape[0] - 1, 2, t.shape[0])
-    if tuple(grad.shape) != expected:
-        raise ValueError(f"spectral_kernels (triton): grad must have shape {expected}, got {tuple(grad.shape)}")
-
-
 def _fixed_config(acc_type) -> triton.Config:
     """The one tile shape of an untuned launch (see _launch): the first config, pruned as the
     autotuner prunes (float64: FP64_CONFIG)."""
@@ -338,31 +212,6 @@ def _launch(kernel, grid, *args, **kwargs) -> None:
         kernel.fn[grid](*args, **kwargs, **_fixed_config(kwargs["ACC"]).all_kwargs())
     else:
         kernel[grid](*args, **kwargs)
-
-
-def _device_guard(device: torch.device):
-    """Triton launches on the *current* CUDA device, whatever device the tensors are on, and
-    custom_op adds no guard: without this, cuda:1 tensors would be handed to a kernel running
-    on cuda:0. CPU tensors (the interpreter) need none."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
-def _class_reduce_grid(num_classes: int, num_freqs: int) -> tuple[int, int]:
-    """The class reduction's grid (C, ceil(2M / 256)), refused (ValueError) past CUDA's grid.y
-    limit of 65535, as the cuda backend refuses it (csrc/chunk_walk.h: kMaxFreqs)."""
-    blocks = triton.cdiv(2 * num_freqs, CLASS_REDUCE_BLOCK)
-    if blocks > MAX_GRID_Y:
-        raise ValueError(f"spectral_kernels (triton): at most {MAX_FREQS} frequencies per call, got M={num_freqs}")
-    return num_classes, blocks
-
-
-def _sincos_mode() -> str:
-    """How the epilogues compute sin/cos: "reduced" (default) or "libdevice". Read at each call
-    from SPECTRAL_KERNELS_TRITON_SINCOS, for A/B timing only: both are accurate everywhere."""
-    mode = os.environ.get("SPECTRAL_KERNELS_TRITON_SINCOS", "reduced")
-    if mode not in SINCOS_MODES:
-        raise ValueError(f"SPECTRAL_KERNELS_TRITON_SINCOS must be 'reduced' or 'libdevice', got {mode!r}")
-    return mode
 
 
 def _sums_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -387,47 +236,27 @@ def _target_programs(device: torch.device) -> int:
     return 4
 
 
-def _work_items(offsets: torch.Tensor, num_rows: int, rows_per_item: int):
-    """Cut every class into items of <= rows_per_item rows, on the device, with static shapes.
-
-    Returns (start, end, item_offsets): item k covers perm positions [start[k], end[k]);
-    class c owns items item_offsets[c] .. item_offsets[c+1]-1; unused items are empty.
-    """
-    num_classes = offsets.shape[0] - 1
-    counts = offsets[1:] - offsets[:-1]
-    per_class = (counts + rows_per_item - 1) // rows_per_item
-    item_offsets = torch.cat([offsets.new_zeros(1), per_class.cumsum(0)])
-    # sum_c ceil(n_c / R) <= N / R + C, so this many items always suffice.
-    max_items = num_rows // rows_per_item + num_classes
-    k = torch.arange(max_items, device=offsets.device)
-    item_class = torch.searchsorted(item_offsets[1:], k, right=True).clamp_max(num_classes - 1)
-    start = offsets[item_class] + (k - item_offsets[item_class]) * rows_per_item
-    end = torch.minimum(start + rows_per_item, offsets[item_class + 1])
-    end = torch.where(k < item_offsets[-1], end, start)
-    return start.contiguous(), end.contiguous(), item_offsets.contiguous()
-
-
 def _forward(
     x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor, precision: str
 ) -> torch.Tensor:
     n, d = x.shape
     m, num_classes = t.shape[0], offsets.shape[0] - 1
-    reduce_grid = _class_reduce_grid(num_classes, m)  # refused before anything is allocated
+    reduce_grid = tc.class_reduce_grid(num_classes, m)  # refused before anything is allocated
     x, t = x.contiguous(), t.contiguous()
     acc_type, precision = _kernel_types(x.dtype, precision)
     out = torch.zeros(num_classes, 2, m, device=x.device, dtype=_sums_dtype(x.dtype))
     if n == 0 or m == 0:
         return out
-    perm, offsets = _safe_layout(perm, offsets, n)
+    perm, offsets = tc.safe_layout(perm, offsets, n)
     # Enough items that items x frequency blocks fill the device, counting blocks of 128 frequencies
     # (the first tile shape's BLOCK_M; the 256 and 64 shapes give half and twice as many programs).
     freq_blocks = triton.cdiv(m, 128)
     target_items = max(1, triton.cdiv(_target_programs(x.device), freq_blocks))
     rows_per_item = 128 * max(1, triton.cdiv(n, 128 * target_items))
-    start, end, item_offsets = _work_items(offsets, n, rows_per_item)
+    start, end, item_offsets = tc.work_items(offsets, n, rows_per_item)
     partial = torch.empty(start.shape[0], 2, m, device=x.device, dtype=out.dtype)
     grid = lambda meta: (start.shape[0] * triton.cdiv(m, meta["BLOCK_M"]),)
-    with _device_guard(x.device):
+    with tc.device_guard(x.device):
         _launch(
             _forward_kernel,
             grid,
@@ -443,9 +272,9 @@ def _forward(
             t.stride(0),
             PRECISION=precision,
             ACC=acc_type,
-            SINCOS=_sincos_mode(),
+            SINCOS=tc.sincos_mode(),
         )
-        _class_reduce_kernel[reduce_grid](partial, item_offsets, out, m, BLOCK=CLASS_REDUCE_BLOCK)
+        tc.class_reduce_kernel[reduce_grid](partial, item_offsets, out, m, BLOCK=tc.CLASS_REDUCE_BLOCK)
     return out
 
 
@@ -455,7 +284,7 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
     m = t.shape[0]
     acc_type, precision = _kernel_types(x.dtype, precision)
     work = _sums_dtype(x.dtype)
-    sincos = _sincos_mode()
+    sincos = tc.sincos_mode()
     grad = grad.to(work).contiguous()
     if n == 0 or m == 0:  # nothing to sum over: zero gradients
         empty = x.new_empty(0)
@@ -470,7 +299,7 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
     chunk = max(128, (W_CHUNK_BYTES // (grad.element_size() * m)) // 128 * 128)
     w_buffer = torch.empty(min(chunk, n), m, device=x.device, dtype=work)
     t_work = t.to(work)
-    with cuda_matmul_precision(precision, x.device), _device_guard(x.device):
+    with cuda_matmul_precision(precision, x.device), tc.device_guard(x.device):
         for r0 in range(0, n, chunk):
             r = min(chunk, n - r0)
             w, x_rows = w_buffer[:r], x[r0 : r0 + r]
@@ -500,19 +329,19 @@ def _backward(grad, x, t, perm, offsets, precision, need_x, need_t):
     return (dx.to(x.dtype) if need_x else empty), (dt.to(t.dtype) if need_t else empty)
 
 
-if _IMPORT_ERROR is None:
+if IMPORT_ERROR is None:
 
     @torch.library.custom_op("spectral_kernels::ecf_sums_triton", mutates_args=())
     def ecf_sums_triton(
         x: torch.Tensor, t: torch.Tensor, perm: torch.Tensor, offsets: torch.Tensor, precision: str
     ) -> torch.Tensor:
         """Per-class sums (C, 2, M) of cos/sin of x t^T; float32 for half inputs."""
-        _check_inputs(x, t, perm, offsets, precision, check_values=x.device.type == "cpu")
+        check_inputs(x, t, perm, offsets, precision, check_values=x.device.type == "cpu", backend="triton")
         return _forward(x, t, perm, offsets, precision)
 
     @ecf_sums_triton.register_fake
     def _(x, t, perm, offsets, precision):
-        _check_inputs(x, t, perm, offsets, precision, check_values=False)
+        check_inputs(x, t, perm, offsets, precision, check_values=False, backend="triton")
         return x.new_empty((offsets.shape[0] - 1, 2, t.shape[0]), dtype=_sums_dtype(x.dtype))
 
     @torch.library.custom_op("spectral_kernels::ecf_sums_triton_backward", mutates_args=())
@@ -527,14 +356,14 @@ if _IMPORT_ERROR is None:
         need_t: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(dx, dt); an empty tensor in place of a gradient that is not needed."""
-        _check_inputs(x, t, perm, offsets, precision, check_values=x.device.type == "cpu")
-        _check_grad(grad, offsets, t)
+        check_inputs(x, t, perm, offsets, precision, check_values=x.device.type == "cpu", backend="triton")
+        check_grad(grad, offsets, t, backend="triton")
         return _backward(grad, x, t, perm, offsets, precision, need_x, need_t)
 
     @ecf_sums_triton_backward.register_fake
     def _(grad, x, t, perm, offsets, precision, need_x, need_t):
-        _check_inputs(x, t, perm, offsets, precision, check_values=False)
-        _check_grad(grad, offsets, t)
+        check_inputs(x, t, perm, offsets, precision, check_values=False, backend="triton")
+        check_grad(grad, offsets, t, backend="triton")
         # new_empty, not empty_like: the real op returns contiguous gradients whatever x's strides
         # (Inductor asserts the fake's strides, e.g. for a transposed x).
         return (x.new_empty(x.shape) if need_x else x.new_empty(0)), (
@@ -548,7 +377,7 @@ class TritonBackend(GpuBackend):
     name = "triton"
 
     def unavailable_reason(self) -> str | None:
-        return _IMPORT_ERROR
+        return IMPORT_ERROR
 
     def device_reason(self, x: torch.Tensor) -> str | None:
         if x.device.type == "cuda":
@@ -566,3 +395,18 @@ class TritonBackend(GpuBackend):
 
     def dense_op(self):
         return torch.ops.spectral_kernels.ecf_sums_triton
+
+    def structured_sums(self, x, t, index, precision=None):
+        """SORF frequencies of block width 16..2048 (not float64) run the fused SORF kernels
+        (ops/triton_hadamard.py); everything else gets the default, t materialised."""
+        if triton_hadamard.takes(x, t):
+            return torch.ops.spectral_kernels.hadamard_sums_triton(
+                x,
+                t.signs.float(),
+                t.radii.float(),
+                index.perm,
+                index.offsets,
+                t.num_freqs,
+                resolve_precision(precision),
+            )
+        return super().structured_sums(x, t, index, precision)

@@ -21,7 +21,10 @@ Backward (dx only; signs and radii are samples): one program per tile of x's row
 order, looping over the blocks: recompute p, W of SPEC §1 from its class's G, then the
 transposed chain D3 H D2 H D1 H (radii * W), accumulated over blocks: no atomics.
 
-D < 16 (d < 9) is below tl.dot's smallest shape: those calls materialise t and run the dense op.
+D < 16 (d < 9) is below tl.dot's smallest shape, and D > 2048 does not fit in shared memory:
+those calls get the backend protocol's default, t materialised and the dense op (`takes`).
+The sin/cos epilogue, work items and class reduction are ops/triton_common.py's, shared with the
+dense kernels; the contract of x, perm and offsets is ops/contract.py's.
 """
 
 from __future__ import annotations
@@ -30,18 +33,11 @@ import torch
 from torch import Tensor
 
 from .. import _checks
+from . import triton_common as tc
 from .autograd import register_sorf_autograd
+from .contract import check_inputs
 from .reference import row_classes
-from .triton_ecf import (
-    _IMPORT_ERROR,
-    CLASS_REDUCE_BLOCK,
-    _check_inputs,
-    _class_reduce_grid,
-    _device_guard,
-    _safe_layout,
-    _sincos_mode,
-    _work_items,
-)
+from .triton_common import IMPORT_ERROR
 
 MIN_WIDTH = 16  # tl.dot's smallest dimension
 NUM_STAGES = 2  # software pipelining depth of both kernels (launch_options)
@@ -54,11 +50,11 @@ MAX_WIDTH = 2048
 # lists of pointers and compile-time constants, and the formatter's one-per-line layout would make them
 # several screens long and repeat each list in every kernel that shares it.
 # fmt: off
-if _IMPORT_ERROR is None:
+if IMPORT_ERROR is None:
     import triton
     import triton.language as tl
 
-    from .triton_ecf import _class_reduce_kernel, _sincos
+    from .triton_common import sincos
 
     @triton.jit
     def _hadamard(v, h_a, h_b, BLOCK_N: tl.constexpr, A: tl.constexpr, B: tl.constexpr, PRECISION: tl.constexpr):
@@ -108,7 +104,7 @@ if _IMPORT_ERROR is None:
             row_mask = pos < end
             rows = tl.load(perm_ptr + pos, mask=row_mask, other=0).to(tl.int64)
             p = _block_phases(x_ptr, rows, row_mask, signs_ptr, radii_ptr, h_a, h_b, b, D_IN, BLOCK_N, A, B, PRECISION)
-            sin_p, cos_p = _sincos(p, tl.float32, SINCOS)
+            sin_p, cos_p = sincos(p, tl.float32, SINCOS)
             sum_cos += tl.sum(tl.where(row_mask[:, None], cos_p, 0.0), axis=0)
             sum_sin += tl.sum(tl.where(row_mask[:, None], sin_p, 0.0), axis=0)
         m = b * (A * B) + tl.arange(0, A * B)
@@ -129,7 +125,7 @@ if _IMPORT_ERROR is None:
         acc = tl.zeros((BLOCK_N, A * B), dtype=tl.float32)
         for b in range(0, NUM_BLOCKS):
             p = _block_phases(x_ptr, rows, row_mask, signs_ptr, radii_ptr, h_a, h_b, b, D_IN, BLOCK_N, A, B, PRECISION)
-            sin_p, cos_p = _sincos(p, tl.float32, SINCOS)
+            sin_p, cos_p = sincos(p, tl.float32, SINCOS)
             m = b * (A * B) + cols
             mask = row_mask[:, None] & (m[None, :] < M)
             g = grad_ptr + cls[:, None] * 2 * M + m[None, :]
@@ -200,7 +196,8 @@ def _check(x, signs, radii, perm, offsets, num_freqs, precision, check_values) -
             )
     d = x.shape[1] if x.dim() == 2 else 0
     _, width = _checks.sorf(signs, radii, num_freqs, d, where=where, check_values=False)
-    _check_inputs(x, x.new_empty(1, 1).expand(num_freqs, d), perm, offsets, precision, check_values)
+    stand_in = x.new_empty(1, 1).expand(num_freqs, d)  # t's shape and dtype, no memory
+    check_inputs(x, stand_in, perm, offsets, precision, check_values=check_values, backend="triton")
     if width < MIN_WIDTH:
         raise ValueError(f"{where}the block width D={width} must be a power of two >= max(16, d={d})")
     for name, tensor in (("signs", signs), ("radii", radii)):
@@ -223,17 +220,17 @@ def _forward(x, signs, radii, perm, offsets, num_freqs, precision):
     n, d = x.shape
     num_classes, (blocks, _, width) = offsets.shape[0] - 1, signs.shape
     _check_width(width)
-    reduce_grid = _class_reduce_grid(num_classes, num_freqs)  # refused before anything is allocated
+    reduce_grid = tc.class_reduce_grid(num_classes, num_freqs)  # refused before anything is allocated
     out = torch.zeros(num_classes, 2, num_freqs, device=x.device, dtype=torch.float32)
     if n == 0:
         return out
-    perm, offsets = _safe_layout(perm, offsets, n)
+    perm, offsets = tc.safe_layout(perm, offsets, n)
     a, b = _factors(width)
     h_a, h_b = _matrices(width, x.device)
     rows_per_item = 64 * max(1, triton.cdiv(n, 64 * max(1, triton.cdiv(256, blocks))))
-    start, end, item_offsets = _work_items(offsets, n, rows_per_item)
+    start, end, item_offsets = tc.work_items(offsets, n, rows_per_item)
     partial = torch.empty(start.shape[0], 2, num_freqs, device=x.device, dtype=torch.float32)
-    with _device_guard(x.device):
+    with tc.device_guard(x.device):
         _hadamard_forward_kernel[(start.shape[0] * blocks,)](
             x,
             signs,
@@ -251,10 +248,10 @@ def _forward(x, signs, radii, perm, offsets, num_freqs, precision):
             A=a,
             B=b,
             PRECISION=_dot_precision(precision),
-            SINCOS=_sincos_mode(),
+            SINCOS=tc.sincos_mode(),
             **launch_options(width),
         )
-        _class_reduce_kernel[reduce_grid](partial, item_offsets, out, num_freqs, BLOCK=CLASS_REDUCE_BLOCK)
+        tc.class_reduce_kernel[reduce_grid](partial, item_offsets, out, num_freqs, BLOCK=tc.CLASS_REDUCE_BLOCK)
     return out
 
 
@@ -268,7 +265,7 @@ def _backward(grad, x, signs, radii, perm, offsets, num_freqs, precision):
     a, b = _factors(width)
     h_a, h_b = _matrices(width, x.device)
     rows = _block_rows(width)
-    with _device_guard(x.device):
+    with tc.device_guard(x.device):
         _hadamard_backward_kernel[(triton.cdiv(n, rows),)](
             x,
             signs,
@@ -286,13 +283,13 @@ def _backward(grad, x, signs, radii, perm, offsets, num_freqs, precision):
             A=a,
             B=b,
             PRECISION=_dot_precision(precision),
-            SINCOS=_sincos_mode(),
+            SINCOS=tc.sincos_mode(),
             **launch_options(width),
         )
     return dx
 
 
-if _IMPORT_ERROR is None:
+if IMPORT_ERROR is None:
 
     @torch.library.custom_op("spectral_kernels::hadamard_sums_triton", mutates_args=())
     def hadamard_sums_triton(
@@ -334,8 +331,16 @@ if _IMPORT_ERROR is None:
 
 
 def supports(x: Tensor, width: int) -> bool:
-    """Whether the Triton SORF kernels take this call (else t is materialised)."""
-    return _IMPORT_ERROR is None and MIN_WIDTH <= width <= MAX_WIDTH and x.dtype != torch.float64
+    """Whether the Triton SORF kernels take SORF frequencies of block width `width` for x."""
+    return IMPORT_ERROR is None and MIN_WIDTH <= width <= MAX_WIDTH and x.dtype != torch.float64
+
+
+def takes(x: Tensor, t) -> bool:
+    """Whether these kernels take frequencies t for x: SORF ones (structured.HadamardFrequencies)
+    of a width they support. The Triton backend materialises t for everything else."""
+    from ..structured import HadamardFrequencies
+
+    return isinstance(t, HadamardFrequencies) and supports(x, t.width)
 
 
 def launchable_widths() -> list[int]:
