@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from . import formation
 from .augment import siamese_augment
-from .config import EVAL_SCHEDULES, ConfigError, DistillConfig, first_difference, flag
+from .config import EVAL_SCHEDULES, INT_LIMITS, ConfigError, DistillConfig, first_difference, flag
 from .data import DEFAULT_LT_IMBALANCE, ImageDataset, load_dataset
 from .files import RunFileError, expect, expect_tensor, load_torch_file
 from .hardware import Hardware, backward_and_step, weights_finite
@@ -326,11 +326,11 @@ def evaluate_run(
     a run in use or bad arguments, DataError if the run's dataset cannot be loaded here.
     """
     run = Path(run)
-    for name, value, low in (("num_eval", num_eval, 1), ("eval_epochs", epochs, 1)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1_000_000
-        ):
-            raise ConfigError(f"--{name.replace('_', '-')} must be an integer in [{low}, 1000000], got {value!r}")
+    # The distillation's limits (INT_LIMITS), but at least 1 seed: 0 means "no evaluation" only there.
+    for name, value in (("num_eval", num_eval), ("eval_epochs", epochs)):
+        low, high = max(1, INT_LIMITS[name][0]), INT_LIMITS[name][1]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise ConfigError(f"{flag(name)} must be an integer in [{low}, {high}], got {value!r}")
     if not locked:
         saved_config(run)  # only a run directory is locked and written into
         if not (run / "synthetic.pt").is_file():

@@ -8,11 +8,9 @@ import math
 import torch
 
 import spectral_kernels as sk
-from spectral_kernels.functional import ALPHA_RULES
 from spectral_kernels.structured import hadamard_frequencies
 
 METHODS = ("random", "dm", "mmd", "ncfm", "sdd", "csdm")
-HEAD_RULES = ALPHA_RULES  # --head-rule is csdm's alpha_rule
 
 
 # Pairs the median bandwidth is taken over (SPEC §4.2): its relative standard error is about
@@ -141,11 +139,11 @@ class Objective:
                     device=real_f.device,
                     dtype=real_f.dtype,
                 )
-                if cfg.frequencies == "hadamard":  # structured, never materialised on the cpu backend
+                if cfg.structure == "hadamard":  # structured, never materialised on the cpu backend
                     t = hadamard_frequencies("gaussian", cfg.num_freqs, real_f.shape[1], **draw)
                 else:
                     t = sk.sample_frequencies(
-                        "gaussian", cfg.num_freqs, real_f.shape[1], structure=cfg.frequencies, **draw
+                        "gaussian", cfg.num_freqs, real_f.shape[1], structure=cfg.structure, **draw
                     )
             return sk.ncfd(real_f, syn_f, t, real_y, syn_y, real_group=self.real_group, **common)
         spectral = dict(
@@ -154,10 +152,10 @@ class Objective:
             bandwidth=self._bandwidth(real_f, generator, cfg.kernel),
             num_freqs=cfg.num_freqs,
             generator=generator,
-            structure=cfg.frequencies,
+            structure=cfg.structure,
             **common,
         )
         if cfg.method == "sdd":
             return sk.sdd(real_f, syn_f, real_y, syn_y, **spectral)
-        weights = dict(class_counts=self.class_counts, alpha_head=cfg.alpha_head, alpha_rule=cfg.head_rule)
+        weights = dict(class_counts=self.class_counts, alpha_head=cfg.alpha_head, alpha_rule=cfg.alpha_rule)
         return sk.csdm(real_f, syn_f, real_y, syn_y, **weights, **spectral)
