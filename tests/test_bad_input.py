@@ -1331,7 +1331,7 @@ CLI_CASES = [
     Cli("unknown dataset", [*DISTILL, "--dataset", "mnist"], ["unknown dataset", "mnist"]),
     Cli("unknown method", [*DISTILL, "--method", "gan"], ["unknown method", "gan"]),
     Cli("unknown kernel option", [*DISTILL, "--kernel", "rbf"], ["unknown kernel", "rbf"]),
-    Cli("unknown alpha rule", [*DISTILL, "--alpha-rule", "median"], ["--alpha-rule", "alpha_rule", "'median'"]),
+    Cli("unknown alpha rule option", [*DISTILL, "--alpha-rule", "median"], ["--alpha-rule", "alpha_rule", "'median'"]),
     Cli("ipc zero", [*DISTILL, "--ipc", "0"], ["--ipc", "[1, 10000]", "0"]),
     Cli("ipc a billion", [*DISTILL, "--ipc", "1000000000"], ["--ipc", "1000000000"]),
     Cli("ipc not a number", [*DISTILL, "--ipc", "three"], ["--ipc", "invalid int value", "three"]),
