@@ -42,7 +42,7 @@ import torch
 
 from spectral_kernels.cli import main as cli
 from spectral_kernels.cli import parse_distill
-from spectral_kernels.distill.config import RECIPES
+from spectral_kernels.distill.config import RECIPES, current_names
 from spectral_kernels.distill.methods import METHODS
 from spectral_kernels.distill.stats import t975
 
@@ -177,7 +177,7 @@ def finished_twin(argv: list[str]) -> dict | None:
         for row in read_rows(path):
             config = run_dir(row) / "config.json" if "stage" in row and "variant" in row else None
             if config and config.is_file() and (run_dir(row) / "eval.json").is_file():
-                theirs = json.loads(config.read_text())
+                theirs = current_names(json.loads(config.read_text()))  # (a run of before: its old names)
                 if {k: theirs.get(k) for k in mine} == mine:
                     return row
     return None
@@ -372,7 +372,7 @@ def stage_alpha(args, settings):
 def stage_structure(args, settings):
     """Does the lower-variance gradient of structured frequencies distil better? The i.i.d. cell
     is the grid's (the recipe draws i.i.d. frequencies), run here if the grid has not yet; the
-    SORF cell differs only in --frequencies. Same seeds, iterations and M; the matching loss is a
+    SORF cell differs only in --structure. Same seeds, iterations and M; the matching loss is a
     small part of a step at these sizes, so equal iterations are about equal wall time (the
     table gives the seconds of each)."""
     s = settings["animals-lt"] if not args.quick else QUICK
@@ -387,8 +387,8 @@ def stage_structure(args, settings):
             50,
             ipc,
             method,
-            "frequencies=hadamard",
-            recipe_flags() + ["--frequencies", "hadamard"],
+            "frequencies=hadamard",  # the committed rows' label (they ran with --frequencies, its old name)
+            recipe_flags() + ["--structure", "hadamard"],
             s,
             args.results / "recipe_structure.csv",
         )
@@ -564,9 +564,9 @@ def write_structure_table(results: Path, md_path: Path) -> None:
         results / "recipe_structure.csv",
         results,
         md_path,
-        "i.i.d. against structured (SORF, --frequencies hadamard) frequencies on animals-lt, IPC {ipc}, with the "
+        "i.i.d. against structured (SORF, --structure hadamard) frequencies on animals-lt, IPC {ipc}, with the "
         "recipe ({recipe}), 1024 frequencies, the same seeds and iterations.",
-        ("frequencies", "iid", "hadamard"),
+        ("structure", "iid", "hadamard"),
     )
 
 

@@ -29,17 +29,21 @@ from .distill.config import (
     LR_SCHEDULES,
     OPTIMIZERS,
     RECIPES,
+    RENAMED,
     ConfigError,
     DistillConfig,
+    current_names,
+    flag,
 )
 from .distill.data import DATASETS, DataError
 from .distill.files import RunFileError, iter_metrics, read_json, read_text
 from .distill.hardware import AMP
 from .distill.loop import distill
-from .distill.methods import HEAD_RULES, METHODS
+from .distill.methods import METHODS
 from .distill.needs import check_installed
 from .distill.rundir import saved_config
 from .frequencies import STRUCTURES
+from .functional import ALPHA_RULES
 from .kernels import SPECTRAL_KERNELS
 
 PROG = "spectral-distill"
@@ -50,6 +54,30 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# What a command used under the names of before (RENAMED): main prints each as a warning once the
+# command succeeds, or adds them to its one error line if it fails (every failure is one line).
+_OLD_NAMES_USED: list[str] = []
+
+
+def _old_name(old: str, new: str) -> str:
+    note = f"{old} is the old name of {new} and goes in the next release: use {new}"
+    _OLD_NAMES_USED.append(note)
+    return note
+
+
+class _OldFlag(argparse.Action):
+    """An option's flag of before (kept one release, not in --help): sets the option as its new
+    flag does, and is noted."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        _old_name(option_string, self.new)
+        setattr(namespace, self.dest, values)
 
 
 def _choices(names) -> str:
@@ -85,7 +113,10 @@ def _parser() -> argparse.ArgumentParser:
         "--dataset", metavar=_choices(DATASETS), help=f"the real dataset (default {defaults.dataset})"
     )
     group["method"].add_argument(
-        "--method", metavar=_choices(METHODS), help=f"the matching loss (default {defaults.method})"
+        "--method",
+        metavar=_choices(METHODS),
+        help="the matching loss (ncfm, the NCFM method, matches with the library's ncfd loss; "
+        f"default {defaults.method})",
     )
     for where, name, kind, text in [
         ("method", "ipc", int, "synthetic images per class"),
@@ -93,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "seed", int, "seed of every random draw"),
         ("run", "out", str, "run directory"),
         ("run", "device", str, "a torch device: cpu, cuda, cuda:N, mps, ... (every phase runs there)"),
-        ("evaluation", "num-eval", int, "evaluation seeds (0: no evaluation)"),
+        ("evaluation", "num-eval", int, "evaluation seeds (0: no evaluation; evaluate takes 1 up to the same bound)"),
         ("data", "imbalance", float, "n_max / n_min of the long-tailed training set (default 10, -lt datasets only)"),
         ("data", "data-root", str, "folder holding cifar/imagefolder data (never downloaded; no default)"),
         ("method", "bandwidth", float, "kernel bandwidth (default: the median feature distance of each step)"),
@@ -168,14 +199,18 @@ def _parser() -> argparse.ArgumentParser:
         "--kernel", metavar=_choices(SPECTRAL_KERNELS), help=f"the spectral kernel (default {defaults.kernel})"
     )
     group["method"].add_argument(
-        "--frequencies",
+        "--structure",
         metavar=_choices(STRUCTURES),
-        help="how ncfm/sdd/csdm draw frequencies "
-        f"(orthogonal and hadamard: radial kernels only; default {defaults.frequencies})",
+        help="how ncfm/sdd/csdm draw frequencies, the library's structure "
+        f"(orthogonal and hadamard: radial kernels only; was --frequencies; default {defaults.structure})",
     )
     group["method"].add_argument(
-        "--head-rule", metavar=_choices(HEAD_RULES), help=f"CSDM head/tail rule (default {defaults.head_rule})"
+        "--alpha-rule",
+        metavar=_choices(ALPHA_RULES),
+        help=f"CSDM head/tail rule, the library's alpha_rule (was --head-rule; default {defaults.alpha_rule})",
     )
+    for old, new in RENAMED.items():
+        group["method"].add_argument(flag(old), dest=new, action=_OldFlag, new=flag(new), help=argparse.SUPPRESS)
     group["run"].add_argument(
         "--amp",
         metavar=_choices(AMP),
@@ -204,8 +239,15 @@ def _parser() -> argparse.ArgumentParser:
     group["run"].add_argument("--config", type=Path, default=None, help="JSON or YAML file of the same options")
     e = sub.add_parser("evaluate", help="evaluate a run's synthetic set")
     e.add_argument("run", type=Path)
-    e.add_argument("--num-eval", type=int, default=3, help="evaluation seeds, 1..1000000 (default 3)")
-    e.add_argument("--eval-epochs", type=int, default=None, help="training epochs per evaluation (default: the run's)")
+    e.add_argument(
+        "--num-eval", type=int, default=3, help=f"evaluation seeds (default 3, 1..{INT_LIMITS['num_eval'][1]})"
+    )
+    e.add_argument(
+        "--eval-epochs",
+        type=int,
+        default=None,
+        help=f"training epochs per evaluation (default: the run's, 1..{INT_LIMITS['eval_epochs'][1]})",
+    )
     e.add_argument("--device", default=None, help="where the networks train (default: the run's --device)")
     e.add_argument("--amp", metavar=_choices(AMP), default=None, help="autocast (default: the run's --amp)")
     e.add_argument(
@@ -333,7 +375,8 @@ def _result_line(run: Path, config: DistillConfig) -> str:
 
 
 def _fail(message: str, status: int = 2) -> int:
-    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)  # one line, whatever it holds
+    old = f" ({'; '.join(_OLD_NAMES_USED)})" if _OLD_NAMES_USED else ""
+    print(f"{PROG}: error: {' '.join(str(message).split())}{old}", file=sys.stderr)  # one line, whatever it holds
     return status
 
 
@@ -343,6 +386,10 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
     cli_only = ("command", "config", "resume", "overwrite", "verbose")
     given = {k: v for k, v in vars(args).items() if k not in cli_only}
     values = _read_config_file(args.config) if args.config else {}
+    for old, new in RENAMED.items():
+        if old in values:
+            _old_name(f"--config {args.config}: {old}", new)
+    values = current_names(values)  # (before the flags: a flag wins over the file's value under either name)
     values.update(given)
     return DistillConfig.from_dict(values)
 
@@ -353,6 +400,7 @@ def parse_distill(argv: list[str]) -> DistillConfig:
 
 
 def main(argv=None) -> int:
+    _OLD_NAMES_USED.clear()
     args = _parser().parse_args(argv)
     try:
         if args.command == "distill":
@@ -394,6 +442,8 @@ def main(argv=None) -> int:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+    for note in _OLD_NAMES_USED:
+        print(f"{PROG}: warning: {note}", file=sys.stderr)
     return 0
 
 

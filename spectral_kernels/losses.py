@@ -310,8 +310,8 @@ class CSDMLoss(_SpectralLoss):
             raise ValueError(f"num_classes={self.num_classes} but class_counts has {class_alpha.shape[0]} entries")
         self.register_buffer("class_counts", _checks.class_counts(class_counts))
         self.register_buffer("class_alpha", class_alpha)
-        self.alpha_head, self.alpha_rule = float(alpha_head), alpha_rule
-        self.head_rule = "head_classes mask" if head_classes is not None else alpha_rule
+        self.alpha_head = float(alpha_head)
+        self.alpha_rule = "head_classes mask" if head_classes is not None else alpha_rule
 
     def forward(
         self,
@@ -347,7 +347,7 @@ class CSDMLoss(_SpectralLoss):
 
     def extra_repr(self) -> str:
         return (
-            f"num_classes={self.class_alpha.shape[0]}, alpha_head={self.alpha_head}, head_rule={self.head_rule!r}, "
+            f"num_classes={self.class_alpha.shape[0]}, alpha_head={self.alpha_head}, alpha_rule={self.alpha_rule!r}, "
             + self._config_repr().replace(f"num_classes={self.num_classes}, ", "")
         )
 

@@ -1055,6 +1055,24 @@ LIB_CASES = [
     ),
     # -- end of round 4 modules
     # -- round 4 names: names and config
+    Lib(
+        "config option under its old and new name",
+        lambda: DistillConfig.from_dict({"frequencies": "iid", "structure": "hadamard"}),
+        ValueError,
+        ["frequencies is the old name of structure", "once"],
+    ),
+    Lib(
+        "config bandwidth float32 cannot hold, by the library's check",
+        lambda: DistillConfig(method="sdd", bandwidth=1e-39).validate(check_device=False),
+        ValueError,
+        ["--bandwidth", "bandwidth=1e-39", "float32"],
+    ),
+    Lib(
+        "config structured frequencies of a kernel not radial, by the library's check",
+        lambda: DistillConfig(method="csdm", kernel="cauchy", structure="orthogonal").validate(check_device=False),
+        ValueError,
+        ["--structure", "structure='orthogonal'", "cauchy"],
+    ),
     # -- end of round 4 names
     # -- round 4 api: Python distillation API
     Lib("distill data an int", lambda: sk.distill.distill(3), TypeError, ["data", "map-style", "3"]),
@@ -1573,7 +1591,7 @@ CLI_CASES = [
     Cli("unknown dataset", [*DISTILL, "--dataset", "mnist"], ["unknown dataset", "mnist"]),
     Cli("unknown method", [*DISTILL, "--method", "gan"], ["unknown method", "gan"]),
     Cli("unknown kernel option", [*DISTILL, "--kernel", "rbf"], ["unknown kernel", "rbf"]),
-    Cli("unknown head rule", [*DISTILL, "--head-rule", "median"], ["unknown head rule", "median"]),
+    Cli("unknown alpha rule option", [*DISTILL, "--alpha-rule", "median"], ["--alpha-rule", "alpha_rule", "'median'"]),
     Cli("ipc zero", [*DISTILL, "--ipc", "0"], ["--ipc", "[1, 10000]", "0"]),
     Cli("ipc a billion", [*DISTILL, "--ipc", "1000000000"], ["--ipc", "1000000000"]),
     Cli("ipc not a number", [*DISTILL, "--ipc", "three"], ["--ipc", "invalid int value", "three"]),
@@ -1626,18 +1644,18 @@ CLI_CASES = [
     # recipe options
     Cli(
         "unknown frequency structure",
-        [*DISTILL, "--frequencies", "sobol"],
-        ["--frequencies", "iid, orthogonal, hadamard"],
+        [*DISTILL, "--structure", "sobol"],
+        ["--structure", "'iid', 'orthogonal', 'hadamard'", "'sobol'"],
     ),
     Cli(
         "structured frequencies of a kernel not radial",
-        [*DISTILL, "--method", "sdd", "--kernel", "laplacian", "--frequencies", "hadamard"],
-        ["--frequencies hadamard", "radial"],
+        [*DISTILL, "--method", "sdd", "--kernel", "laplacian", "--structure", "hadamard"],
+        ["--structure", "'hadamard'", "radial", "laplacian"],
     ),
     Cli(
         "structured frequencies with a learned sampler",
-        [*DISTILL, "--method", "ncfm", "--learned-sampler", "--frequencies", "orthogonal"],
-        ["--frequencies", "learned sampler"],
+        [*DISTILL, "--method", "ncfm", "--learned-sampler", "--structure", "orthogonal"],
+        ["--structure", "learned sampler"],
     ),
     Cli("unknown recipe", [*DISTILL, "--recipe", "dc"], ["--recipe", "thin, ncfm", "'dc'"]),
     Cli("factor that does not divide the image", [*DISTILL, "--factor", "3"], ["--factor 3", "image size 8"]),
@@ -2916,6 +2934,24 @@ CLI_CASES = [
     # -- round 4 modules: loss modules, through the CLI
     # -- end of round 4 modules, through the CLI
     # -- round 4 names: names and config, through the CLI
+    Cli(
+        "old flag with a bad value",
+        [*DISTILL, "--head-rule", "median"],
+        ["--alpha-rule", "'median'", "--head-rule is the old name of --alpha-rule"],
+    ),
+    Cli(
+        "config file naming an option by its old and new name",
+        [*DISTILL, "--config", "{d}/both.json"],
+        ["frequencies is the old name of structure"],
+        setup=lambda d: (d / "both.json").write_text('{"frequencies": "iid", "structure": "iid"}'),
+    ),
+    Cli(
+        "evaluate num-eval above distill's bound",
+        ["evaluate", "{d}/run", "--num-eval", "1001"],
+        ["--num-eval", "[1, 1000]", "1001"],
+        setup=_copy("done"),
+        after=_run_unchanged(),
+    ),
     # -- end of round 4 names, through the CLI
     # -- round 4 api: Python distillation API, through the CLI
     Cli(

@@ -319,14 +319,14 @@ DRIVER_CASES = [
     ("mmd", {}),
     ("mmd", {"bandwidth": 3.0}),
     ("ncfm", {}),
-    ("ncfm", {"frequencies": "hadamard"}),
-    ("ncfm", {"frequencies": "orthogonal", "bandwidth": 2.0}),
+    ("ncfm", {"structure": "hadamard"}),
+    ("ncfm", {"structure": "orthogonal", "bandwidth": 2.0}),
     ("ncfm", {"learned_sampler": True}),
     ("sdd", {}),
     ("sdd", {"kernel": "laplacian"}),
-    ("sdd", {"frequencies": "hadamard", "bandwidth": 2.0}),
+    ("sdd", {"structure": "hadamard", "bandwidth": 2.0}),
     ("csdm", {}),
-    ("csdm", {"head_rule": "log-linear", "frequencies": "orthogonal", "kernel": "matern"}),
+    ("csdm", {"alpha_rule": "log-linear", "structure": "orthogonal", "kernel": "matern"}),
 ]
 
 
@@ -347,13 +347,13 @@ def _direct(objective, cfg, counts, real_f, real_y, syn_f, syn_y, gen):
             t = objective.sampler(generator=gen)
         else:
             draw = dict(bandwidth=bandwidth(), generator=gen, dtype=real_f.dtype)
-            if cfg.frequencies == "hadamard":
+            if cfg.structure == "hadamard":
                 t = sk.hadamard_frequencies("gaussian", cfg.num_freqs, real_f.shape[1], **draw)
             else:
-                t = sk.sample_frequencies("gaussian", cfg.num_freqs, real_f.shape[1], structure=cfg.frequencies, **draw)
+                t = sk.sample_frequencies("gaussian", cfg.num_freqs, real_f.shape[1], structure=cfg.structure, **draw)
         return sk.ncfd(real_f, syn_f, t, real_y, syn_y, num_classes=4)
     spectral = dict(
-        kernel=cfg.kernel, bandwidth=bandwidth(), num_freqs=cfg.num_freqs, generator=gen, structure=cfg.frequencies
+        kernel=cfg.kernel, bandwidth=bandwidth(), num_freqs=cfg.num_freqs, generator=gen, structure=cfg.structure
     )
     if cfg.method == "sdd":
         return sk.sdd(real_f, syn_f, real_y, syn_y, num_classes=4, **spectral)
@@ -364,7 +364,7 @@ def _direct(objective, cfg, counts, real_f, real_y, syn_f, syn_y, gen):
         syn_y,
         class_counts=counts,
         alpha_head=cfg.alpha_head,
-        alpha_rule=cfg.head_rule,
+        alpha_rule=cfg.alpha_rule,
         num_classes=4,
         **spectral,
     )

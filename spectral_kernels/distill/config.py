@@ -18,12 +18,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..frequencies import STRUCTURES
-from ..kernels import RADIAL_KERNELS, SPECTRAL_KERNELS, frequency_scale_limits
+from .. import _checks
+from ..frequencies import check_structure
+from ..functional import ALPHA_RULES
+from ..kernels import SPECTRAL_KERNELS, DrawArguments
 from . import hardware
 from .data import DATASETS
 from .errors import ConfigError
-from .methods import HEAD_RULES, METHODS
+from .methods import METHODS
 
 # The dataset and method a run records when its data or its loss module came from Python
 # (distill/api.py): neither can be reloaded from config.json, so evaluate and resume take them again.
@@ -34,7 +36,7 @@ INT_LIMITS = {
     "ipc": (1, 10_000),
     "iterations": (0, 10**9),
     "seed": (0, 2**32 - 1),
-    "num_eval": (0, 1_000),
+    "num_eval": (0, 1_000),  # 0: no evaluation; `evaluate` takes 1 to the same bound (evaluate.py)
     "num_freqs": (1, 2**20),
     "width": (1, 4096),
     "net_pool": (0, 1_000),
@@ -80,8 +82,53 @@ RECIPES = {
 }
 
 
+# Options renamed to the library's names of the same concepts (old name -> new), read under
+# their old names until the next release: a config.json of an earlier version's run, a --config
+# file, a checkpoint's record (first_difference), and on the command line (cli.py, with a warning).
+RENAMED = {"frequencies": "structure", "head_rule": "alpha_rule"}
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def current_names(values):
+    """A copy of `values` (option names to values) with each old name of RENAMED replaced by the
+    new one; anything that is not a dict is returned as it is. ConfigError if an option is given
+    under both its names."""
+    if not isinstance(values, dict):
+        return values
+    values = dict(values)
+    for old, new in RENAMED.items():
+        if old in values:
+            if new in values:
+                raise ConfigError(f"{old} is the old name of {new}: give the option once, as {new}")
+            values[new] = values.pop(old)
+    return values
+
+
+class _Preset:
+    """The default of an option a recipe sets: the recipe's value where it has one, else `plain`
+    (the thin loop's), filled in by DistillConfig.__post_init__ however the config is built."""
+
+    def __init__(self, plain):
+        self.plain = plain
+
+    def __repr__(self) -> str:
+        return f"<the recipe's value, else {self.plain!r}>"
+
+
+def _preset(plain) -> typing.Any:
+    return _Preset(plain)
+
+
+def _library_check(option: str, check) -> None:
+    """Run one of the library's own argument checks (the library's limits stay in one place); its
+    message names the argument and the value, and the ConfigError starts with the flag."""
+    try:
+        check()
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{option}: {error}") from None
 
 
 @dataclass
@@ -100,28 +147,28 @@ class DistillConfig:
     bandwidth: float | None = None  # None: median distance of the real features at each step
     num_freqs: int = 1024
     alpha_head: float = 0.8
-    head_rule: str = "binary"
+    alpha_rule: str = "binary"  # csdm's head/tail rule: the library's alpha_rule (ALPHA_RULES)
     learned_sampler: bool = False
     width: int = 128
-    net_pool: int = 0  # 0: a freshly random ConvNet each step; K: draw from K briefly trained ones
-    pool_epochs: int = 2  # training epochs of each pooled network on the real training set
+    net_pool: int = _preset(0)  # 0: a freshly random ConvNet each step; K: draw from K briefly trained ones
+    pool_epochs: int = _preset(2)  # training epochs of each pooled network on the real training set
     batch_real: int = 64  # real images per class per step
     lr: float = 0.01  # the optimiser of the synthetic images (and the NCFM sampler)
     eval_epochs: int = 300
     checkpoint_every: int = 50
     quiet: bool = False
-    recipe: str = "thin"  # the preset the values below came from (RECIPES)
-    pool_interpolate: bool = False  # match lambda * init + (1 - lambda) * trained weights, lambda ~ U(0, 1) per step
-    factor: int = 1  # multi-formation: each stored image holds factor x factor images
+    recipe: str = "thin"  # the preset (RECIPES) that fills every option left unset whose default is _preset(...)
+    pool_interpolate: bool = _preset(False)  # match lambda * init + (1 - lambda) * trained, lambda ~ U(0, 1) a step
+    factor: int = _preset(1)  # multi-formation: each stored image holds factor x factor images
     calib_weight: float = 0.0  # weight of the calibration term (cross-entropy of the trained network)
-    optimizer: str = "adam"  # adam | adamw, on the synthetic images
-    weight_decay: float = 0.0
+    optimizer: str = _preset("adam")  # adam | adamw, on the synthetic images
+    weight_decay: float = _preset(0.0)
     lr_schedule: str = "none"  # none | plateau (x0.5 after iterations / 40 steps without improvement)
-    clamp_pixels: bool = False  # keep pixels in the valid range after every step
+    clamp_pixels: bool = _preset(False)  # keep pixels in the valid range after every step
     eval_optimizer: str = "sgd"  # sgd | adamw, for the evaluation networks
     eval_schedule: str = "half"  # EVAL_SCHEDULES
     eval_cutmix: float = 0.0  # CutMix probability in evaluation (and in training the pool)
-    frequencies: str = "iid"  # iid | orthogonal | hadamard: how ncfm/sdd/csdm draw frequencies (SPEC §4)
+    structure: str = "iid"  # iid | orthogonal | hadamard: how ncfm/sdd/csdm draw frequencies (SPEC §4)
     init_fill: str = "noise"  # INIT_FILLS: tiles of a class with fewer real images than IPC x factor^2
     amp: str = "off"  # off | bf16 | fp16: autocast of the ConvNet in every phase (distill/hardware.py)
     compile: bool = False  # torch.compile of the ConvNet in every phase
@@ -136,6 +183,15 @@ class DistillConfig:
     # directory may have been moved or be named by another path).
     # --compile changes how, not what, the network computes.
     RESUMABLE_CHANGES = ("num_eval", "eval_epochs", "quiet", "device", "checkpoint_every", "out", "compile")
+
+    def __post_init__(self) -> None:
+        # The recipe applies however the config is built (constructor, from_dict, the CLI):
+        # options given explicitly win over it, the others take its values.
+        preset = RECIPES.get(self.recipe, {}) if isinstance(self.recipe, str) else {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, _Preset):
+                setattr(self, field.name, preset.get(field.name, value.plain))
 
     def validate(self, *, check_device: bool = True) -> DistillConfig:
         """Check every option's type, then its range; returns self. Raises ConfigError.
@@ -162,14 +218,11 @@ class DistillConfig:
             self.kernel in SPECTRAL_KERNELS,
             f"unknown kernel {self.kernel!r}; choose one of {', '.join(SPECTRAL_KERNELS)}",
         )
-        check(
-            self.head_rule in HEAD_RULES, f"unknown head rule {self.head_rule!r}; choose one of {', '.join(HEAD_RULES)}"
-        )
+        _library_check(flag("alpha_rule"), lambda: _checks.choice("alpha_rule", self.alpha_rule, ALPHA_RULES))
         for name, allowed in (
             ("recipe", tuple(RECIPES)),
             ("optimizer", OPTIMIZERS),
             ("lr_schedule", LR_SCHEDULES),
-            ("frequencies", STRUCTURES),
             ("eval_optimizer", EVAL_OPTIMIZERS),
             ("eval_schedule", tuple(EVAL_SCHEDULES)),
             ("init_fill", INIT_FILLS),
@@ -185,30 +238,21 @@ class DistillConfig:
             self.imbalance is None or (math.isfinite(self.imbalance) and self.imbalance >= 1),
             f"--imbalance must be a finite number >= 1 (n_max / n_min), got {self.imbalance}",
         )
-        check(
-            self.bandwidth is None or (math.isfinite(self.bandwidth) and self.bandwidth > 0),
-            f"--bandwidth must be a finite number > 0, got {self.bandwidth}",
-        )
-        if self.bandwidth is not None:  # frequencies are drawn in float32: refuse what it cannot hold, now
-            low, high = (1.0 / v for v in reversed(frequency_scale_limits(torch.float32)))
-            check(
-                low <= self.bandwidth <= high,
-                f"--bandwidth {self.bandwidth} gives frequencies float32 cannot hold; "
-                f"use a bandwidth in [{low:.3g}, {high:.3g}]",
-            )
+        # ncfm draws Gaussian frequencies whatever --kernel says (distill/methods.py).
+        drawn = "gaussian" if self.method == "ncfm" else self.kernel
+        if self.bandwidth is not None:  # the library's check of a draw in float32 (the losses' dtype), now
+            draw = dict(bandwidth=self.bandwidth, nu=1.5, generator=None, dtype=torch.float32)
+            _library_check(flag("bandwidth"), lambda: DrawArguments.check(drawn, self.num_freqs, 1, **draw))
         check(0.0 <= self.alpha_head <= 1.0, f"--alpha-head must lie in [0, 1], got {self.alpha_head}")
         check(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a finite number > 0, got {self.lr}")
         for name in ("calib_weight", "weight_decay"):
             value = getattr(self, name)
             check(math.isfinite(value) and value >= 0, f"{flag(name)} must be a finite number >= 0, got {value}")
         check(0.0 <= self.eval_cutmix <= 1.0, f"--eval-cutmix is a probability in [0, 1], got {self.eval_cutmix}")
+        _library_check(flag("structure"), lambda: check_structure(self.structure, drawn))
         check(
-            self.frequencies == "iid" or self.method == "ncfm" or self.kernel in RADIAL_KERNELS,
-            f"--frequencies {self.frequencies} needs a radial kernel (gaussian, matern), got --kernel {self.kernel}",
-        )
-        check(
-            self.frequencies == "iid" or not (self.method == "ncfm" and self.learned_sampler),
-            "--frequencies applies to drawn frequencies; the learned sampler makes its own",
+            self.structure == "iid" or not (self.method == "ncfm" and self.learned_sampler),
+            "--structure applies to drawn frequencies; the learned sampler makes its own",
         )
         if self.net_pool == 0:
             check(
@@ -234,24 +278,24 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> DistillConfig:
-        """A config from option names to values (dashes or underscores), on top of the values of
-        its recipe (values["recipe"], default "thin"); types and ranges are checked by
-        validate(). Constructing DistillConfig directly applies no recipe."""
+        """A config from option names to values (dashes or underscores; the old names of RENAMED
+        read as the new), on top of the values of its recipe (values["recipe"], default "thin",
+        applied as by the constructor); types and ranges are checked by validate()."""
         if not isinstance(values, dict):
             raise ConfigError(f"options must be a mapping of names to values, got {type(values).__name__}")
-        values = {str(k).replace("-", "_"): v for k, v in values.items()}
+        values = current_names({str(k).replace("-", "_"): v for k, v in values.items()})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)}")
-        preset = RECIPES.get(values.get("recipe", "thin"), {}) if isinstance(values.get("recipe", "thin"), str) else {}
-        return cls(**{**preset, **values})  # the user's values win over the recipe's
+        return cls(**values)  # __post_init__ fills the options not given from the recipe
 
 
 def first_difference(recorded: dict, current: dict, *, ignore=()) -> tuple[str, object, object] | None:
     """The first option (in `current`'s order, then any only `recorded` has) whose value differs
-    between the options a file recorded and the current ones, as (name, recorded, current);
-    None if they agree on every option not in `ignore`."""
+    between the options a file recorded (under today's names or the old ones of RENAMED) and the
+    current ones, as (name, recorded, current); None if they agree on every option not in `ignore`."""
+    recorded = current_names(recorded)
     missing = object()
     for name in [*current, *(k for k in recorded if k not in current)]:
         if name not in ignore and recorded.get(name, missing) != current.get(name, missing):

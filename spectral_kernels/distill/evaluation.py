@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from . import formation
 from .augment import siamese_augment
-from .config import EVAL_SCHEDULES, PYTHON, ConfigError, DistillConfig, first_difference, flag
+from .config import EVAL_SCHEDULES, INT_LIMITS, PYTHON, ConfigError, DistillConfig, first_difference, flag
 from .data import DEFAULT_LT_IMBALANCE, ImageDataset, load_dataset
 from .errors import DivergedError
 from .files import RunFileError, expect, expect_tensor, load_torch_file
@@ -369,12 +369,12 @@ def evaluate_run(
 
 
 def check_counts(num_eval, epochs) -> None:
-    """ConfigError unless num_eval and epochs (None: the run's) are integers in [1, 1000000]."""
-    for name, value, low in (("num_eval", num_eval, 1), ("eval_epochs", epochs, 1)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1_000_000
-        ):
-            raise ConfigError(f"--{name.replace('_', '-')} must be an integer in [{low}, 1000000], got {value!r}")
+    """ConfigError unless num_eval and epochs (None: the run's) are integers within the
+    distillation's limits (INT_LIMITS), but at least 1 seed: 0 means "no evaluation" only there."""
+    for name, value in (("num_eval", num_eval), ("eval_epochs", epochs)):
+        low, high = max(1, INT_LIMITS[name][0]), INT_LIMITS[name][1]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise ConfigError(f"{flag(name)} must be an integer in [{low}, {high}], got {value!r}")
 
 
 def evaluate_images(

@@ -8,11 +8,8 @@ import math
 import torch
 
 import spectral_kernels as sk
-from spectral_kernels.functional import ALPHA_RULES
-from spectral_kernels.structured import hadamard_frequencies
 
 METHODS = ("random", "dm", "mmd", "ncfm", "sdd", "csdm")
-HEAD_RULES = ALPHA_RULES  # --head-rule is csdm's alpha_rule
 
 
 # Pairs the median bandwidth is taken over (SPEC §4.2): its relative standard error is about
@@ -142,13 +139,16 @@ class Objective:
         """NCFM's t: the learned sampler's, or drawn from the Gaussian kernel's measure."""
         if self.config.learned_sampler:
             return self.sampler(generator=generator).to(real_f.device)
-        draw = dict(
-            bandwidth=self._bandwidth(real_f, generator), generator=generator, device=real_f.device, dtype=real_f.dtype
-        )
-        if self.config.frequencies == "hadamard":  # structured, never materialised on the cpu backend
-            return hadamard_frequencies("gaussian", self.config.num_freqs, real_f.shape[1], **draw)
+        # hadamard gives the lazy structured object, never materialised on a backend with a SORF kernel
         return sk.sample_frequencies(
-            "gaussian", self.config.num_freqs, real_f.shape[1], structure=self.config.frequencies, **draw
+            "gaussian",
+            self.config.num_freqs,
+            real_f.shape[1],
+            bandwidth=self._bandwidth(real_f, generator),
+            structure=self.config.structure,
+            generator=generator,
+            device=real_f.device,
+            dtype=real_f.dtype,
         )
 
 
@@ -167,17 +167,17 @@ def loss_module(config, class_counts: torch.Tensor, num_classes: int, real_group
         return sk.SDDLoss(
             kernel=config.kernel,
             num_freqs=config.num_freqs,
-            structure=config.frequencies,
+            structure=config.structure,
             num_classes=num_classes,
             real_group=real_group,
         )
     return sk.CSDMLoss(
         class_counts,
         alpha_head=config.alpha_head,
-        alpha_rule=config.head_rule,
+        alpha_rule=config.alpha_rule,
         kernel=config.kernel,
         num_freqs=config.num_freqs,
-        structure=config.frequencies,
+        structure=config.structure,
         num_classes=num_classes,
         real_group=real_group,
     )
