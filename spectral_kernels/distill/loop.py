@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from . import formation
 from .augment import siamese_augment
 from .config import ConfigError, DistillConfig, first_difference, flag  # noqa: F401  (DistillConfig is re-exported)
+from .config import stored_options
 from .data import DataError, ImageDataset, load_dataset
 from .environment import write_environment
 from .files import RunFileError, expect, expect_finite_state, expect_tensor, iter_metrics, load_torch_file
@@ -163,8 +164,14 @@ def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = Fa
             f"--method {config.method} compares samples pairwise and cannot run data-parallel; use ncfm, sdd or csdm"
         )
     try:
-        dataset = load_dataset(config.dataset, data_root=config.data_root, imbalance=config.imbalance, seed=config.seed)
-        formation.check_factor(config.factor, dataset.image_shape[1])
+        dataset = load_dataset(
+            config.dataset,
+            data_root=config.data_root,
+            imbalance=config.imbalance,
+            image_size=config.image_size,
+            seed=config.seed,
+        )
+        formation.check_factor(config.factor, dataset.image_shape[1:])
     except DataError:
         raise
     except ValueError as error:
@@ -212,7 +219,7 @@ def _set_up(config: DistillConfig, dataset: ImageDataset, group, rank: int, worl
     device = hardware.device
     syn, syn_y = initial_synthetic(dataset, config.ipc, config.seed, config.factor, config.init_fill)
     syn = syn.to(device).requires_grad_(config.method != "random")
-    channels, size = dataset.image_shape[0], dataset.image_shape[1]
+    channels, size = dataset.image_shape[0], dataset.image_shape[1:]
     feature_dim = ConvNet(channels, dataset.num_classes, size, width=config.width).feature_dim
     objective = Objective(config, dataset.class_counts, feature_dim, dataset.num_classes, real_group=group)
     for module in objective.maximisers:
@@ -283,7 +290,7 @@ def _place_networks(run: _Run, hardware: Hardware) -> None:
     """The matching phase's networks, data and scaler on hardware.device (the synthetic images
     and the maximisers are already there)."""
     config, dataset = run.config, run.dataset
-    make = lambda: ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
+    make = lambda: ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1:], width=config.width)
     run.hardware = hardware
     run.real = (dataset.train_x.to(hardware.device), dataset.train_y.to(hardware.device))
     run.net = make().to(hardware.device).requires_grad_(False)
@@ -307,7 +314,7 @@ def _restore_checkpoint(path: Path, run: _Run) -> int:
     expect(
         isinstance(state, dict) and keys <= set(state), path, f"not a checkpoint (expected a dict with {sorted(keys)})"
     )
-    recorded = state.get("config")
+    recorded = stored_options(state.get("config"))
     expect(
         isinstance(recorded, dict),
         path,
@@ -433,7 +440,7 @@ def _networks(run: _Run, gen: torch.Generator, seed: int) -> bool:
     network it came from into run.trained (returns whether there is one). The weights are made
     on the CPU, as they always were, so that every device draws the same networks."""
     config, dataset = run.config, run.dataset
-    make = lambda: ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
+    make = lambda: ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1:], width=config.width)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = make()
