@@ -1057,7 +1057,10 @@ LIB_CASES = [
         ["--image-size", "'32'"],
     ),
     Lib(
-        "config image_size a bool", lambda: DistillConfig(image_size=True).validate(), ValueError, ["--image-size", "True"]
+        "config image_size a bool",
+        lambda: DistillConfig(image_size=True).validate(),
+        ValueError,
+        ["--image-size", "True"],
     ),
     Lib(
         "config image_size a float side",
@@ -1065,9 +1068,7 @@ LIB_CASES = [
         ValueError,
         ["--image-size", "8.0"],
     ),
-    Lib(
-        "config image_size empty", lambda: DistillConfig(image_size=[]).validate(), ValueError, ["--image-size", "0"]
-    ),
+    Lib("config image_size empty", lambda: DistillConfig(image_size=[]).validate(), ValueError, ["--image-size", "0"]),
     Lib(
         "config factor not dividing image_size",
         lambda: DistillConfig(image_size=[20, 27], factor=2).validate(),

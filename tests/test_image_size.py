@@ -124,12 +124,12 @@ def test_a_folders_own_size_is_read_from_headers_without_decoding(tmp_path, monk
     _folder(tmp_path, 14, 10)
     decoded = []
     real_load = ImageFile.ImageFile.load  # what decodes a file PIL opened (PNG included)
-    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (decoded.append(1), real_load(self))[1])
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (decoded.append(id(self)), real_load(self))[1])
     (dataset,) = open_image_folders([tmp_path], None)
     assert dataset.image_shape == (3, 14, 10) and decoded == []
     assert dataset.targets == [0, 0, 0, 1, 1, 1] and decoded == []  # a per-class index costs no decode
     dataset[4]
-    assert len(decoded) == 1  # one image per item
+    assert len(set(decoded)) == 1  # one image per item (PIL may call load on it more than once)
     assert isinstance(dataset, torch.utils.data.Dataset) and isinstance(dataset, ImageFolderDataset)
 
 

@@ -228,7 +228,9 @@ def open_image_folders(folders, image_size: tuple[int, int] | None, walk: _Walk 
     for folder in folders:
         root = str(folder)
         classes = walk.classes(root)
-        samples = [(path, label) for label, name in enumerate(classes) for path in walk.images(os.path.join(root, name))]
+        samples = [
+            (path, label) for label, name in enumerate(classes) for path in walk.images(os.path.join(root, name))
+        ]
         found.append((samples, classes))
     first, colour = None, False  # first: (path, (height, width)) of the first image
     for samples, _ in found:

@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from . import formation
 from .augment import siamese_augment
 from .config import ConfigError, DistillConfig, first_difference, flag  # noqa: F401  (DistillConfig is re-exported)
-from .config import stored_options
 from .data import DataError, ImageDataset, load_dataset
 from .environment import write_environment
 from .files import RunFileError, expect, expect_finite_state, expect_tensor, iter_metrics, load_torch_file
@@ -314,6 +313,8 @@ def _restore_checkpoint(path: Path, run: _Run) -> int:
     expect(
         isinstance(state, dict) and keys <= set(state), path, f"not a checkpoint (expected a dict with {sorted(keys)})"
     )
+    from .config import stored_options
+
     recorded = stored_options(state.get("config"))
     expect(
         isinstance(recorded, dict),
