@@ -56,11 +56,14 @@ def test_a_folder_of_24x24_images_gives_24x24_synthetic_images(tmp_path):
     assert (out / "grid.png").is_file()
 
 
-def test_a_20x28_folder_without_image_size_gives_20x28_also_with_factor_2(tmp_path):
+def test_a_20x28_folder_without_image_size_gives_20x28_also_with_factor_2_and_evaluates(tmp_path):
     _folder(tmp_path / "images", 20, 28)
     images, out = _distil(tmp_path, "--factor", "2")
     assert tuple(images.shape[1:]) == (3, 20, 28)
     assert json.loads((out / "config.json").read_text())["image_size"] is None  # the data's own size
+    proc = run_cli("evaluate", out, "--num-eval", "1", "--eval-epochs", "1", "--quiet", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "eval.json").read_text())["num_eval"] == 1
 
 
 def test_image_size_resizes_a_folder_of_mixed_sizes(tmp_path):

@@ -21,7 +21,7 @@ def check_factor(factor: int, image_size) -> None:
     height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if height % factor or width % factor:
         raise ValueError(
-            f"--factor {factor} must divide the image's height and width, {height} x {width} (each stored image "
+            f"--factor {factor} must divide the image size {height} x {width} (height x width; each stored image "
             f"holds factor x factor tiles); choose --image-size H W divisible by {factor}, or another --factor"
         )
 
