@@ -106,6 +106,26 @@ def test_one_colour_image_makes_the_folder_rgb_and_grey_images_repeat_their_chan
         torch.testing.assert_close(channel, expected)
 
 
+def test_a_16_bit_grey_image_keeps_its_values(tmp_path):
+    values = lambda i: (np.arange(48, dtype=np.uint16) * 1361 + 100 * i).reshape(6, 8)  # up to 64067 of 65535
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            Image.fromarray(values(i)).save(tmp_path / c / f"{i}.png")  # PIL mode I;16
+    (dataset,) = open_image_folders([tmp_path], None)
+    image, _ = dataset[1]
+    assert dataset.image_shape == (1, 6, 8)
+    torch.testing.assert_close(image[0], torch.from_numpy(values(1) / 65535).float())
+
+
+@pytest.mark.parametrize("dtype, mode", [(np.float32, "F"), (np.int32, "I")])
+def test_32_bit_pixels_are_refused_naming_the_file_and_mode(tmp_path, dtype, mode):
+    _folder(tmp_path, 4, 4, mode="L")
+    Image.fromarray(np.full((4, 4), 7, dtype=dtype)).save(tmp_path / "cats" / "x.tiff")
+    with pytest.raises(DataError, match=f"x.tiff holds 32-bit .*mode {mode}\\)"):
+        load_dataset("imagefolder", data_root=tmp_path)
+
+
 def test_the_folder_item_is_the_file_in_0_1_without_resizing(tmp_path):
     _folder(tmp_path, 6, 9, per_class=2)
     (dataset,) = open_image_folders([tmp_path], None)

@@ -27,6 +27,7 @@ import stat
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.utils.data
 from PIL import Image
@@ -130,14 +131,26 @@ class _Walk:
         return paths
 
 
-# PIL modes without colour: 1-bit, 8-bit (with or without alpha), 32-bit integer and float,
-# and the 16-bit "I;16..." family. Every other mode (RGB, RGBA, CMYK, YCbCr, palette "P", ...)
-# counts as colour: a palette image may hold colours (its palette is not inspected).
-_GREY_MODES = ("1", "L", "LA", "La", "I", "F")
+# PIL modes without colour: 1-bit, 8-bit (with or without alpha) and the 16-bit "I;16..." family.
+# Every other mode (RGB, RGBA, CMYK, YCbCr, palette "P", ...) counts as colour: a palette image
+# may hold colours (its palette is not inspected). 32-bit integer and float pixels (modes I and F)
+# are refused: their range is not in the file, and converting them to 8 bits clips at 255.
+_GREY_MODES = ("1", "L", "LA", "La")
+_UNSCALED_MODES = {"I": "32-bit integer", "F": "32-bit float"}
 
 
 def _has_colour(mode: str) -> bool:
-    return not (mode in _GREY_MODES or mode.startswith("I;"))
+    return not (mode in _GREY_MODES or mode.startswith("I;16"))
+
+
+def _pixels(image: Image.Image, channels: int) -> torch.Tensor:
+    """The decoded image as a (channels, h, w) tensor: uint8, or float32 in [0, 1] for 16-bit grey
+    (convert("L") would clip every value above 255 to white), a grey image's channel repeated for
+    RGB; alpha dropped."""
+    if image.mode.startswith("I;16"):
+        grey = torch.from_numpy(np.asarray(image, dtype=np.float32) / 65535.0)[None]
+        return grey.expand(channels, -1, -1).contiguous()
+    return v2.functional.to_image(image.convert("RGB" if channels == 3 else "L"))
 
 
 def _with_image(path: str, use):
@@ -203,16 +216,15 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         channels, height, width = self.image_shape
-        # convert() decodes; "L" keeps one channel, "RGB" repeats a grey image's into three.
-        image = v2.functional.to_image(_with_image(path, lambda im: im.convert("RGB" if channels == 3 else "L")))
+        image = _with_image(path, lambda im: _pixels(im, channels))
         if tuple(image.shape[1:]) != (height, width):
             if not self.resize:
                 raise DataError(
                     f"imagefolder: {path} is now {image.shape[1]} x {image.shape[2]} (height x width), not the "
                     f"{height} x {width} its header said when the folder was read; was it replaced?"
                 )
-            image = v2.functional.resize(image, [height, width], antialias=True)  # on uint8, as ever
-        return v2.functional.to_dtype(image, torch.float32, scale=True), label
+            image = v2.functional.resize(image, [height, width], antialias=True)  # on uint8 (8-bit files), as ever
+        return v2.functional.to_dtype(image, torch.float32, scale=True), label  # (float32 stays as it is)
 
 
 def open_image_folders(folders, image_size: tuple[int, int] | None, walk: _Walk | None = None):
@@ -236,6 +248,11 @@ def open_image_folders(folders, image_size: tuple[int, int] | None, walk: _Walk 
     for samples, _ in found:
         for path, _ in samples:
             (width, height), mode = _with_image(path, lambda image: (image.size, image.mode))
+            if mode in _UNSCALED_MODES:
+                raise DataError(
+                    f"imagefolder: {path} holds {_UNSCALED_MODES[mode]} pixels (PIL mode {mode}), whose range the "
+                    "file does not state; save it with 8 or 16 bits a channel"
+                )
             colour = colour or _has_colour(mode)
             if first is None:
                 first = (path, (height, width))
