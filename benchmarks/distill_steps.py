@@ -199,7 +199,7 @@ def _fake_pool(config, dataset) -> None:
     path = cache_dir() / f"{pool_key(config)}.pt"
     if path.is_file() or not config.net_pool:
         return
-    make = lambda: ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
+    make = lambda: ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1:], width=config.width)
     pool = []
     for k in range(config.net_pool):
         torch.manual_seed(1000 + k)

@@ -112,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     group["data"].add_argument(
         "--dataset", metavar=_choices(DATASETS), help=f"the real dataset (default {defaults.dataset})"
     )
+    group["data"].add_argument(
+        "--image-size",
+        type=int,
+        nargs="+",
+        metavar=("H", "W"),
+        help="height and width every image is resized to (one value: a square; default: the data's own size, "
+        "which the images of a folder must then share)",
+    )
     group["method"].add_argument(
         "--method",
         metavar=_choices(METHODS),

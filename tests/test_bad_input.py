@@ -1259,10 +1259,10 @@ LIB_CASES = [
     ),
     Lib("distill unknown dataset", lambda: sk.distill.distill("digitz"), ValueError, ["unknown dataset", "'digitz'"]),
     Lib(
-        "distill image_size of a bundled dataset",
-        lambda: sk.distill.distill("digits", image_size=8),
+        "distill num_classes of a bundled dataset",
+        lambda: sk.distill.distill("digits", num_classes=8),
         ValueError,
-        ["image_size", "'digits'"],
+        ["num_classes", "'digits'"],
     ),
     Lib(
         "distill image_size zero",
@@ -1291,6 +1291,44 @@ LIB_CASES = [
     ),
     # -- end of round 4 api
     # -- round 4 imgsize: image size and lazy image folders
+    Lib("config image_size zero", lambda: DistillConfig(image_size=0).validate(), ValueError, ["--image-size", "[0]"]),
+    Lib(
+        "config image_size of three sides",
+        lambda: DistillConfig(image_size=[8, 8, 8]).validate(),
+        ValueError,
+        ["--image-size", "one or two", "3"],
+    ),
+    Lib(
+        "config image_size above 1024",
+        lambda: DistillConfig(image_size=[20, 2000]).validate(),
+        ValueError,
+        ["--image-size", "2000", "1024"],
+    ),
+    Lib(
+        "config image_size a string",
+        lambda: DistillConfig(image_size="32").validate(),
+        ValueError,
+        ["--image-size", "'32'"],
+    ),
+    Lib(
+        "config image_size a bool",
+        lambda: DistillConfig(image_size=True).validate(),
+        ValueError,
+        ["--image-size", "True"],
+    ),
+    Lib(
+        "config image_size a float side",
+        lambda: DistillConfig(image_size=[8.0, 8]).validate(),
+        ValueError,
+        ["--image-size", "8.0"],
+    ),
+    Lib("config image_size empty", lambda: DistillConfig(image_size=[]).validate(), ValueError, ["--image-size", "0"]),
+    Lib(
+        "config factor not dividing image_size",
+        lambda: DistillConfig(image_size=[20, 27], factor=2).validate(),
+        ValueError,
+        ["--factor 2", "20 x 27", "--image-size"],
+    ),
     # -- end of round 4 imgsize
     # -- round 4 hw: hardware leftovers
     Lib(
@@ -1567,6 +1605,21 @@ def _hostile_images(kind):
     from ._bad_data import hostile_image_folder
 
     return lambda d: hostile_image_folder(d / "images", kind)
+
+
+def _sized_images(*sizes, bomb=False):
+    """{d}/images/cats and dogs of three RGB images each, image k of (height, width) sizes[k % len(sizes)]."""
+
+    def setup(d: Path):
+        from ._bad_data import png_declaring, save_image
+
+        for k in range(6):
+            height, width = sizes[k % len(sizes)]
+            save_image(d / "images" / ("cats", "dogs")[k // 3] / f"{k % 3}.png", 40 * k, size=(width, height))
+        if bomb:
+            (d / "images" / "dogs" / "huge.png").write_bytes(png_declaring(20000, 20000))
+
+    return setup
 
 
 def _damaged_pool_cache(d: Path):
@@ -2990,6 +3043,57 @@ CLI_CASES = [
     Cli("distill --dataset python", [*DISTILL, "--dataset", "python"], ["unknown dataset", "'python'"]),
     # -- end of round 4 api, through the CLI
     # -- round 4 imgsize: image size and lazy image folders, through the CLI
+    Cli(
+        "imagefolder of mixed sizes without --image-size",
+        IMAGES,
+        ["--image-size", "{d}/images/cats/0.png is 8 x 8", "{d}/images/cats/1.png is 8 x 12"],
+        setup=_sized_images((8, 8), (8, 12)),
+        after=lambda d: not (d / "run").exists(),
+    ),
+    Cli(
+        "imagefolder whose own size the factor does not divide",
+        [*IMAGES, "--factor", "2"],
+        ["--factor 2", "9 x 10", "--image-size"],
+        setup=_sized_images((9, 10)),
+        after=lambda d: not (d / "run").exists(),
+    ),
+    Cli(
+        "imagefolder of 1 x 1 images without --image-size",
+        IMAGES,
+        ["1 x 1", "--image-size", "{d}/images/cats/0.png"],
+        setup=_sized_images((1, 1)),
+        after=lambda d: not (d / "run").exists(),
+    ),
+    Cli(
+        "imagefolder bomb with --image-size given",
+        [*IMAGES, "--image-size", "8"],
+        ["{d}/images/dogs/huge.png", "400000000 pixels"],
+        setup=_sized_images((8, 8), bomb=True),
+        after=lambda d: not (d / "run").exists(),
+    ),
+    Cli("--image-size 0", [*DISTILL, "--image-size", "0"], ["--image-size", "[0]"]),
+    Cli("--image-size of three values", [*DISTILL, "--image-size", "8", "8", "8"], ["--image-size", "3"]),
+    Cli("--image-size 4096", [*DISTILL, "--image-size", "4096"], ["--image-size", "4096", "1024"]),
+    Cli("--image-size not a number", [*DISTILL, "--image-size", "big"], ["--image-size", "'big'"]),
+    Cli("--image-size without a value", [*DISTILL, "--image-size"], ["--image-size"]),
+    Cli(
+        "--image-size the factor does not divide",
+        [*DISTILL, "--image-size", "20", "27", "--factor", "2"],
+        ["--factor 2", "20 x 27", "--image-size"],
+        after=lambda d: not (d / "run").exists(),
+    ),
+    Cli(
+        "config file image_size a string",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--image-size", "'big'"],
+        setup=_config_file("c.json", '{"image_size": "big"}'),
+    ),
+    Cli(
+        "config file image_size with a bool side",
+        [*DISTILL, "--config", "{d}/c.json"],
+        ["--image-size", "[True, 8]"],
+        setup=_config_file("c.json", '{"image_size": [true, 8]}'),
+    ),
     # -- end of round 4 imgsize, through the CLI
     # -- round 4 hw: hardware leftovers, through the CLI
     Cli(

@@ -185,7 +185,8 @@ def distill(
     (same as loss=). network: None (the ConvNet) or network(torch.Generator) -> nn.Module giving
     (N, d) features. out: the run folder to write (None: a temporary one, removed). num_classes:
     the classes are range(num_classes) (default: len(data.classes), else the largest label + 1).
-    image_size: (H, W) to resize every image to (needed when they differ). options: the run's
+    image_size: (H, W) or a side to resize every image to (needed when they differ; a bundled set
+    too). options: the run's
     options by their DistillConfig names (width, batch_real, lr, num_freqs, kernel, factor,
     recipe, device, quiet, num_eval for a bundled dataset, ...). The run does not evaluate
     unless num_eval > 0 is given (bundled datasets; user data: evaluate(result, test_data)).
@@ -202,9 +203,8 @@ def distill(
     if isinstance(data, str):
         if data not in DATASETS:
             raise ValueError(f"data: unknown dataset {data!r}; choose one of {', '.join(DATASETS)}")
-        for name, value in (("num_classes", num_classes), ("image_size", image_size)):
-            if value is not None:
-                raise ValueError(f"{name} applies to data given from Python, not to the bundled dataset {data!r}")
+        if num_classes is not None:
+            raise ValueError(f"num_classes applies to data given from Python, not to the bundled dataset {data!r}")
         source = None
     else:
         source = Source(data, num_classes=num_classes, image_size=image_size)
@@ -224,6 +224,7 @@ def distill(
         data_fingerprint=None if source is None else source.fingerprint(),
         network="convnet" if network is None else _network_name(network),
         loss=None if loss is None else describe(loss),
+        image_size=image_size,  # applied by Source to data given from Python, by load_dataset to a bundled set
     )
     config = DistillConfig.from_dict({**values, **options}).validate()
     if network is not None and config.net_pool > 0:
@@ -231,10 +232,16 @@ def distill(
 
         raise ValueError(_POOL_NEEDS_CONVNET)
     if source is None:
-        dataset = load_dataset(config.dataset, data_root=config.data_root, imbalance=config.imbalance, seed=config.seed)
+        dataset = load_dataset(
+            config.dataset,
+            data_root=config.data_root,
+            imbalance=config.imbalance,
+            image_size=config.image_size,
+            seed=config.seed,
+        )
     else:
         dataset = _user_dataset(source)
-    formation.check_factor(config.factor, dataset.image_shape[1])
+    formation.check_factor(config.factor, dataset.image_shape[1:])
     feature_dim = _probe(config, dataset, network, loss) if network is not None or loss is not None else None
     if resume and (Path(out) / "config.json").is_file():
         before = saved_config(Path(out)).data_fingerprint
@@ -337,7 +344,13 @@ def evaluate(
             run, num_eval=num_eval, epochs=epochs, dataset=dataset, device=device, amp=amp, compile=compile, quiet=quiet
         )
     if dataset is None:
-        dataset = load_dataset(config.dataset, data_root=config.data_root, imbalance=config.imbalance, seed=config.seed)
+        dataset = load_dataset(
+            config.dataset,
+            data_root=config.data_root,
+            imbalance=config.imbalance,
+            image_size=config.image_size,
+            seed=config.seed,
+        )
     chosen = dict(device=device, amp=amp, compile=compile)
     config = dataclasses.replace(config, **{k: v for k, v in chosen.items() if v is not None}).validate()
     return evaluate_images(

@@ -25,6 +25,7 @@ from ..kernels import SPECTRAL_KERNELS, DrawArguments
 from . import hardware
 from .data import DATASETS
 from .errors import ConfigError
+from .imagesize import image_size_pair
 from .methods import METHODS
 
 # The dataset and method a run records when its data or its loss module came from Python
@@ -143,6 +144,9 @@ class DistillConfig:
     num_eval: int = 3
     imbalance: float | None = None
     data_root: str | None = None
+    # [height, width] every image is resized to; None: the data's own size. An int or [side] (a
+    # square) is accepted and stored as [side, side].
+    image_size: list[int] | None = None
     kernel: str = "gaussian"
     bandwidth: float | None = None  # None: median distance of the real features at each step
     num_freqs: int = 1024
@@ -198,7 +202,7 @@ class DistillConfig:
         check_device=False accepts a CUDA device that is not present (a stored config read
         back on another machine, for evaluation on the CPU)."""
         for field, hint in typing.get_type_hints(type(self)).items():
-            if field in {f.name for f in dataclasses.fields(self)}:
+            if field in {f.name for f in dataclasses.fields(self)} and field != "image_size":  # (below)
                 setattr(self, field, _typed(field, getattr(self, field), hint))
 
         def check(ok: bool, message: str):
@@ -234,6 +238,15 @@ class DistillConfig:
         for name, (low, high) in INT_LIMITS.items():
             value = getattr(self, name)
             check(low <= value <= high, f"{flag(name)} must be an integer in [{low}, {high}], got {value}")
+        try:  # a list, so that a config read back from JSON compares equal to the one written
+            size = image_size_pair(self.image_size)
+            self.image_size = None if size is None else list(size)
+            if size is not None:  # here, before any data is read; the data's own size once it is
+                from . import formation
+
+                formation.check_factor(self.factor, size)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(str(error)) from None
         check(
             self.imbalance is None or (math.isfinite(self.imbalance) and self.imbalance >= 1),
             f"--imbalance must be a finite number >= 1 (n_max / n_min), got {self.imbalance}",
@@ -289,6 +302,20 @@ class DistillConfig:
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)}")
         return cls(**values)  # __post_init__ fills the options not given from the recipe
+
+
+# Before --image-size, image folders were always resized to 32 x 32 (every other dataset kept its
+# own size, what image_size None means now): a stored run's options without it mean that.
+LEGACY_IMAGE_FOLDER_SIZE = [32, 32]
+
+
+def stored_options(values: dict) -> dict:
+    """The options a run folder's file (config.json, a checkpoint, synthetic.pt) recorded, with
+    image_size filled in for a run written before the option existed."""
+    if isinstance(values, dict) and "image_size" not in values and values.get("dataset") in DATASETS:
+        if values["dataset"].removesuffix("-lt") == "imagefolder":
+            return {**values, "image_size": list(LEGACY_IMAGE_FOLDER_SIZE)}
+    return values
 
 
 def first_difference(recorded: dict, current: dict, *, ignore=()) -> tuple[str, object, object] | None:

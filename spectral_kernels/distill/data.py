@@ -1,4 +1,4 @@
-"""Image datasets for distillation, all loaded into memory as normalised float tensors.
+"""Image datasets for distillation, loaded into memory as normalised float tensors.
 
 Names: `digits` (scikit-learn's bundled 8x8 digits), `animals` (28x28 silhouettes of the PyPI
 package animal-mnist 0.4, shipped in animal_mnist/), `cifar10`, `cifar100` (torchvision's
@@ -8,8 +8,13 @@ n_c = floor(n_max * imbalance^(-c / (C - 1))) images of class c (fixed seed); te
 balanced. Pickled files are read with a restricted unpickler (safe_pickle.py) that only
 rebuilds numeric numpy arrays no larger than the file, so a tampered data file can neither run
 code nor claim memory it does not hold; CIFAR batches are then checked for exactly what
-torchvision's format holds. Image folders are walked by imagefolder.py. Only regular files are
-ever opened. Every problem is one DataError naming the file and the value.
+torchvision's format holds. Image folders are walked by imagefolder.py into map-style datasets
+that decode one image per item (materialised here until the driver reads datasets lazily).
+Only regular files are ever opened. Every problem is one DataError naming the file and the value.
+
+Image size: `image_size` (height, width) resizes every image to it; None keeps the data's own
+size (an image folder's images must then share one). Channels are the data's own (an image
+folder: 1 when every image is grey, else 3).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 
 from .datafiles import read_regular_file
 from .errors import DataError
+from .imagesize import IMAGE_SIDE_LIMITS, image_size_pair  # noqa: F401  (re-exported)
 from .safe_pickle import load_arrays
 
 # animal-mnist 0.4's data files, shipped in the package (animal_mnist/SOURCE.md says why).
@@ -79,10 +85,10 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0][:240]}" if text else type(error).__name__
 
 
-def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
-    """Hold out round(test_fraction * n) of each class's n images for testing, but at least one
-    and at most n - 1 when n >= 2, so that every class of two or more images is in both sets (a
-    class of one image trains)."""
+def _held_out(y: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
+    """A mask of the images held out for testing: round(test_fraction * n) of each class's n
+    images, but at least one and at most n - 1 when n >= 2, so that every class of two or more
+    images is in both sets (a class of one image trains)."""
     rng = np.random.default_rng(seed)
     test = np.zeros(len(y), dtype=bool)
     for c in np.unique(y):
@@ -90,6 +96,11 @@ def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
         rng.shuffle(idx)
         held_out = min(max(int(round(test_fraction * len(idx))), 1), len(idx) - 1)
         test[idx[:held_out]] = True
+    return test
+
+
+def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+    test = _held_out(y, test_fraction, seed)
     return x[~test], y[~test], x[test], y[test]
 
 
@@ -224,13 +235,28 @@ def _cifar_batch(batch, path: Path, which: str, label_key: bytes, num_classes: i
     return np.asarray(data).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64).reshape(-1)
 
 
-def _imagefolder(root: Path | None, image_size: int):
+def _materialise(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, C, H, W) float32, labels (N,) int64): every item of a map-style dataset of
+    (image tensor, int label) with an image_shape, decoded into memory one at a time. The driver
+    still works on in-memory tensors; image folders come through here until it reads them lazily."""
+    images = np.empty((len(dataset), *dataset.image_shape), dtype=np.float32)
+    labels = np.empty(len(dataset), dtype=np.int64)
+    for i in range(len(dataset)):
+        image, labels[i] = dataset[i]
+        images[i] = image.numpy()
+    return images, labels
+
+
+def image_folder_datasets(root: Path | None, image_size: tuple[int, int] | None):
+    """(train, test, class names) of the image folder at root: two ImageFolderDatasets (map-style,
+    one image decoded per item) of one size and channel count, from root/train and root/test when
+    both exist, else a stratified split of root (_held_out: 20 % of each class)."""
     if root is None:
         raise DataError(
             "imagefolder needs --data-root: a folder with one subfolder of images per class (or train/ and test/ of "
             "those)"
         )
-    from .imagefolder import new_walk, read_image_folder
+    from .imagefolder import new_walk, open_image_folders
 
     root = Path(root)
     if not root.is_dir():
@@ -238,22 +264,35 @@ def _imagefolder(root: Path | None, image_size: int):
     walk = new_walk()
     if (root / "train").is_dir() and (root / "test").is_dir():
         walk.folder(str(root))
-        train_x, train_y, train_classes = read_image_folder(root / "train", image_size, walk)
-        test_x, test_y, test_classes = read_image_folder(root / "test", image_size, walk)
-        if train_classes != test_classes:
+        train, test = open_image_folders([root / "train", root / "test"], image_size, walk)
+        if train.classes != test.classes:
             raise DataError(
                 f"imagefolder: {root}/train and {root}/test must hold the same class folders, "
-                f"got {train_classes[:5]}... and {test_classes[:5]}..."
+                f"got {list(train.classes[:5])}... and {list(test.classes[:5])}..."
             )
-        return train_x, train_y, test_x, test_y, tuple(train_classes)
-    x, y, classes = read_image_folder(root, image_size, walk)
-    train_x, train_y, test_x, test_y = _stratified_split(x, y, 0.2, seed=0)
-    if len(test_y) == 0:
+        return train, test, train.classes
+    (whole,) = open_image_folders([root], image_size, walk)
+    # The split on indices, before any decode: the same images held out as ever.
+    test_mask = _held_out(np.asarray(whole.targets, dtype=np.int64), 0.2, seed=0)
+    if not test_mask.any():
         raise DataError(
             f"imagefolder: no class under {root} has two images, so none can be held out for testing; "
             "add images, or give train/ and test/ folders"
         )
-    return train_x, train_y, test_x, test_y, tuple(classes)
+    return whole.select(np.flatnonzero(~test_mask)), whole.select(np.flatnonzero(test_mask)), whole.classes
+
+
+def _imagefolder(root: Path | None, image_size: tuple[int, int] | None):
+    train, test, classes = image_folder_datasets(root, image_size)
+    return (*_materialise(train), *_materialise(test), classes)
+
+
+def _resized(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, C, h, w) images resized to size (bilinear, antialiased when shrinking, as image folders)."""
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(np.ascontiguousarray(x)), size=size, mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized.numpy()
 
 
 def long_tail_counts(counts: np.ndarray, imbalance: float) -> np.ndarray:
@@ -272,11 +311,14 @@ def load_dataset(
     *,
     data_root: str | Path | None = None,
     imbalance: float | None = None,
-    image_size: int = 32,
+    image_size: int | tuple[int, int] | list[int] | None = None,
     seed: int = 0,
 ) -> ImageDataset:
     """Load `name` (one of DATASETS). `imbalance` >= 1 makes the training set long-tailed
-    (default 10 for the -lt names, 1 otherwise). Raises DataError with what to do."""
+    (default 10 for the -lt names, 1 otherwise). `image_size` (an int: a square, or (height,
+    width)) resizes every image; None keeps the data's own size. Raises DataError with what to do
+    (TypeError or ValueError for a malformed image_size)."""
+    image_size = image_size_pair(image_size)
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     base, long_tailed = name.removesuffix("-lt"), name.endswith("-lt")
@@ -294,7 +336,9 @@ def load_dataset(
         raise DataError(f"{name}: not enough memory to load the dataset{where}") from None
 
 
-def _load(name: str, base: str, root: Path | None, imbalance: float, image_size: int, seed: int) -> ImageDataset:
+def _load(
+    name: str, base: str, root: Path | None, imbalance: float, image_size: tuple[int, int] | None, seed: int
+) -> ImageDataset:
     class_names = CLASS_NAMES.get(base, ())
     if base == "digits":
         train_x, train_y, test_x, test_y = _digits()
@@ -319,6 +363,8 @@ def _load(name: str, base: str, root: Path | None, imbalance: float, image_size:
         keep = np.concatenate([rng.permutation(np.flatnonzero(train_y == c))[:k] for c, k in enumerate(keep_counts)])
         keep.sort()
         train_x, train_y = train_x[keep], train_y[keep]
+    if image_size is not None and tuple(train_x.shape[2:]) != image_size:  # image folders resize as they read
+        train_x, test_x = _resized(train_x, image_size), _resized(test_x, image_size)
 
     train_x, test_x = torch.from_numpy(np.ascontiguousarray(train_x)), torch.from_numpy(np.ascontiguousarray(test_x))
     mean = train_x.mean(dim=(0, 2, 3))

@@ -23,7 +23,16 @@ import torch.nn.functional as F
 
 from . import formation
 from .augment import siamese_augment
-from .config import EVAL_SCHEDULES, INT_LIMITS, PYTHON, ConfigError, DistillConfig, first_difference, flag
+from .config import (
+    EVAL_SCHEDULES,
+    INT_LIMITS,
+    PYTHON,
+    ConfigError,
+    DistillConfig,
+    first_difference,
+    flag,
+    stored_options,
+)
 from .data import DEFAULT_LT_IMBALANCE, ImageDataset, load_dataset
 from .errors import DivergedError
 from .files import RunFileError, expect, expect_tensor, load_torch_file
@@ -89,7 +98,7 @@ def train_convnet(
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=width)
+        net = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1:], width=width)
     net = net.to(hardware.device)  # before the optimiser, so that its state is made there too
     images, labels = on_device(images, hardware.device), labels.to(hardware.device)  # a lazy source: per batch
     forward, scaler = hardware.compiled(net), hardware.scaler()
@@ -231,7 +240,7 @@ def load_synthetic(path: Path) -> dict:
     for name in ("mean", "std"):
         expect_tensor(path, name, saved[name], shape=(images.shape[1],), floating=True)
     try:
-        saved["config"] = DistillConfig.from_dict(saved["config"]).validate(check_device=False)
+        saved["config"] = DistillConfig.from_dict(stored_options(saved["config"])).validate(check_device=False)
     except ConfigError as error:
         raise RunFileError(f"{path}: its config is not a valid run configuration ({error})") from None
     saved["labels"] = labels.long()
@@ -276,7 +285,7 @@ def check_synthetic(path: Path, saved: dict, config: DistillConfig, dataset: Ima
         f"images of shape {tuple(images.shape[1:])} do not match the dataset's {dataset.image_shape}",
     )
     try:
-        formation.check_factor(cfg.factor, images.shape[-1])
+        formation.check_factor(cfg.factor, images.shape[-2:])
     except ValueError as error:
         raise RunFileError(f"{path}: {error}") from None
     expect(
@@ -346,7 +355,9 @@ def evaluate_run(
         cfg = dataclasses.replace(cfg, **{k: v for k, v in chosen.items() if v is not None}).validate()
         hardware = Hardware.of(cfg)
         if dataset is None:
-            dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, imbalance=cfg.imbalance, seed=cfg.seed)
+            dataset = load_dataset(
+                cfg.dataset, data_root=cfg.data_root, imbalance=cfg.imbalance, image_size=cfg.image_size, seed=cfg.seed
+            )
         check_synthetic(run / "synthetic.pt", saved, saved_config(run), dataset)
         result = evaluate_images(
             saved["images"],

@@ -16,10 +16,13 @@ import torch
 import torch.nn.functional as F
 
 
-def check_factor(factor: int, image_size: int) -> None:
-    if image_size % factor != 0:
+def check_factor(factor: int, image_size) -> None:
+    """ValueError unless factor divides both sides of image_size ((height, width), or one int)."""
+    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if height % factor or width % factor:
         raise ValueError(
-            f"--factor {factor} must divide the image size {image_size} (each stored image holds factor x factor tiles)"
+            f"--factor {factor} must divide the image size {height} x {width} (height x width; each stored image "
+            f"holds factor x factor tiles); choose --image-size H W divisible by {factor}, or another --factor"
         )
 
 

@@ -13,6 +13,10 @@ the extensions of IMG_EXTENSIONS, in any case), so an existing split does not mo
 - an image name that is not a regular file (a FIFO, a socket, a device) is refused without
   being opened, and so is a broken link;
 - an image with more than MAX_IMAGE_PIXELS pixels is refused from its header, before decoding.
+
+The folders become map-style datasets (ImageFolderDataset) that decode one image per item: only
+the headers are read up front (PIL's Image.open does not decode), for each image's size and
+colour mode, which fix the dataset's image size and channel count (open_image_folders).
 """
 
 from __future__ import annotations
@@ -25,15 +29,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.utils.data
 from PIL import Image
 from torchvision.transforms import v2
 
 from .datafiles import open_regular_file
 from .errors import DataError
+from .imagesize import IMAGE_SIDE_LIMITS
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
-# 8192 x 8192: about 200 MB as RGB while it is decoded, far more than any image resized to a
-# few dozen pixels needs, and below PIL's own decompression-bomb limit (89 M pixels).
+# 8192 x 8192: about 200 MB as RGB while it is decoded, far more than any run's image size (at most
+# IMAGE_SIDE_LIMITS[1] a side) needs, and below PIL's own decompression-bomb limit (89 M pixels).
 MAX_IMAGE_PIXELS = 8192 * 8192
 
 
@@ -127,11 +133,35 @@ class _Walk:
         return paths
 
 
-def _decode(path: str, image_size: int) -> Image.Image:
-    """The image at path as an RGB PIL image, refused from its header if it is too large."""
+# PIL modes without colour: 1-bit, 8-bit (with or without alpha) and the 16-bit "I;16..." family.
+# Every other mode (RGB, RGBA, CMYK, YCbCr, palette "P", ...) counts as colour: a palette image
+# may hold colours (its palette is not inspected). 32-bit integer and float pixels (modes I and F)
+# are refused: their range is not in the file, and converting them to 8 bits clips at 255.
+_GREY_MODES = ("1", "L", "LA", "La")
+_UNSCALED_MODES = {"I": "32-bit integer", "F": "32-bit float"}
+
+
+def _has_colour(mode: str) -> bool:
+    return not (mode in _GREY_MODES or mode.startswith("I;16"))
+
+
+def _pixels(image: Image.Image, channels: int) -> torch.Tensor:
+    """The decoded image as a (channels, h, w) tensor: uint8, or float32 in [0, 1] for 16-bit grey
+    (convert("L") would clip every value above 255 to white), a grey image's channel repeated for
+    RGB; alpha dropped."""
+    if image.mode.startswith("I;16"):
+        grey = torch.from_numpy(np.asarray(image, dtype=np.float32) / 65535.0)[None]
+        return grey.expand(channels, -1, -1).contiguous()
+    return v2.functional.to_image(image.convert("RGB" if channels == 3 else "L"))
+
+
+def _with_image(path: str, use):
+    """use(image) of the image at path as PIL opens it (its header read, nothing decoded yet),
+    refused from its header if it declares more than MAX_IMAGE_PIXELS; every failure of reading
+    or decoding it is one DataError naming the file."""
     too_large = (
         f"more than the {MAX_IMAGE_PIXELS} pixels one image may have (a decompression bomb, or far more "
-        f"than the {image_size} x {image_size} it would be resized to)"
+        f"than the at most {IMAGE_SIDE_LIMITS[1]} pixels a side a run works at)"
     )
     with open_regular_file(Path(path), "imagefolder") as f:
         try:
@@ -141,8 +171,11 @@ def _decode(path: str, image_size: int) -> Image.Image:
                 image = Image.open(f)
                 width, height = image.size
                 if width * height > MAX_IMAGE_PIXELS:
-                    raise DataError(f"imagefolder: {path} is {width} x {height} = {width * height} pixels, {too_large}")
-                return image.convert("RGB")
+                    raise DataError(
+                        f"imagefolder: {path} is {height} x {width} (height x width) = {width * height} pixels, "
+                        f"{too_large}"
+                    )
+                return use(image)
         except DataError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -157,18 +190,91 @@ def _decode(path: str, image_size: int) -> Image.Image:
             raise DataError(f"imagefolder: cannot read {path} ({reason})") from None
 
 
-def read_image_folder(folder: Path, image_size: int, walk: _Walk | None = None):
-    """(images (N, 3, s, s) float32, labels (N,) int64, class names) of one folder of class folders."""
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """The images of one folder of class folders as a map-style dataset: item i is (image, label),
+    the image a float32 tensor (channels, height, width) in [0, 1], decoded from its file only
+    when the item is asked for. `targets` holds every label, so a per-class index costs no decode.
+
+    Made by open_image_folders, which fixes the size and channel count for all of a dataset's
+    folders. With resize (an --image-size was given) every image is resized to image_shape;
+    without, every image already has that size (its header said so), and a file that has since
+    changed size is refused rather than stacked with the others at another size."""
+
+    def __init__(self, samples: list[tuple[str, int]], classes, size: tuple[int, int], channels: int, resize: bool):
+        self.samples = samples
+        self.targets = [label for _, label in samples]
+        self.classes = tuple(classes)
+        self.image_shape = (channels, *size)
+        self.resize = resize
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def select(self, indices) -> ImageFolderDataset:
+        """The dataset of the items at indices, in that order (a split), at the same size and channels."""
+        chosen = [self.samples[int(i)] for i in indices]
+        return ImageFolderDataset(chosen, self.classes, self.image_shape[1:], self.image_shape[0], self.resize)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        channels, height, width = self.image_shape
+        image = _with_image(path, lambda im: _pixels(im, channels))
+        if tuple(image.shape[1:]) != (height, width):
+            if not self.resize:
+                raise DataError(
+                    f"imagefolder: {path} is now {image.shape[1]} x {image.shape[2]} (height x width), not the "
+                    f"{height} x {width} its header said when the folder was read; was it replaced?"
+                )
+            image = v2.functional.resize(image, [height, width], antialias=True)  # on uint8 (8-bit files), as ever
+        return v2.functional.to_dtype(image, torch.float32, scale=True), label  # (float32 stays as it is)
+
+
+def open_image_folders(folders, image_size: tuple[int, int] | None, walk: _Walk | None = None):
+    """One ImageFolderDataset per folder of class folders (train/ and test/, or a single one), all
+    of one size and channel count, decoding nothing: every image's header is read once, for its
+    pixel count, size and mode.
+
+    Size: image_size (height, width) when given, every image then resized to it; else the size
+    all images share, and DataError naming two images of different sizes if they do not.
+    Channels: 3 when any image has colour (grey images then repeat their channel), else 1."""
     walk = walk or _Walk()
-    root = str(folder)
-    classes = walk.classes(root)
-    samples = [(path, label) for label, name in enumerate(classes) for path in walk.images(os.path.join(root, name))]
-    transform = v2.Compose(
-        [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
-    )
-    images = [transform(_decode(path, image_size)) for path, _ in samples]
-    labels = np.asarray([label for _, label in samples], dtype=np.int64)
-    return torch.stack(images).numpy(), labels, classes
+    found = []
+    for folder in folders:
+        root = str(folder)
+        classes = walk.classes(root)
+        samples = [
+            (path, label) for label, name in enumerate(classes) for path in walk.images(os.path.join(root, name))
+        ]
+        found.append((samples, classes))
+    first, colour = None, False  # first: (path, (height, width)) of the first image
+    for samples, _ in found:
+        for path, _ in samples:
+            (width, height), mode = _with_image(path, lambda image: (image.size, image.mode))
+            if mode in _UNSCALED_MODES:
+                raise DataError(
+                    f"imagefolder: {path} holds {_UNSCALED_MODES[mode]} pixels (PIL mode {mode}), whose range the "
+                    "file does not state; save it with 8 or 16 bits a channel"
+                )
+            colour = colour or _has_colour(mode)
+            if first is None:
+                first = (path, (height, width))
+            elif image_size is None and (height, width) != first[1]:
+                raise DataError(
+                    f"imagefolder: the images differ in size (height x width): {first[0]} is "
+                    f"{first[1][0]} x {first[1][1]}, {path} is {height} x {width}; "
+                    "give --image-size H [W] to resize every image to one size"
+                )
+    if image_size is None:
+        low, high = IMAGE_SIDE_LIMITS
+        height, width = first[1]
+        if not (low <= height <= high and low <= width <= high):
+            raise DataError(
+                f"imagefolder: the images are {height} x {width} (height x width, e.g. {first[0]}); a run works at "
+                f"{low} to {high} pixels a side: give --image-size H [W] to resize them"
+            )
+    size = tuple(image_size) if image_size is not None else first[1]
+    channels = 3 if colour else 1
+    return [ImageFolderDataset(samples, classes, size, channels, image_size is not None) for samples, classes in found]
 
 
 def new_walk() -> _Walk:

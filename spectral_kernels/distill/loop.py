@@ -119,7 +119,7 @@ def network_maker(config: DistillConfig, dataset: ImageDataset, network=None):
     user's network(torch.Generator seeded with it), under torch's global generator seeded with
     it too, so a factory that draws from either gives the same weights on every run);
     make(None) -> one whose weights do not matter (every step loads its own into it)."""
-    channels, size = dataset.image_shape[0], dataset.image_shape[1]
+    channels, size = dataset.image_shape[0], dataset.image_shape[1:]
 
     def make(seed=None):
         if network is None:
@@ -229,9 +229,13 @@ def distill(
         raise ConfigError("a loss module given from Python runs in one process; it cannot run data-parallel")
     try:
         dataset = supplied.dataset or load_dataset(
-            config.dataset, data_root=config.data_root, imbalance=config.imbalance, seed=config.seed
+            config.dataset,
+            data_root=config.data_root,
+            imbalance=config.imbalance,
+            image_size=config.image_size,
+            seed=config.seed,
         )
-        formation.check_factor(config.factor, dataset.image_shape[1])
+        formation.check_factor(config.factor, dataset.image_shape[1:])
     except DataError:
         raise
     except ValueError as error:
@@ -297,7 +301,7 @@ def _set_up(
     device = hardware.device
     syn, syn_y = initial_synthetic(dataset, config.ipc, config.seed, config.factor, config.init_fill)
     syn = syn.to(device).requires_grad_(config.method != "random")
-    channels, size = dataset.image_shape[0], dataset.image_shape[1]
+    channels, size = dataset.image_shape[0], dataset.image_shape[1:]
     if supplied.network is None:
         feature_dim = ConvNet(channels, dataset.num_classes, size, width=config.width).feature_dim
     else:
@@ -400,7 +404,9 @@ def _restore_checkpoint(path: Path, run: _Run) -> int:
     expect(
         isinstance(state, dict) and keys <= set(state), path, f"not a checkpoint (expected a dict with {sorted(keys)})"
     )
-    recorded = state.get("config")
+    from .config import stored_options
+
+    recorded = stored_options(state.get("config"))
     expect(
         isinstance(recorded, dict),
         path,

@@ -66,6 +66,10 @@ def pool_key(config: DistillConfig) -> str:
         parts["data_fingerprint"] = config.data_fingerprint
     if config.amp != "off":  # reduced precision trains other networks (device and --compile: float noise only)
         parts["amp"] = config.amp
+    # The image size, when given or an image folder's own (None; such pools were trained at 32 x 32
+    # before --image-size); absent for the other datasets at their size, so their cached pools stay found.
+    if config.image_size is not None or config.dataset.removesuffix("-lt") == "imagefolder":
+        parts["image_size"] = config.image_size
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -84,7 +88,7 @@ def _train_pool(config: DistillConfig, dataset: ImageDataset, seed_of) -> list[d
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 init = ConvNet(
-                    dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width
+                    dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1:], width=config.width
                 ).state_dict()
             net = train_convnet(
                 train_x,
@@ -120,7 +124,7 @@ def check_pool(path: Path, pool, config: DistillConfig, dataset: ImageDataset) -
         path,
         f"expected a list of {config.net_pool} networks (each with init and trained weights)",
     )
-    net = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1], width=config.width)
+    net = ConvNet(dataset.image_shape[0], dataset.num_classes, dataset.image_shape[1:], width=config.width)
     dtypes = {name: value.dtype for name, value in net.state_dict().items()}
     for k, entry in enumerate(pool):
         expect(

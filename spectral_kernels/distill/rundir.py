@@ -30,7 +30,7 @@ from pathlib import Path
 
 from filelock import Timeout, UnixFileLock
 
-from .config import ConfigError, DistillConfig
+from .config import ConfigError, DistillConfig, stored_options
 from .files import TEMP_MARK, RunFileError, is_temporary_of, read_json
 from .manifest import MANIFEST_NAME, RUN_FILES, read_manifest, refuse_files_not_owned, remove_recorded, write_run_text
 
@@ -170,7 +170,7 @@ def saved_config(run: Path) -> DistillConfig:
         raise RunFileError(f'{path}: not written by spectral-distill (no "{FORMAT_KEY}": "{RUN_FORMAT}")')
     values = {k: v for k, v in values.items() if k != FORMAT_KEY}
     try:
-        return DistillConfig.from_dict(values).validate(check_device=False)
+        return DistillConfig.from_dict(stored_options(values)).validate(check_device=False)
     except RunFileError:
         raise
     except ConfigError as error:

@@ -34,6 +34,8 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from .imagesize import image_size_pair
+
 MEAN_SAMPLE = 1024  # items the normalisation's mean and std are estimated from
 FINGERPRINT_SAMPLE = 64  # items hashed into the fingerprint
 SAMPLE_SEED = 0
@@ -253,15 +255,7 @@ class Source:
 
 
 def _image_size(size):
-    if size is None:
-        return None
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    ok = isinstance(size, (tuple, list)) and len(size) == 2
-    ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 4096 for s in size)
-    if not ok:
-        raise ValueError(f"image_size must be an int or a pair (H, W) of ints in [1, 4096], got {size!r:.60}")
-    return tuple(size)
+    return image_size_pair(size, name="image_size")
 
 
 def _tensor_pair(data):
