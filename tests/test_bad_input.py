@@ -1268,7 +1268,7 @@ LIB_CASES = [
         "distill image_size zero",
         lambda: sk.distill.distill((torch.rand(6, 1, 8, 8), torch.arange(6) % 3), image_size=(0, 8)),
         ValueError,
-        ["image_size", "(0, 8)"],
+        ["image_size", "[0, 8]", "[2, 1024]"],
     ),
     Lib(
         "distill num_classes a string",

@@ -156,6 +156,30 @@ def test_a_folders_own_size_is_read_from_headers_without_decoding(tmp_path, monk
     assert isinstance(dataset, torch.utils.data.Dataset) and isinstance(dataset, ImageFolderDataset)
 
 
+def test_the_driver_reads_an_image_folder_lazily_decoding_only_what_a_step_draws(tmp_path, monkeypatch):
+    """No whole-set load: loading decodes only the normalisation sample (here 4 of 30 training
+    images) and the first item of each set; a batch decodes its own images; values as an eager read gives."""
+    from spectral_kernels.distill import sources
+    from spectral_kernels.distill.loop import class_members
+
+    _folder(tmp_path, 8, 8, classes=("a", "b", "c"), per_class=12)
+    monkeypatch.setattr(sources, "MEAN_SAMPLE", 4)
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (decoded.append(id(self)), real_load(self))[1])
+    data = load_dataset("imagefolder", data_root=tmp_path)
+    assert not isinstance(data.train_x, torch.Tensor) and len(data.train_x) == 30  # 36 less 20 % held out
+    assert len(decoded) <= 2 * (4 + 2), decoded  # the sample, and the first item of each set (its shape)
+    members = class_members(data)
+    idx = torch.cat([m[:2] for m in members])
+    decoded.clear()
+    batch = sources.take(data.train_x, idx, torch.device("cpu"))
+    assert tuple(batch.shape) == (6, 3, 8, 8) and len(set(decoded)) == 6
+    eager = torch.stack([data.train_x.dataset[int(i)][0] for i in idx])  # the folder's own items, [0, 1]
+    expected = (eager - data.mean[None, :, None, None]) / data.std[None, :, None, None]
+    torch.testing.assert_close(batch, expected)
+
+
 def test_a_file_that_changes_size_after_the_folder_was_read_is_refused(tmp_path):
     _folder(tmp_path, 8, 8)
     (dataset,) = open_image_folders([tmp_path], None)

@@ -25,6 +25,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,9 +45,11 @@ DEFAULT_LT_IMBALANCE = 10.0
 @dataclass
 class ImageDataset:
     name: str
-    train_x: torch.Tensor  # (N, channels, H, W) float32, normalised per channel
+    # (N, channels, H, W) float32, normalised per channel: a tensor (bundled sets), or a lazy
+    # sources.Source (image folders, data given from Python) gathered with sources.take
+    train_x: Any
     train_y: torch.Tensor  # (N,) int64
-    test_x: torch.Tensor
+    test_x: Any
     test_y: torch.Tensor
     num_classes: int
     mean: torch.Tensor  # (channels,) to undo the normalisation for display
@@ -235,18 +238,6 @@ def _cifar_batch(batch, path: Path, which: str, label_key: bytes, num_classes: i
     return np.asarray(data).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64).reshape(-1)
 
 
-def _materialise(dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, C, H, W) float32, labels (N,) int64): every item of a map-style dataset of
-    (image tensor, int label) with an image_shape, decoded into memory one at a time. The driver
-    still works on in-memory tensors; image folders come through here until it reads them lazily."""
-    images = np.empty((len(dataset), *dataset.image_shape), dtype=np.float32)
-    labels = np.empty(len(dataset), dtype=np.int64)
-    for i in range(len(dataset)):
-        image, labels[i] = dataset[i]
-        images[i] = image.numpy()
-    return images, labels
-
-
 def image_folder_datasets(root: Path | None, image_size: tuple[int, int] | None):
     """(train, test, class names) of the image folder at root: two ImageFolderDatasets (map-style,
     one image decoded per item) of one size and channel count, from root/train and root/test when
@@ -282,9 +273,46 @@ def image_folder_datasets(root: Path | None, image_size: tuple[int, int] | None)
     return whole.select(np.flatnonzero(~test_mask)), whole.select(np.flatnonzero(test_mask)), whole.classes
 
 
-def _imagefolder(root: Path | None, image_size: tuple[int, int] | None):
+def _imagefolder(name: str, root: Path | None, imbalance: float, image_size: tuple[int, int] | None, seed: int):
+    """An image folder read lazily: its train and test sets are Sources (distill/sources.py) over
+    the folder's map-style datasets, so a step decodes only the images it draws, and nothing holds
+    the whole set. Normalised by a fixed sample of the training images (sources.MEAN_SAMPLE)."""
+    from .sources import Source
+
     train, test, classes = image_folder_datasets(root, image_size)
-    return (*_materialise(train), *_materialise(test), classes)
+    train_y, test_y = np.asarray(train.targets, dtype=np.int64), np.asarray(test.targets, dtype=np.int64)
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    keep = _long_tail_keep(name, train_y, num_classes, imbalance, seed)
+    if keep is not None:
+        train = train.select(keep)
+    train_x = Source(train, num_classes=num_classes, what=f"{name} training set")
+    channels = train_x.image_shape[0]
+    train_x.pixel_range = (torch.zeros(channels), torch.ones(channels))  # decoded pixels lie in [0, 1]
+    test_x = Source(
+        test, num_classes=num_classes, mean=train_x.mean, std=train_x.std, what=f"{name} test set", every_class=False
+    )
+    names = tuple(str(c) for c in classes[:num_classes]) + tuple(str(c) for c in range(len(classes), num_classes))
+    return ImageDataset(
+        name, train_x, train_x.labels, test_x, test_x.labels, num_classes, train_x.mean, train_x.std, names
+    )
+
+
+def _long_tail_keep(name: str, train_y: np.ndarray, num_classes: int, imbalance: float, seed: int):
+    """The sorted indices of the training images a long-tailed variant keeps (None: all)."""
+    if imbalance <= 1.0:
+        return None
+    counts = np.bincount(train_y, minlength=num_classes)
+    keep_counts = long_tail_counts(counts, imbalance)
+    if keep_counts.min() < 1:
+        c = int(np.flatnonzero(keep_counts < 1)[0])
+        raise DataError(
+            f"--imbalance {imbalance:g} leaves class {c} of {name} with no training image "
+            f"(the largest class has {int(counts.max())}); use --imbalance <= {int(counts.max())}"
+        )
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([rng.permutation(np.flatnonzero(train_y == c))[:k] for c, k in enumerate(keep_counts)])
+    keep.sort()
+    return keep
 
 
 def _resized(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -347,23 +375,13 @@ def _load(
     elif base in ("cifar10", "cifar100"):
         train_x, train_y, test_x, test_y = _cifar(root, base)
     else:
-        train_x, train_y, test_x, test_y, class_names = _imagefolder(root, image_size)
+        return _imagefolder(name, root, imbalance, image_size, seed)
 
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    if imbalance > 1.0:
-        counts = np.bincount(train_y, minlength=num_classes)
-        keep_counts = long_tail_counts(counts, imbalance)
-        if keep_counts.min() < 1:
-            c = int(np.flatnonzero(keep_counts < 1)[0])
-            raise DataError(
-                f"--imbalance {imbalance:g} leaves class {c} of {name} with no training image "
-                f"(the largest class has {int(counts.max())}); use --imbalance <= {int(counts.max())}"
-            )
-        rng = np.random.default_rng(seed)
-        keep = np.concatenate([rng.permutation(np.flatnonzero(train_y == c))[:k] for c, k in enumerate(keep_counts)])
-        keep.sort()
+    keep = _long_tail_keep(name, train_y, num_classes, imbalance, seed)
+    if keep is not None:
         train_x, train_y = train_x[keep], train_y[keep]
-    if image_size is not None and tuple(train_x.shape[2:]) != image_size:  # image folders resize as they read
+    if image_size is not None and tuple(train_x.shape[2:]) != image_size:
         train_x, test_x = _resized(train_x, image_size), _resized(test_x, image_size)
 
     train_x, test_x = torch.from_numpy(np.ascontiguousarray(train_x)), torch.from_numpy(np.ascontiguousarray(test_x))
