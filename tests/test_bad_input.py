@@ -3097,7 +3097,7 @@ CLI_CASES = [
     # -- end of round 4 imgsize, through the CLI
     # -- round 4 hw: hardware leftovers, through the CLI
     Cli(
-        "torchrun WORLD_SIZE not a number",
+        "torchrun WORLD_SIZE not a number, through the CLI",
         ["distill", *FAST_CLI, "--out", "{d}/run"],
         ["WORLD_SIZE", "'two'"],
         env={"WORLD_SIZE": "two"},

@@ -46,7 +46,8 @@ from .sources import Source, take
 # The options distill() takes as keywords: the run's options (DistillConfig, the CLI's flags)
 # but those it names itself or sets from the objects it is given.
 _SET_HERE = ("dataset", "method", "ipc", "iterations", "seed", "out", "data_fingerprint", "network", "loss")
-OPTIONS = tuple(f.name for f in dataclasses.fields(DistillConfig) if f.name not in _SET_HERE)
+_FIELDS = [field.name for field in dataclasses.fields(DistillConfig)]
+OPTIONS = tuple(option for option in _FIELDS if option not in _SET_HERE)
 PROBE_PER_CLASS = 2  # images per class in the first batch the network and the loss are checked on
 
 
