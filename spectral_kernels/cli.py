@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
 from . import __version__
+from .distill import api
 from .distill.config import (
     EVAL_OPTIMIZERS,
     EVAL_SCHEDULES,
@@ -38,7 +38,6 @@ from .distill.config import (
 from .distill.data import DATASETS, DataError
 from .distill.files import RunFileError, iter_metrics, read_json, read_text
 from .distill.hardware import AMP
-from .distill.loop import distill
 from .distill.methods import METHODS
 from .distill.needs import check_installed
 from .distill.rundir import saved_config
@@ -402,6 +401,15 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
     return DistillConfig.from_dict(values)
 
 
+def api_arguments(config: DistillConfig) -> dict:
+    """The keywords of spectral_kernels.distill.distill that run `config` (the CLI is built on
+    that function: the same checks, the same run folder)."""
+    values = config.to_dict()
+    for derived in ("dataset", "data_fingerprint", "network", "loss"):  # the API sets these from its arguments
+        values.pop(derived)
+    return values
+
+
 def parse_distill(argv: list[str]) -> DistillConfig:
     """distill_config of a `distill ...` argument list, without running it."""
     return distill_config(_parser().parse_args(argv))
@@ -414,8 +422,9 @@ def main(argv=None) -> int:
         if args.command == "distill":
             config = distill_config(args)
             check_installed(config.dataset)
-            run = distill(config, resume=args.resume, overwrite=args.overwrite)
-            if int(os.environ.get("RANK", "0")) == 0:
+            result = api.distill(config.dataset, **api_arguments(config), resume=args.resume, overwrite=args.overwrite)
+            run = None if result is None else result.run
+            if run is not None:  # rank 0 (under torchrun the others return None)
                 if getattr(args, "verbose", False):
                     _show(run)
                 print(_result_line(run, config))  # even with --quiet: what the run produced

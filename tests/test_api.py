@@ -328,3 +328,29 @@ def test_bad_input_is_refused_before_the_run_folder_is_created(tmp_path, data, o
     for word in words:
         assert word in str(info.value), (word, str(info.value))
     assert not (tmp_path / "run").exists()
+
+
+def test_the_cli_is_built_on_the_python_api(monkeypatch, tmp_path):
+    """`spectral-distill distill` calls spectral_kernels.distill.distill once, with the bundled
+    dataset's name and every option the command line parsed, and writes the same run."""
+    from spectral_kernels import cli
+    from spectral_kernels.distill.rundir import saved_config
+
+    from .conftest import FAST_CLI
+
+    calls = []
+    real = api_module.distill
+
+    def spy(data, **kwargs):
+        calls.append((data, kwargs))
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(api_module, "distill", spy)
+    argv = ["distill", *FAST_CLI, "--method", "dm", "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 0
+    parsed = cli.parse_distill(argv)
+    assert len(calls) == 1 and calls[0][0] == parsed.dataset == "digits"
+    kwargs = calls[0][1]
+    assert (kwargs["method"], kwargs["ipc"], kwargs["iterations"]) == ("dm", 1, 2)
+    assert kwargs["resume"] is False and kwargs["overwrite"] is False
+    assert saved_config(tmp_path / "run") == parsed

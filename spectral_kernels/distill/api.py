@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,8 +180,9 @@ def distill(
     resume: bool = False,
     overwrite: bool = False,
     **options,
-) -> DistillResult:
-    """Distil `data` into `ipc` synthetic images per class; returns a DistillResult.
+) -> DistillResult | None:
+    """Distil `data` into `ipc` synthetic images per class; returns a DistillResult (None on the
+    processes of rank > 0 under torchrun: rank 0 writes and returns the run).
 
     method: a method name (random, dm, mmd, ncfm, sdd, csdm; default csdm) or a loss module
     (same as loss=). network: None (the ConvNet) or network(torch.Generator) -> nn.Module giving
@@ -254,6 +256,8 @@ def distill(
     supplied = Supplied(dataset=dataset, network=network, feature_dim=feature_dim, loss=loss)
     if out is not None:
         path = run_distillation(config, resume=resume, overwrite=overwrite, supplied=supplied)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return None  # under torchrun only rank 0 writes the run folder, so only it has a result
         return _result(path, path)
     with tempfile.TemporaryDirectory(prefix="spectral-distill-") as folder:
         config = dataclasses.replace(config, out=str(Path(folder) / "run"))
