@@ -10,7 +10,7 @@ DistillConfig; this layer turns Python objects into one, checks them, and reads 
   -> nn.Module mapping a batch of images to features (N, d); each step draws a fresh one from
   its own seed. Pool training and the calibration term need a classifier: with a network of
   one's own they are refused (net_pool=0).
-- loss (or method=<module>): a loss module as the objective (distill/loss_module.py); the run
+- loss (or method=<module>): a loss module as the objective (distill/module_objective.py); the run
   records method "python" and the module's class and configuration.
 - Every check (options, data, the network and the loss on a first batch) runs before anything
   is written; refusals are TypeError or ValueError (ConfigError and DataError are ValueErrors).

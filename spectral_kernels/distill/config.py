@@ -37,7 +37,7 @@ INT_LIMITS = {
     "ipc": (1, 10_000),
     "iterations": (0, 10**9),
     "seed": (0, 2**32 - 1),
-    "num_eval": (0, 1_000),  # 0: no evaluation; `evaluate` takes 1 to the same bound (evaluate.py)
+    "num_eval": (0, 1_000),  # 0: no evaluation; `evaluate` takes 1 to the same bound (evaluation.py)
     "num_freqs": (1, 2**20),
     "width": (1, 4096),
     "net_pool": (0, 1_000),

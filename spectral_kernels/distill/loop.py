@@ -106,7 +106,7 @@ class Supplied:
     """What a distillation is given from Python instead of by name (distill/api.py checks each
     before the run starts): the dataset (train_x a lazy source), a network factory
     network(torch.Generator) -> nn.Module mapping images to (N, feature_dim) features, and a
-    loss module as the objective (distill/loss_module.py)."""
+    loss module as the objective (distill/module_objective.py)."""
 
     dataset: ImageDataset | None = None
     network: object = None
