@@ -38,6 +38,7 @@ from .distill.config import (
 from .distill.data import DATASETS, DataError
 from .distill.files import RunFileError, iter_metrics, read_json, read_text
 from .distill.hardware import AMP
+from .distill.loop import Supplied, check_config
 from .distill.methods import METHODS
 from .distill.needs import check_installed
 from .distill.rundir import saved_config
@@ -422,6 +423,7 @@ def main(argv=None) -> int:
         if args.command == "distill":
             config = distill_config(args)
             check_installed(config.dataset)
+            check_config(config, Supplied())  # the options' own one-line errors, before the API's checks
             result = api.distill(config.dataset, **api_arguments(config), resume=args.resume, overwrite=args.overwrite)
             run = None if result is None else result.run
             if run is not None:  # rank 0 (under torchrun the others return None)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from . import formation
-from .config import PYTHON, DistillConfig
+from .config import PYTHON, ConfigError, DistillConfig
 from .data import DATASETS, ImageDataset, load_dataset
 from .evaluation import check_counts, evaluate_images, evaluate_run, load_synthetic
 from .hardware import Hardware, process_device
@@ -244,9 +244,12 @@ def distill(
         )
     else:
         dataset = _user_dataset(source)
-    formation.check_factor(config.factor, dataset.image_shape[1:])
+    try:
+        formation.check_factor(config.factor, dataset.image_shape[1:])
+    except ValueError as error:  # a bad option (--factor, --image-size), as the driver reports it
+        raise ConfigError(str(error)) from None
     feature_dim = _probe(config, dataset, network, loss) if network is not None or loss is not None else None
-    if resume and (Path(out) / "config.json").is_file():
+    if resume and source is not None and (Path(out) / "config.json").is_file():
         before = saved_config(Path(out)).data_fingerprint
         if before != config.data_fingerprint:
             raise ValueError(

@@ -114,6 +114,24 @@ class Supplied:
     loss: object = None
 
 
+def check_config(config: DistillConfig, supplied: Supplied) -> None:
+    """ConfigError unless every option is valid and what the config says came from Python
+    (dataset or method "python", a user network) was given: the CLI asks this before anything
+    else, so that a config file naming them fails as any other bad option does."""
+    config.validate()
+    if config.dataset == PYTHON and supplied.dataset is None:
+        raise ConfigError(
+            f"--dataset {PYTHON} means data given from Python (spectral_kernels.distill.distill); "
+            "name a bundled dataset"
+        )
+    if config.method == PYTHON and supplied.loss is None:
+        raise ConfigError(
+            f"--method {PYTHON} means a loss module given from Python (spectral_kernels.distill.distill); name a method"
+        )
+    if supplied.network is not None and config.net_pool > 0:
+        raise ConfigError(_POOL_NEEDS_CONVNET)
+
+
 def network_maker(config: DistillConfig, dataset: ImageDataset, network=None):
     """make(seed) -> the feature network of a step, drawn from `seed` (the ConvNet, or the
     user's network(torch.Generator seeded with it), under torch's global generator seeded with
@@ -207,19 +225,8 @@ def distill(
     ECF sums are all-reduced (SPEC §1), so the loss is the single-process loss; the synthetic
     set is replicated, and only rank 0 writes (and locks) the run directory.
     """
-    config.validate()
     supplied = supplied or Supplied()
-    if config.dataset == PYTHON and supplied.dataset is None:
-        raise ConfigError(
-            f"--dataset {PYTHON} means data given from Python (spectral_kernels.distill.distill); "
-            "name a bundled dataset"
-        )
-    if config.method == PYTHON and supplied.loss is None:
-        raise ConfigError(
-            f"--method {PYTHON} means a loss module given from Python (spectral_kernels.distill.distill); name a method"
-        )
-    if supplied.network is not None and config.net_pool > 0:
-        raise ConfigError(_POOL_NEEDS_CONVNET)
+    check_config(config, supplied)
     group, rank, world = _distributed(process_device(config.device))
     if group is not None and config.method in ("dm", "mmd"):
         raise ConfigError(
