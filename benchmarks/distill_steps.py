@@ -63,7 +63,7 @@ from spectral_kernels.cli import parse_distill
 from spectral_kernels.distill import evaluation as evaluate
 from spectral_kernels.distill import formation, loop
 from spectral_kernels.distill.augment import siamese_augment
-from spectral_kernels.distill.data import load_dataset
+from spectral_kernels.distill.data import run_dataset
 from spectral_kernels.distill.hardware import Hardware
 from spectral_kernels.distill.models import ConvNet
 from spectral_kernels.distill.pool import CACHE_ENV, POOL_BATCH, POOL_GAMMA, POOL_MILESTONES, cache_dir, pool_key
@@ -230,7 +230,7 @@ def prepared_run(cell: dict, variant: Variant, device: str, folder: Path):
     if config.calib_weight > 0:
         raise ValueError("the step breakdown times the recipe without the calibration term (--calib-weight 0)")
     config = dataclasses.replace(config, iterations=10**6, checkpoint_every=10**6, num_eval=0).validate()
-    dataset = load_dataset(config.dataset, data_root=config.data_root, imbalance=config.imbalance, seed=config.seed)
+    dataset = run_dataset(config)
     _fake_pool(config, dataset)
     lock = open_run_dir(config, resume=False, overwrite=True)
     run = loop._set_up(config, dataset, None, 0, 1, resume=False)
@@ -385,7 +385,7 @@ def epoch_rows(cell: dict, chosen: list[Variant], device: str) -> list[dict]:
     """Pool-training and evaluation epoch seconds per variant: the median of epochs 2 .. 1 + E,
     the first epoch (with compilation) and, for evaluation, the test pass after the last epoch."""
     config = parse_distill(cell_argv(cell, chosen[0], device, Path(tempfile.gettempdir()) / "unused"))
-    dataset = load_dataset(config.dataset, data_root=config.data_root, imbalance=config.imbalance, seed=config.seed)
+    dataset = run_dataset(config)
     syn, syn_y = loop.initial_synthetic(dataset, config.ipc, config.seed, config.factor, config.init_fill)
     syn, syn_y = formation.decode(syn, config.factor), formation.decoded_labels(syn_y, config.factor)
     clock = _clock(torch.device(device))

@@ -35,7 +35,7 @@ from torch import nn
 
 from . import formation
 from .config import PYTHON, ConfigError, DistillConfig
-from .data import DATASETS, ImageDataset, load_dataset
+from .data import DATASETS, ImageDataset, run_dataset
 from .evaluation import check_counts, evaluate_images, evaluate_run, load_synthetic
 from .hardware import Hardware, process_device
 from .loop import Supplied, class_members, iteration_seed, network_maker
@@ -235,13 +235,7 @@ def distill(
 
         raise ValueError(_POOL_NEEDS_CONVNET)
     if source is None:
-        dataset = load_dataset(
-            config.dataset,
-            data_root=config.data_root,
-            imbalance=config.imbalance,
-            image_size=config.image_size,
-            seed=config.seed,
-        )
+        dataset = run_dataset(config)
     else:
         dataset = _user_dataset(source)
     try:
@@ -352,13 +346,7 @@ def evaluate(
             run, num_eval=num_eval, epochs=epochs, dataset=dataset, device=device, amp=amp, compile=compile, quiet=quiet
         )
     if dataset is None:
-        dataset = load_dataset(
-            config.dataset,
-            data_root=config.data_root,
-            imbalance=config.imbalance,
-            image_size=config.image_size,
-            seed=config.seed,
-        )
+        dataset = run_dataset(config)
     chosen = dict(device=device, amp=amp, compile=compile)
     config = dataclasses.replace(config, **{k: v for k, v in chosen.items() if v is not None}).validate()
     return evaluate_images(

@@ -334,6 +334,18 @@ def long_tail_counts(counts: np.ndarray, imbalance: float) -> np.ndarray:
     return np.minimum(np.asarray(target), counts)
 
 
+def run_dataset(config) -> ImageDataset:
+    """The dataset a run's options (a DistillConfig) name, loaded as load_dataset loads it: the one
+    place that turns the options into the arguments, for the driver, evaluation and the API."""
+    return load_dataset(
+        config.dataset,
+        data_root=config.data_root,
+        imbalance=config.imbalance,
+        image_size=config.image_size,
+        seed=config.seed,
+    )
+
+
 def load_dataset(
     name: str,
     *,

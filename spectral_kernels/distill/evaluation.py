@@ -33,7 +33,7 @@ from .config import (
     flag,
     stored_options,
 )
-from .data import DEFAULT_LT_IMBALANCE, ImageDataset, load_dataset
+from .data import DEFAULT_LT_IMBALANCE, ImageDataset, run_dataset
 from .errors import DivergedError
 from .files import RunFileError, expect, expect_tensor, load_torch_file
 from .hardware import Hardware, backward_and_step, weights_finite
@@ -355,9 +355,7 @@ def evaluate_run(
         cfg = dataclasses.replace(cfg, **{k: v for k, v in chosen.items() if v is not None}).validate()
         hardware = Hardware.of(cfg)
         if dataset is None:
-            dataset = load_dataset(
-                cfg.dataset, data_root=cfg.data_root, imbalance=cfg.imbalance, image_size=cfg.image_size, seed=cfg.seed
-            )
+            dataset = run_dataset(cfg)
         check_synthetic(run / "synthetic.pt", saved, saved_config(run), dataset)
         result = evaluate_images(
             saved["images"],

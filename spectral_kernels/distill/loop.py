@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from . import formation
 from .augment import siamese_augment
 from .config import PYTHON, ConfigError, DistillConfig, first_difference, flag  # noqa: F401  (DistillConfig is re-exported)
-from .data import DataError, ImageDataset, load_dataset
+from .data import DataError, ImageDataset, run_dataset
 from .environment import write_environment
 from .errors import DivergedError
 from .files import RunFileError, expect, expect_finite_state, expect_tensor, iter_metrics, load_torch_file
@@ -235,13 +235,7 @@ def distill(
     if group is not None and supplied.loss is not None:
         raise ConfigError("a loss module given from Python runs in one process; it cannot run data-parallel")
     try:
-        dataset = supplied.dataset or load_dataset(
-            config.dataset,
-            data_root=config.data_root,
-            imbalance=config.imbalance,
-            image_size=config.image_size,
-            seed=config.seed,
-        )
+        dataset = supplied.dataset or run_dataset(config)
         formation.check_factor(config.factor, dataset.image_shape[1:])
     except DataError:
         raise
