@@ -41,10 +41,19 @@ MIXABLE_DTYPES = (torch.float32, *LOW_DTYPES)
 CPU_FLOAT32_OPS = ("spectral_kernels::ecf_sums", "spectral_kernels::hadamard_sums")
 
 
+# Whether torch.autocast exists for a device type, asked once here: torch 2.11's dynamo cannot
+# trace torch.amp.is_autocast_available (a graph break, so fullgraph compiles of every public
+# function failed there), while a dict lookup and torch.is_autocast_enabled trace on every version.
+_AUTOCAST_AVAILABLE = {kind: torch.amp.is_autocast_available(kind) for kind in ("cpu", "cuda", "meta")}
+
+
 def enabled(device: torch.device) -> bool:
     """Whether torch.autocast is on for tensors on `device`."""
     kind = device.type
-    return torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
+    available = _AUTOCAST_AVAILABLE.get(kind)
+    if available is None:  # another device type: asked when first met (eagerly, in practice)
+        available = _AUTOCAST_AVAILABLE[kind] = torch.amp.is_autocast_available(kind)
+    return available and torch.is_autocast_enabled(kind)
 
 
 def _fused_takes(backend: str, dtype: torch.dtype, device: torch.device) -> bool:
