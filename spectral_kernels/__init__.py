@@ -13,14 +13,26 @@ from .sampler import FrequencySampler
 def _installed_version() -> str:
     """The installed distribution's version (a wheel's carries the torch it was built against,
     0.1.0+pt2141cu130); in a source tree without installed metadata, _version.py's."""
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import distributions
 
-    try:
-        return version("spectral_kernels")
-    except PackageNotFoundError:
-        from ._version import VERSION
+    return _version_of(distributions(name="spectral_kernels"))
 
-        return VERSION
+
+def _version_of(found) -> str:
+    """The version an installer wrote. An editable build also leaves spectral_kernels.egg-info in
+    the source tree, with the bare version, and it comes first on sys.path whenever Python runs
+    from the tree's root: importlib.metadata.version() would then report the bare version there
+    and the labelled one anywhere else. An installer (pip, uv) records itself in the INSTALLER
+    file of what it installs (the recording-installed-projects spec); a build's leftover has none."""
+    found = list(found)
+    for dist in found:
+        if dist.read_text("INSTALLER") is not None:
+            return dist.version
+    if found:
+        return found[0].version
+    from ._version import VERSION
+
+    return VERSION
 
 
 __version__ = _installed_version()

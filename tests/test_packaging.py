@@ -88,6 +88,33 @@ def test_a_library_built_against_this_torch_loads(tmp_path):
 # -- a missing dependency ------------------------------------------------------------------------
 
 
+class _Metadata:
+    """A stand-in for importlib.metadata.Distribution: a version and, when an installer wrote it,
+    an INSTALLER file."""
+
+    def __init__(self, version: str, installer: str | None):
+        self.version, self.installer = version, installer
+
+    def read_text(self, name: str):
+        return self.installer if name == "INSTALLER" else None
+
+
+def test_the_version_is_the_installed_one_not_the_build_leftover_in_the_source_tree():
+    leftover, installed = _Metadata("0.1.0", None), _Metadata("0.1.0+pt2110cu130", "pip\n")
+    assert spectral_kernels._version_of([leftover, installed]) == "0.1.0+pt2110cu130"
+    assert spectral_kernels._version_of([installed, leftover]) == "0.1.0+pt2110cu130"
+    assert spectral_kernels._version_of([leftover]) == "0.1.0"
+    assert spectral_kernels._version_of([]) == _version.VERSION
+
+
+def test_the_version_is_the_same_from_the_source_tree_and_from_elsewhere(tmp_path):
+    # run from the tree's root, sys.path starts with the tree and its spectral_kernels.egg-info
+    code = ["-c", "import spectral_kernels; print(spectral_kernels.__version__)"]
+    here = _run([sys.executable, *code], cwd=ROOT, env=_env()).stdout.strip()
+    elsewhere = _run([sys.executable, *code], cwd=tmp_path, env=_env()).stdout.strip()
+    assert here == elsewhere == spectral_kernels.__version__
+
+
 @pytest.mark.parametrize(
     "dataset,missing,words",
     [("digits", "PIL", ["grid.png", "pip install Pillow"]), ("digits-lt", "sklearn", ["pip install scikit-learn"])],
