@@ -77,7 +77,7 @@ $(OLDEST_BUILD_STAMP): $(OLDEST_DEPS_STAMP) $(SOURCES)
 	mkdir -p build && touch $@
 
 test-oldest: $(OLDEST_BUILD_STAMP)
-	$(OLDEST_PY) -m pytest -q tests
+	$(OLDEST_PY) -m pytest -q -rs tests  # -rs: every skip with its reason (the GPU's, and any other)
 
 clean:
 	rm -rf build $(VENV) spectral_kernels/*.so *.egg-info

@@ -147,12 +147,12 @@ def test_a_folders_own_size_is_read_from_headers_without_decoding(tmp_path, monk
     _folder(tmp_path, 14, 10)
     decoded = []
     real_load = ImageFile.ImageFile.load  # what decodes a file PIL opened (PNG included)
-    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (decoded.append(id(self)), real_load(self))[1])
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (decoded.append(self), real_load(self))[1])
     (dataset,) = open_image_folders([tmp_path], None)
     assert dataset.image_shape == (3, 14, 10) and decoded == []
     assert dataset.targets == [0, 0, 0, 1, 1, 1] and decoded == []  # a per-class index costs no decode
     dataset[4]
-    assert len(set(decoded)) == 1  # one image per item (PIL may call load on it more than once)
+    assert len({id(image) for image in decoded}) == 1  # one image per item (PIL may call load on it more than once)
     assert isinstance(dataset, torch.utils.data.Dataset) and isinstance(dataset, ImageFolderDataset)
 
 
@@ -164,9 +164,9 @@ def test_the_driver_reads_an_image_folder_lazily_decoding_only_what_a_step_draws
 
     _folder(tmp_path, 8, 8, classes=("a", "b", "c"), per_class=12)
     monkeypatch.setattr(sources, "MEAN_SAMPLE", 4)
-    decoded = []
+    decoded = []  # the images themselves: an id() alone can be reused once its image is freed
     real_load = ImageFile.ImageFile.load
-    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (decoded.append(id(self)), real_load(self))[1])
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (decoded.append(self), real_load(self))[1])
     data = load_dataset("imagefolder", data_root=tmp_path)
     assert not isinstance(data.train_x, torch.Tensor) and len(data.train_x) == 30  # 36 less 20 % held out
     assert len(decoded) <= 2 * (4 + 2), decoded  # the sample, and the first item of each set (its shape)
@@ -174,7 +174,7 @@ def test_the_driver_reads_an_image_folder_lazily_decoding_only_what_a_step_draws
     idx = torch.cat([m[:2] for m in members])
     decoded.clear()
     batch = sources.take(data.train_x, idx, torch.device("cpu"))
-    assert tuple(batch.shape) == (6, 3, 8, 8) and len(set(decoded)) == 6
+    assert tuple(batch.shape) == (6, 3, 8, 8) and len({id(image) for image in decoded}) == 6
     eager = torch.stack([data.train_x.dataset[int(i)][0] for i in idx])  # the folder's own items, [0, 1]
     expected = (eager - data.mean[None, :, None, None]) / data.std[None, :, None, None]
     torch.testing.assert_close(batch, expected)
