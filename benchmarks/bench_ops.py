@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import platform
@@ -324,8 +325,8 @@ def cuda_sweep(args) -> None:
             shown = result.get("skipped") or f"{result['median_s'] * 1e3:.2f} ms, +{result['extra_mib']:.1f} MiB"
             print(f"{precision} {mode:9} N={n:6} M={m:5} d={d:5} {provider:16} {shown}", flush=True)
             write_results(rows, out, with_plot=False)
+    print(figure_summary(rows), flush=True)  # before the plot: whatever befalls it, the ratios are out
     write_results(rows, out)
-    print(figure_summary(rows))
 
 
 def figure_summary(rows: list[dict]) -> str:
@@ -464,8 +465,18 @@ def write_results(rows: list[dict], out: Path, with_plot: bool = True) -> None:
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in fields})
     out.with_suffix(".md").write_text(markdown_table(rows))
-    if with_plot:
-        plot(rows, out.with_suffix(".png"))
+    if not with_plot:
+        return
+    # matplotlib is an optional extra (pyproject's `bench`), and a GPU machine's image may lack it:
+    # the CSV and table above are the results, the plot can be drawn later from the CSV.
+    if importlib.util.find_spec("matplotlib") is None:
+        print(
+            f"bench_ops.py: matplotlib is not installed, so {out.with_suffix('.png')} was not drawn; "
+            f"draw it elsewhere with: python benchmarks/bench_ops.py --replot --out {out}",
+            file=sys.stderr,
+        )
+        return
+    plot(rows, out.with_suffix(".png"))
 
 
 def markdown_table(rows: list[dict]) -> str:

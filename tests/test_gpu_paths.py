@@ -1,0 +1,44 @@
+"""Code that only runs on a GPU machine, run here on the CPU where a stand-in is honest: the
+plumbing around the device (what is planned, written and printed), not the device's numbers.
+Every minute of a lent GPU lost to a Python mistake in such code is a minute not measured."""
+
+import csv
+import sys
+import types
+
+import torch
+
+from spectral_kernels.ops.precision import cuda_matmul_precision
+
+
+def test_the_cuda_benchmark_writes_its_results_and_ratios_without_matplotlib(tmp_path, monkeypatch, capsys):
+    """bench_ops.py --device cuda end to end with each case's measurement stood in for (the
+    timing and memory of a case need the GPU; planning the sweep, writing the CSV and table after
+    every case and printing the figure point's ratios do not). The GPU image may not have
+    matplotlib (an optional extra): the final write must not then fail after the whole sweep ran,
+    nor lose the ratios that the run is for."""
+    from benchmarks import bench_ops
+
+    measured = []
+
+    def fake_case(torch_, triton_, sk, provider, n, m, d, mode, precision):
+        measured.append((provider, n, m, d, mode, precision))
+        steady = {"gemm_floor": 1e-3, "triton": 1.2e-3, "cuda": 1.4e-3, "reference": 5e-3}.get(provider, 2e-3)
+        return {"median_s": steady, "p20_s": steady, "p80_s": steady, "extra_mib": 10.0, "first_s": 2 * steady}
+
+    monkeypatch.setattr(bench_ops, "_cuda_case", fake_case)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails, as where it is missing
+    args = types.SimpleNamespace(out=str(tmp_path / "ops_cuda_h100"), quick=False, precisions=["tf32", "ieee"])
+    with cuda_matmul_precision("ieee", torch.device("cuda")):  # the sweep sets torch's TF32 flag per precision
+        bench_ops.cuda_sweep(args)
+    out = capsys.readouterr()
+    assert measured[0][1:4] == bench_ops.CUDA_FIGURE_POINT  # the figure point first
+    with open(tmp_path / "ops_cuda_h100.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(measured) and rows[0]["device"].startswith("NVIDIA H100 80GB HBM3, torch ")
+    assert (tmp_path / "ops_cuda_h100.md").exists() and not (tmp_path / "ops_cuda_h100.png").exists()
+    assert "matplotlib is not installed" in out.err
+    summary = out.out[out.out.index("Figure point") :]
+    assert "fixed-t tf32" in summary and "1.20x floor" in summary, summary
