@@ -42,3 +42,29 @@ def test_the_cuda_benchmark_writes_its_results_and_ratios_without_matplotlib(tmp
     assert "matplotlib is not installed" in out.err
     summary = out.out[out.out.index("Figure point") :]
     assert "fixed-t tf32" in summary and "1.20x floor" in summary, summary
+
+
+def test_the_gpu_smoke_main_reports_every_check_and_a_summary(monkeypatch, capsys):
+    """gpu_smoke.py's main(), the first thing a lent GPU runs, with the device queries stood in
+    for: the versions, one line per check and the JSON summary (test_gpu_suite_script runs the
+    checks themselves on the CPU). Small cases: the interpreter runs the Triton kernels here."""
+    import json
+
+    from benchmarks import gpu_smoke
+
+    props = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", major=9, minor=0, total_memory=80 * 2**30)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**20)
+    case = gpu_smoke.backend_case
+    monkeypatch.setattr(gpu_smoke, "backend_case", lambda name, device, s: case(name, device, s, n=60, m=24, d=8))
+    monkeypatch.setattr(gpu_smoke, "distill_step", lambda device: {"check": "distill", "ok": True})
+    monkeypatch.setattr(sys, "argv", ["gpu_smoke.py", "--device", "cpu"])
+    status = gpu_smoke.main()
+    lines = capsys.readouterr().out.splitlines()
+    summary = json.loads(lines[-1])
+    assert status == 0 and summary["ok"], lines
+    assert summary["versions"]["gpu"] == "NVIDIA H100 80GB HBM3" and summary["versions"]["capability"] == "9.0"
+    assert [c["check"] for c in summary["checks"]] == ["reference", "cuda", "triton", "triton sorf", "distill"]
+    assert summary["peak_memory_mib"] == 3.0
