@@ -68,3 +68,47 @@ def test_the_gpu_smoke_main_reports_every_check_and_a_summary(monkeypatch, capsy
     assert summary["versions"]["gpu"] == "NVIDIA H100 80GB HBM3" and summary["versions"]["capability"] == "9.0"
     assert [c["check"] for c in summary["checks"]] == ["reference", "cuda", "triton", "triton sorf", "distill"]
     assert summary["peak_memory_mib"] == 3.0
+
+
+def test_the_cuda_benchmarks_extra_memory_counts_the_gradient_outputs():
+    """bench_ops._measure_cuda against a simulated caching allocator (the GPU's statistics are
+    what it reads): a call that frees the previous call's gradients, holds `temp` bytes of
+    temporaries and leaves `grads` bytes of new gradients. Its extra memory must count both, as
+    the table says and the CPU sweep measures; with the first call's gradients left in the base,
+    the measured call freed them before making its own and `grads` went uncounted."""
+    from benchmarks import bench_ops
+
+    inputs, temp, grads = 100 * 2**20, 30 * 2**20, 8 * 2**20
+    state = {"live": inputs, "peak": inputs, "has_grads": False}
+
+    def allocate(nbytes):
+        state["live"] += nbytes
+        state["peak"] = max(state["peak"], state["live"])
+
+    def reset():  # syn.grad = None, t.grad = None
+        if state["has_grads"]:
+            state["live"] -= grads
+        state["has_grads"] = False
+
+    def run():
+        reset()
+        allocate(temp)
+        allocate(grads)
+        state["live"] -= temp
+        state["has_grads"] = True
+
+    def reset_peak():
+        state["peak"] = state["live"]
+
+    cuda = types.SimpleNamespace(
+        synchronize=lambda: None,
+        memory_allocated=lambda: state["live"],
+        max_memory_allocated=lambda: state["peak"],
+        reset_peak_memory_stats=reset_peak,
+        OutOfMemoryError=MemoryError,
+    )
+    fake_torch = types.SimpleNamespace(cuda=cuda)
+    bench = lambda fn, warmup, rep, quantiles=None, return_mode="mean": [1.0, 1.0] if quantiles else 1.0
+    fake_triton = types.SimpleNamespace(testing=types.SimpleNamespace(do_bench=bench))
+    result = bench_ops._measure_cuda(fake_torch, fake_triton, run, reset)
+    assert result["extra_mib"] == (temp + grads) / 2**20, result
