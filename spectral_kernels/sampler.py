@@ -103,8 +103,8 @@ class FrequencySampler(nn.Module):
         generator = _checks.generator("generator", generator)
         # The draw happens on the generator's device and z then moves to the parameters': the
         # distillation keeps its generators on the CPU (distill/hardware.py: every device draws the
-        # same numbers) and moves the sampler to --device, so a draw on the parameters' device
-        # refused every NCFM step with a learned sampler on a GPU.
+        # same numbers) and moves the sampler to --device; drawing on the parameters' device, the
+        # sampler refused that CPU generator, and every NCFM step with a learned sampler on a GPU failed.
         draw_device = generator.device if generator is not None else self.log_scales.device
         if draw_device != self.log_scales.device:
             _checks.draw_size(m, self.dim, draw_device)
