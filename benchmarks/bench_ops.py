@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import platform
@@ -324,8 +325,8 @@ def cuda_sweep(args) -> None:
             shown = result.get("skipped") or f"{result['median_s'] * 1e3:.2f} ms, +{result['extra_mib']:.1f} MiB"
             print(f"{precision} {mode:9} N={n:6} M={m:5} d={d:5} {provider:16} {shown}", flush=True)
             write_results(rows, out, with_plot=False)
+    print(figure_summary(rows), flush=True)  # before the plot: whatever befalls it, the ratios are out
     write_results(rows, out)
-    print(figure_summary(rows))
 
 
 def figure_summary(rows: list[dict]) -> str:
@@ -384,9 +385,12 @@ def _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision) -> dict:
             torch.empty(m, d, device="cuda"),
         ]
 
-    def run():
+    def reset():
         syn.grad = None
         t.grad = None
+
+    def run():
+        reset()
         if provider == "gemm_floor":
             return _gemm_floor(torch, real, syn, t, mode == "learned-t", buffers)
         if provider == "mmd_gaussian":
@@ -413,7 +417,7 @@ def _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision) -> dict:
     previous = os.environ.get("SPECTRAL_KERNELS_TRITON_SINCOS")
     os.environ["SPECTRAL_KERNELS_TRITON_SINCOS"] = sincos
     try:
-        return _measure_cuda(torch, triton, run)
+        return _measure_cuda(torch, triton, run, reset)
     finally:
         if previous is None:
             os.environ.pop("SPECTRAL_KERNELS_TRITON_SINCOS")
@@ -421,13 +425,19 @@ def _cuda_case(torch, triton, sk, provider, n, m, d, mode, precision) -> dict:
             os.environ["SPECTRAL_KERNELS_TRITON_SINCOS"] = previous
 
 
-def _measure_cuda(torch, triton, run) -> dict:
+def _measure_cuda(torch, triton, run, reset) -> dict:
+    """Time and extra memory of run(); reset() drops the gradients a call leaves (run() starts
+    with it)."""
     try:
         torch.cuda.synchronize()
         began = time.perf_counter()
         run()  # compile / autotune outside the measurement, but timed: the first call
         torch.cuda.synchronize()
         first = time.perf_counter() - began
+        # The first call's gradients are not inputs: left in the base, the measured call would free
+        # them before making its own, and its extra memory would leave out the gradient outputs that
+        # the table counts (and the CPU sweep does).
+        reset()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         run()
@@ -464,8 +474,18 @@ def write_results(rows: list[dict], out: Path, with_plot: bool = True) -> None:
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in fields})
     out.with_suffix(".md").write_text(markdown_table(rows))
-    if with_plot:
-        plot(rows, out.with_suffix(".png"))
+    if not with_plot:
+        return
+    # matplotlib is an optional extra (pyproject's `bench`), and a GPU machine's image may lack it:
+    # the CSV and table above are the results, the plot can be drawn later from the CSV.
+    if importlib.util.find_spec("matplotlib") is None:
+        print(
+            f"bench_ops.py: matplotlib is not installed, so {out.with_suffix('.png')} was not drawn; "
+            f"draw it elsewhere with: python benchmarks/bench_ops.py --replot --out {out}",
+            file=sys.stderr,
+        )
+        return
+    plot(rows, out.with_suffix(".png"))
 
 
 def markdown_table(rows: list[dict]) -> str:

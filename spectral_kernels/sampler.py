@@ -32,7 +32,9 @@ class FrequencySampler(nn.Module):
     the limits. In forward, learned log-scales that have grown past the upper limit raise too
     (outside torch.compile), rather than hand inf frequencies to the loss.
 
-    forward(num_freqs=None, generator=None) -> t (M, d), on the parameters' device and dtype.
+    forward(num_freqs=None, generator=None) -> t (M, d), on the parameters' device and dtype;
+    z is drawn on the generator's device (the parameters' without one), as sk.sample_frequencies
+    draws, then moved: a CPU generator drives a sampler on a GPU with the CPU's numbers.
 
     Training step of the min-max (the synthetic data descend, the sampler ascends)::
 
@@ -99,11 +101,13 @@ class FrequencySampler(nn.Module):
             raise ValueError("FrequencySampler: its parameters are on the meta device, which holds no values; move it")
         _checks.draw_size(m, self.dim, self.log_scales.device)
         generator = _checks.generator("generator", generator)
-        if generator is not None and generator.device.type != self.log_scales.device.type:
-            raise ValueError(
-                f"generator is on {generator.device} but the FrequencySampler's parameters are on "
-                f"{self.log_scales.device}; the draw happens on the parameters' device"
-            )
+        # The draw happens on the generator's device and z then moves to the parameters': the
+        # distillation keeps its generators on the CPU (distill/hardware.py: every device draws the
+        # same numbers) and moves the sampler to --device; drawing on the parameters' device, the
+        # sampler refused that CPU generator, and every NCFM step with a learned sampler on a GPU failed.
+        draw_device = generator.device if generator is not None else self.log_scales.device
+        if draw_device != self.log_scales.device:
+            _checks.draw_size(m, self.dim, draw_device)
         if not _checks.tracing():
             largest = float(self.log_scales.detach().max())
             if math.isnan(largest):
@@ -118,7 +122,7 @@ class FrequencySampler(nn.Module):
                 "lower the sampler's learning rate",
             )
         scales = torch.exp(self.log_scales)
-        z = torch.randn(m, self.dim, generator=generator, device=scales.device, dtype=scales.dtype)
+        z = torch.randn(m, self.dim, generator=generator, device=draw_device, dtype=scales.dtype).to(scales.device)
         component = torch.arange(m, device=scales.device) % self.num_components
         return z * scales[component].unsqueeze(1)
 

@@ -219,6 +219,9 @@ def test_deterministic_mode_runs_one_fixed_tile_shape_without_the_autotuner(rng,
 
     for kernel in (te._forward_kernel, te._weight_kernel):
         monkeypatch.setattr(kernel, "run", autotuner_ran)
+    # Autotuning on, as by default: the GPU test run sets SPECTRAL_KERNELS_TRITON_AUTOTUNE=0, under
+    # which no launch goes through the autotuner and the last check below could never hold.
+    monkeypatch.setattr(te, "AUTOTUNE", True)
     device = BACKEND_DEVICES["triton"]
     chosen = ops.resolve("triton", torch.empty(0, device=device))
     x64, t64, index = _inputs(rng, 211, 75, 19, [150, 0, 61], torch.float64, device)

@@ -214,3 +214,14 @@ def test_cuda_op_stays_in_bounds_whatever_perm_and_offsets_hold():
         torch.cuda.synchronize()
         for value in (sums, dx, dt):
             assert bool(torch.isfinite(value).all())
+
+
+def test_a_learned_sampler_on_the_gpu_draws_with_the_runs_cpu_generator():
+    """The distillation keeps its generators on the CPU (distill/hardware.py) and moves NCFM's
+    learned sampler to --device: the sampler must take a CPU generator there (it refused it, so
+    every NCFM step with --learned-sampler failed on a GPU) and draw the CPU's numbers."""
+    sampler = sk.FrequencySampler(16, num_freqs=64)
+    want = sampler(generator=torch.Generator().manual_seed(3))
+    got = sampler.cuda()(generator=torch.Generator().manual_seed(3))
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.cpu(), want)
