@@ -15,6 +15,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ import spectral_kernels as sk
 from spectral_kernels.distill.config import DistillConfig
 from spectral_kernels.distill.loop import distill
 
+from . import cli_forkserver
 from . import lib_sizes as L
 from .conftest import FAST_CLI, assert_one_line_error, hold_run_lock, run_cli
 
@@ -3126,35 +3129,95 @@ def test_bad_input_raises_an_error_naming_the_argument(case):
         assert word in message, f"{word!r} not in {message!r}"
 
 
+def _prepare(case: Cli, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    return case, d, (case.setup(d) if case.setup else None)
+
+
+def _run_case(job, cli) -> subprocess.CompletedProcess:
+    """One prepared case through `cli` (run_cli's arguments), then its cleanup."""
+    case, d, cleanup = job
+    try:
+        env = {**os.environ, **{k: v.replace("{d}", str(d)) for k, v in case.env.items()}}
+        return cli([a.replace("{d}", str(d)) for a in case.argv], cwd=d / case.cwd, env=env, timeout=300)
+    finally:
+        if callable(cleanup):
+            cleanup()
+
+
+def _fresh_process(args, *, cwd, env, timeout):
+    return run_cli(*args, cwd=cwd, env=env, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def cli_outcomes(request, tmp_path_factory):
-    """Run the selected CLI cases, each in its own folder, two at a time (each is a fresh
-    Python process that spends most of its time importing torch)."""
+    """Run the selected CLI cases, each in its own folder and its own process, two at a time. Each
+    process is forked from a server that imported the CLI once (tests/cli_forkserver.py): a fresh
+    Python spends ~2 s importing torch, which was nearly half of the whole suite's time."""
     wanted = {
         item.callspec.params["case"].id
         for item in request.session.items
         if getattr(item, "callspec", None) and isinstance(item.callspec.params.get("case"), Cli)
     }
     _make_templates(tmp_path_factory.mktemp("templates"))
-    jobs = {}
-    for case in CLI_CASES:
-        if case.id in wanted:
-            d = tmp_path_factory.mktemp("cli")
-            cleanup = case.setup(d) if case.setup else None
-            jobs[case.id] = (case, d, cleanup)
+    jobs = {case.id: _prepare(case, tmp_path_factory) for case in CLI_CASES if case.id in wanted}
+    local, servers = threading.local(), []
 
-    def run(job):
-        case, d, cleanup = job
-        try:
-            env = {k: v.replace("{d}", str(d)) for k, v in case.env.items()}
-            return run_cli(*[a.replace("{d}", str(d)) for a in case.argv], cwd=d / case.cwd, env=env, timeout=300)
-        finally:
-            if callable(cleanup):
-                cleanup()
+    def cli(args, **kwargs):
+        if not cli_forkserver.available():
+            return _fresh_process(args, **kwargs)
+        if not hasattr(local, "server"):
+            local.server = cli_forkserver.ForkServer()
+            servers.append(local.server)
+        return local.server.run(args, **kwargs)
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        procs = dict(zip(jobs, pool.map(run, jobs.values())))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+            procs = dict(zip(jobs, pool.map(lambda job: _run_case(job, cli), jobs.values())))
+    finally:
+        for server in servers:
+            server.close()
     return {case_id: (procs[case_id], jobs[case_id][1]) for case_id in jobs}
+
+
+# Cases whose outcome comes from different places: argparse, a check before any work, the
+# environment, a damaged file, a folder in use, data read and refused mid-run, the working folder.
+SAME_EITHER_WAY = (
+    "unknown dataset",
+    "torchrun WORLD_SIZE not a number, through the CLI",
+    "cached pool damaged",
+    "resume a run in use",
+    "imagefolder of mixed sizes without --image-size",
+    "out dot in a folder of user files",
+)
+# A relative path, read from the case's working folder: found there, the file's own error.
+RELATIVE_CONFIG = Cli(
+    "relative --config",
+    [*DISTILL, "--config", "c.json"],
+    ["--num-freqs", "'3'"],
+    setup=_config_file("c.json", '{"num_freqs": "3"}'),
+)
+
+
+@pytest.mark.skipif(not cli_forkserver.available(), reason="the fork server needs os.fork")
+@pytest.mark.parametrize(
+    "case", [c for c in CLI_CASES if c.id in SAME_EITHER_WAY] + [RELATIVE_CONFIG], ids=lambda c: c.id
+)
+def test_a_forked_cli_process_gives_what_a_fresh_one_gives(case, tmp_path_factory):
+    """The fork server stands in for the console script faithfully: the same exit status, the same
+    stderr and stdout (its folder's name aside), and the same files left in the case's folder."""
+    _make_templates(tmp_path_factory.mktemp("templates"))
+    outcomes = []
+    with cli_forkserver.ForkServer() as server:
+        for cli in (_fresh_process, server.run):
+            job = _prepare(case, tmp_path_factory)
+            proc, d = _run_case(job, cli), job[1]
+            files = sorted(str(p.relative_to(d)) for p in d.rglob("*") if ".lock" not in p.name)
+            outcomes.append(
+                (proc.returncode, proc.stderr.replace(str(d), "{d}"), proc.stdout.replace(str(d), "{d}"), files)
+            )
+    assert outcomes[0] == outcomes[1]
+    assert_one_line_error(proc, *[w.replace("{d}", str(d)) for w in case.words], status=case.status)
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
