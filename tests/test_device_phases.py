@@ -236,6 +236,12 @@ def test_device_checks_name_the_device(monkeypatch):
         check(device="cuda:0", amp="bf16")
     with pytest.raises(ConfigError, match="--amp fp16: device cpu"):
         check(device="cpu", amp="fp16")
+    # A CPU without bfloat16 arithmetic (an AVX2 machine, pretended): emulated bf16 is slower than float32.
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ConfigError, match=r"--amp bf16: device cpu, this CPU \(\w+\), has no bfloat16 arithmetic"):
+        check(device="cpu", amp="bf16")
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    assert check(device="cpu", amp="bf16").amp == "bf16"
     with pytest.raises(ConfigError, match="--amp must be one of off, bf16, fp16, got 'fp32'"):
         check(amp="fp32")
     # A stored config read back elsewhere: only the name is checked.

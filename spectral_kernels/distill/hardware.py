@@ -125,6 +125,12 @@ def amp_problem(device: torch.device, amp: str) -> str | None:
         return None
     if device.type == "cpu" and amp == "fp16":
         return f"--amp fp16: device {device} has no float16 arithmetic worth autocasting to; use --amp bf16 or off"
+    if device.type == "cpu" and amp == "bf16" and not cpu_has_bf16():
+        return (
+            f"--amp bf16: device {device}, this CPU ({torch.backends.cpu.get_cpu_capability()}), has no bfloat16 "
+            "arithmetic (oneDNN's needs AVX-512 or AMX, or Arm's BF16); emulated it runs slower than float32: "
+            "use --amp off"
+        )
     if device.type == "cuda" and amp == "bf16":
         major, minor = torch.cuda.get_device_capability(device)
         if major < 8:
@@ -141,6 +147,16 @@ def amp_problem(device: torch.device, amp: str) -> str | None:
             except (RuntimeError, UserWarning) as error:
                 return f"--amp {amp}: device {device} cannot autocast to {AMP_DTYPES[amp]} ({_first_line(error)})"
     return None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN computes bfloat16 convolutions and products on this CPU in hardware (AVX-512
+    or AMX on x86, BF16 on Arm): elsewhere torch still runs bf16 autocast, emulated, slower than
+    float32, which is not what --amp is for. A torch without the query is taken at its word."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
 
 
 def _first_line(error: BaseException) -> str:
