@@ -61,7 +61,7 @@ from bench_recipe import distill_argv, paired
 from spectral_kernels.cli import main as cli
 from spectral_kernels.cli import parse_distill
 from spectral_kernels.distill import evaluation as evaluate
-from spectral_kernels.distill import formation, loop
+from spectral_kernels.distill import formation, hardware, loop
 from spectral_kernels.distill.augment import siamese_augment
 from spectral_kernels.distill.data import run_dataset
 from spectral_kernels.distill.hardware import Hardware
@@ -140,6 +140,7 @@ FIELDS = [
     "flags",
     "device",
     "cpu_isa",
+    "cpu_bf16",
     "threads",
     "torch",
 ]
@@ -460,6 +461,13 @@ def accuracy_rows(cell: dict, chosen: list[Variant], device: str, folder: Path) 
 # -- the results files ----------------------------------------------------------------------------
 
 
+def _bf16(row: dict) -> str:
+    """ ", bfloat16 arithmetic" or ", no bfloat16 arithmetic"; nothing for rows written before the column."""
+    if row.get("cpu_bf16") in (None, ""):
+        return ""
+    return ", bfloat16 arithmetic" if str(row["cpu_bf16"]) == "True" else ", no bfloat16 arithmetic"
+
+
 def finish_rows(rows: list[dict], cell: dict, chosen: list[Variant], device: str) -> list[dict]:
     """Timings in ms with their ratio to eager's same part; every row with its settings and machine."""
     config = parse_distill(cell_argv(cell, chosen[0], device, Path(tempfile.gettempdir()) / "unused"))
@@ -468,6 +476,7 @@ def finish_rows(rows: list[dict], cell: dict, chosen: list[Variant], device: str
     machine = dict(
         device=str(torch.empty(0, device=device).device),
         cpu_isa=torch.backends.cpu.get_cpu_capability(),
+        cpu_bf16=hardware.cpu_has_bf16(),  # what --amp bf16's speed on a CPU depends on
         threads=torch.get_num_threads(),
         torch=torch.__version__,
     )
@@ -498,8 +507,8 @@ def markdown(rows: list[dict], command: str) -> str:
         f"Distillation step breakdown: `spectral-distill distill --recipe ncfm` on {first['dataset']} (imbalance "
         f"{first['imbalance']}), IPC {first['ipc']}, factor {first['factor']}, {first['num_freqs']} frequencies, "
         f"width {first['width']}, {first['batch_real']} real images per class per step. Device {first['device']} "
-        f"({first['cpu_isa']}, {first['threads']} threads), torch {first['torch']}. Median milliseconds over "
-        f"{steps} steps after warm-up, every variant timed in turn "
+        f"({first['cpu_isa']}{_bf16(first)}, {first['threads']} threads), torch {first['torch']}. Median "
+        f"milliseconds over {steps} steps after warm-up, every variant timed in turn "
         "in each round of one run; in brackets the speed-up over eager's same part (> 1: faster). Parts are timed "
         "with explicit timers (device synchronised at each boundary) around loop._step's calls, the autograd graph "
         "cut at the augmented images and the features; the last row is the real loop._step, uncut. Channels-last "

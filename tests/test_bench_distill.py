@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from spectral_kernels.distill import hardware
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 
@@ -80,6 +82,7 @@ def test_steps_quick_writes_every_part_of_every_variant(steps, quick_run):
         assert (row["dataset"], float(row["imbalance"]), int(row["ipc"])) == (cell["dataset"], cell["imbalance"], 10)
         assert row["factor"] == "2" and row["recipe"] == "ncfm" and row["num_freqs"] == "64"
         assert row["cpu_isa"] == torch.backends.cpu.get_cpu_capability() and row["torch"] == torch.__version__
+        assert row["cpu_bf16"] == str(hardware.cpu_has_bf16())
         assert row["device"] == "cpu"
     cli_variants = [n for n in names if n != "channels-last"]
     epochs = {(r["variant"], r["part"]) for r in rows if r["section"] == "epoch"}
