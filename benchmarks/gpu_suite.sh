@@ -2,7 +2,7 @@
 # On a CUDA machine: build, check, test and benchmark, writing the results under
 # benchmarks/results/ (or $RESULTS_DIR), each file named after the GPU.
 #
-#     bash benchmarks/gpu_suite.sh smoke           # first contact, ~3 min on a fresh machine: build for
+#     bash benchmarks/gpu_suite.sh smoke           # first contact, meant to take ~3 min (never yet run): build for
 #                                                  # this GPU only, versions, every backend against the
 #                                                  # reference, one distill step + 1-epoch evaluation
 #                                                  # on cuda, peak memory (benchmarks/gpu_smoke.py)
@@ -12,7 +12,7 @@
 #                                                  # the figure point runs first and results are
 #                                                  # rewritten after every case, so a run cut short keeps them
 #     bash benchmarks/gpu_suite.sh [all]           # tests, then bench (where calls are time-limited,
-#                                                  # run the stages separately: each fits 8 minutes)
+#                                                  # run the stages separately: each is meant to fit 8 minutes)
 #
 # Python: $PYTHON if set; else this checkout's .venv if there is one; else the system python3 (a
 # machine image with PyTorch preinstalled and no network: the extension is built in place against
@@ -88,6 +88,7 @@ if [[ "$STAGE" == all || "$STAGE" == tests ]]; then
   TESTS="tests/test_gpu.py tests/test_backends.py tests/test_triton_sincos.py tests/test_triton_compile.py"
   TESTS="$TESTS tests/test_gpu_defects.py tests/test_ecf_math.py tests/test_chunk_walk.py tests/test_cuda_compile.py"
   TESTS="$TESTS tests/test_sincos_bound.py tests/test_backend_protocol.py"  # SPEC §6's bound; SORF on each backend
+  TESTS="$TESTS tests/test_autocast.py tests/test_hw_round4.py"  # autocast on the GPU's fused ops; native bf16/fp16 dots
   { echo "# $VERSIONS"; echo "# SPECTRAL_KERNELS_TRITON_AUTOTUNE=0 $PY -m pytest -q $TESTS"
     SPECTRAL_KERNELS_TRITON_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider $TESTS 2>&1
   } | tee "$RESULTS/gpu_tests_${GPU}.txt" || STATUS=1

@@ -70,20 +70,32 @@ SPECTRAL = {
 }
 
 
+# On a GPU `auto` picks Triton (the cuda backend without it): every fused forward op's name.
+FUSED_OPS = tuple(
+    f"spectral_kernels.{op}." for op in ("ecf_sums", "hadamard_sums", "ecf_sums_triton", "hadamard_sums_triton")
+)
+NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEVICES = ["cpu", pytest.param("cuda", marks=NO_GPU)]
+
+
+def _on(device, real, syn, rl, sl, t):
+    """The same leaves on `device` (syn and t leaves again, so their .grad is there)."""
+    leaf = lambda x: x.detach().to(device).requires_grad_(True)
+    return real.to(device), leaf(syn), rl.to(device), sl.to(device), leaf(t)
+
+
 @CPU_FUSED
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", LOW)
 @pytest.mark.parametrize("name", sorted(SPECTRAL))
-def test_under_autocast_the_fused_op_runs_never_the_n_by_m_path_and_the_loss_is_float32(name, dtype):
-    real, syn, rl, sl = _features(dtype)
-    t = _frequencies()
+def test_under_autocast_the_fused_op_runs_never_the_n_by_m_path_and_the_loss_is_float32(name, dtype, device):
+    real, syn, rl, sl, t = _on(device, *_features(dtype), _frequencies())
     recorder = _Recorder()
-    with torch.autocast("cpu", dtype=dtype), recorder:
+    with torch.autocast(device, dtype=dtype), recorder:
         loss = SPECTRAL[name](real, syn, rl, sl, t)
         loss.backward()
-    fused = [
-        op for op in recorder.ops if op.startswith(("spectral_kernels.ecf_sums.", "spectral_kernels.hadamard_sums."))
-    ]
-    assert fused, "the fused C++ op did not run"
+    fused = [op for op in recorder.ops if op.startswith(FUSED_OPS)]
+    assert fused, f"no fused op ran: {sorted(set(recorder.ops))}"
     # The reference path builds the (N, M) phase matrix; the fused one nothing larger than an input.
     assert recorder.largest < N * M, f"an op returned {recorder.largest} elements (N x M = {N * M})"
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
@@ -137,7 +149,7 @@ def _plain_sdd(r, s, rl, sl, t):
 
 def _plain_csdm(r, s, rl, sl, t):
     amplitude, phase = _plain_terms(r, s, rl, sl, t)
-    alpha = PLAIN_ALPHA.to(amplitude.dtype)[:, None]
+    alpha = PLAIN_ALPHA.to(amplitude)[:, None]  # its dtype and device
     return (alpha * amplitude + (1 - alpha) * phase).mean()
 
 
@@ -150,16 +162,16 @@ PLAIN = {
 
 
 @CPU_FUSED
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", LOW)
 @pytest.mark.parametrize("name", sorted(PLAIN))
-def test_autocast_error_is_at_most_twice_that_of_plain_pytorch_under_the_same_autocast(name, dtype):
+def test_autocast_error_is_at_most_twice_that_of_plain_pytorch_under_the_same_autocast(name, dtype, device):
     ours_fn, plain_fn = PLAIN[name]
-    real, syn, rl, sl = _features(dtype, seed=5)
-    t = _frequencies(seed=6)
+    real, syn, rl, sl, t = _on(device, *_features(dtype, seed=5), _frequencies(seed=6))
 
     def value_and_grad(fn, r, s, t_, autocast):
         s = s.detach().requires_grad_(True)
-        with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+        with torch.autocast(device, dtype=dtype, enabled=autocast):
             value = fn(r, s, rl, sl, t_)
         value.backward()
         return value.detach(), s.grad
