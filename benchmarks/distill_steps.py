@@ -365,21 +365,21 @@ def step_rows(cell: dict, chosen: list[Variant], device: str, folder: Path) -> l
 
 @contextlib.contextmanager
 def _epoch_marks(clock, marks: list):
-    """train_convnet checks its weights once at the end of every epoch (evaluate.weights_finite, a
-    device synchronisation): wrapped here to append clock() there, so the real training loop is
-    timed epoch by epoch without a change to it."""
-    original = evaluate.weights_finite
+    """train_convnet reads its loss and checks its weights once at the end of every epoch
+    (evaluate.epoch_end, a device synchronisation): wrapped here to append clock() there, so the
+    real training loop is timed epoch by epoch without a change to it."""
+    original = evaluate.epoch_end
 
-    def marked(net):
-        finite = original(net)
+    def marked(loss_sum, net):
+        read = original(loss_sum, net)
         marks.append(clock())
-        return finite
+        return read
 
-    evaluate.weights_finite = marked
+    evaluate.epoch_end = marked
     try:
         yield
     finally:
-        evaluate.weights_finite = original
+        evaluate.epoch_end = original
 
 
 def epoch_rows(cell: dict, chosen: list[Variant], device: str) -> list[dict]:

@@ -194,7 +194,12 @@ def nan_under_autocast():
     handle.remove()
 
 
-def test_a_nan_under_reduced_precision_stops_every_phase(digits, nan_under_autocast, tmp_path):
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_a_nan_under_reduced_precision_stops_every_phase(amp, digits, nan_under_autocast, tmp_path, monkeypatch):
+    """fp16 (refused on a CPU, allowed here) takes the GradScaler, which skips every step whose
+    gradients are non-finite: the weights stay finite, so the NaN must be caught from the loss."""
+    monkeypatch.setenv("SPECTRAL_KERNELS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hardware, "amp_problem", lambda device, amp: None)
     train = lambda amp: evaluate.train_convnet(
         digits.train_x[:64],
         digits.train_y[:64],
@@ -206,11 +211,37 @@ def test_a_nan_under_reduced_precision_stops_every_phase(digits, nan_under_autoc
         what="pool network 0",
     )
     train("off")  # the same training in float32 is fine
-    with pytest.raises(loop.DivergedError, match=r"pool network 0, epoch 0: .*non-finite under --amp bf16"):
-        train("bf16")
-    config = DistillConfig(**TINY, iterations=2, num_eval=0, amp="bf16", out=str(tmp_path / "run"))
+    loss_nan = rf"pool network 0, epoch 0: the training loss became non-finite under --amp {amp}; --amp off may help"
+    with pytest.raises(loop.DivergedError, match=loss_nan):
+        train(amp)
+    # Each phase of a run: pool training, matching, evaluation (of a run made in float32).
+    config = dict(**TINY, iterations=2, num_eval=0, amp=amp)
+    with pytest.raises(loop.DivergedError, match=rf"pool network 0, epoch 0: .*non-finite under --amp {amp}"):
+        loop.distill(DistillConfig(**config, net_pool=1, pool_epochs=1, out=str(tmp_path / "pool")))
     with pytest.raises(loop.DivergedError, match="iteration 0: the synthetic images' features are non-finite"):
-        loop.distill(config)
+        loop.distill(DistillConfig(**config, out=str(tmp_path / "matching")))
+    run = loop.distill(DistillConfig(**{**config, "amp": "off"}, out=str(tmp_path / "run")))
+    with pytest.raises(loop.DivergedError, match=rf"evaluation network 0, epoch 0: .*non-finite under --amp {amp}"):
+        evaluate.evaluate_run(run, num_eval=1, epochs=1, amp=amp, quiet=True)
+
+
+def test_weights_made_non_finite_by_a_finite_loss_stop_training(digits, monkeypatch):
+    """A step with a finite loss that leaves NaN weights (here: put there after the step) is
+    caught at the epoch's end, named as the weights, with the hint for float32."""
+    step = evaluate.backward_and_step
+
+    def poisoning(loss, opt, scaler):
+        step(loss, opt, scaler)
+        opt.param_groups[0]["params"][0].detach().fill_(float("nan"))
+
+    monkeypatch.setattr(evaluate, "backward_and_step", poisoning)
+    with pytest.raises(
+        loop.DivergedError,
+        match=r"^evaluation network 2, epoch 0: the network's weights became non-finite; check the images it trains",
+    ):
+        evaluate.train_convnet(
+            digits.train_x[:64], digits.train_y[:64], digits, seed=0, epochs=1, width=4, what="evaluation network 2"
+        )
 
 
 # ----------------------------------------------------------------------------- --device

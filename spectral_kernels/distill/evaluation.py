@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ from .config import (
 from .data import DEFAULT_LT_IMBALANCE, ImageDataset, run_dataset
 from .errors import DivergedError
 from .files import RunFileError, expect, expect_tensor, load_torch_file
-from .hardware import Hardware, backward_and_step, weights_finite
+from .hardware import Hardware, backward_and_step, epoch_end
 from .manifest import append_row, refuse_files_not_owned, write_run_text
 from .models import ConvNet
 from .pictures import write_grid
@@ -92,7 +93,7 @@ def train_convnet(
     (lr 1e-3, wd 0.01), the learning rate times `gamma` at each fraction of the epochs in
     `milestones`, the Siamese augmentation per batch, then CutMix with probability cutmix_prob.
     Network, optimiser, data and augmentation on hardware.device, the forward under its autocast
-    and compilation. Weights that become non-finite raise DivergedError naming `what`.
+    and compilation. A loss or weights that become non-finite raise DivergedError naming `what`.
     on_epoch(epoch, mean loss) is called after each epoch (progress bars)."""
     hardware = hardware or Hardware()  # the CPU in float32, eager
     gen = torch.Generator().manual_seed(seed)
@@ -126,17 +127,20 @@ def train_convnet(
             )
             opt.zero_grad()
             backward_and_step(loss, opt, scaler)
-            if on_epoch is not None:
-                seen += loss.detach() * idx.numel()
+            seen += loss.detach() * idx.numel()  # on the device: no synchronisation per step
         schedule.step()
-        # Once per epoch (one synchronisation): NaN weights would otherwise train on silently
-        # and report chance accuracy.
-        if not weights_finite(net):
+        # Once per epoch (one synchronisation): a NaN would otherwise train on silently and report
+        # chance accuracy. Both are checked: under --amp fp16 the GradScaler skips every step whose
+        # gradients are non-finite, so a NaN loss leaves the weights finite (and untrained). Its
+        # skips alone are no sign: it also skips the few steps it takes to lower its scale.
+        loss_sum, weights_finite = epoch_end(seen, net)
+        if not (math.isfinite(loss_sum) and weights_finite):
+            which = "the training loss" if not math.isfinite(loss_sum) else "the network's weights"
             precision = f" under --amp {hardware.amp}" if hardware.amp != "off" else ""
             hint = "--amp off may help" if hardware.amp != "off" else "check the images it trains on (--clamp-pixels)"
-            raise DivergedError(f"{what}, epoch {epoch}: the network's weights became non-finite{precision}; {hint}")
+            raise DivergedError(f"{what}, epoch {epoch}: {which} became non-finite{precision}; {hint}")
         if on_epoch is not None:
-            on_epoch(epoch, float(seen) / images.shape[0])
+            on_epoch(epoch, loss_sum / images.shape[0])
     return net.eval()
 
 

@@ -321,6 +321,9 @@ def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scal
     scaler.update()
 
 
-def weights_finite(net: torch.nn.Module) -> bool:
-    """Every parameter of net finite (one device synchronisation)."""
-    return bool(torch.stack([torch.isfinite(p.detach()).all() for p in net.parameters()]).all())
+def epoch_end(loss_sum: torch.Tensor, net: torch.nn.Module) -> tuple[float, bool]:
+    """An epoch's summed loss (a scalar on the device) read back, and whether every parameter of
+    net is finite: both in one device synchronisation."""
+    finite = (torch.isfinite(p.detach()).all() for p in net.parameters())
+    values = torch.stack([loss_sum.detach().float(), *(f.float() for f in finite)]).tolist()
+    return values[0], all(values[1:])
