@@ -373,6 +373,16 @@ def test_a_backward_compiler_failure_in_pool_training_and_evaluation_is_one_erro
     assert {k: v for k, v in after.items() if k not in logs} == {k: v for k, v in before.items() if k not in logs}
     assert after["metrics.jsonl"].startswith(before["metrics.jsonl"])
     assert not (done / "eval.json").exists()
+    # The evaluation that ends a distillation (random selection: no matching step to fail first)
+    # comes after synthetic.pt is saved, so the advice is to evaluate that, not to resume.
+    with pytest.raises(CompileError, match="forced backward compiler failure") as info:
+        loop.distill(
+            DistillConfig(
+                **TINY, method="random", num_eval=1, eval_epochs=1, compile=True, out=str(tmp_path / "random")
+            )
+        )
+    assert "the distilled images are saved" in str(info.value) and "--no-compile" in str(info.value)
+    assert (tmp_path / "random" / "synthetic.pt").is_file() and not (tmp_path / "random" / "eval.json").exists()
 
 
 def test_a_backward_that_fails_when_it_runs_is_not_a_compile_error(tmp_path, monkeypatch):
