@@ -61,6 +61,9 @@ class Cli:
     env: dict = field(default_factory=dict)
     status: int = 2
     cwd: str = ""  # the folder, under the case's own, that the CLI runs in
+    # A fresh interpreter instead of a child of the fork server: for a case whose environment must
+    # reach the interpreter's start (PYTHONPATH), which a forked child has long passed.
+    fresh: bool = False
 
 
 def _with(tensor, index, value):
@@ -1397,6 +1400,34 @@ def _make_templates(root: Path) -> None:
         distill(config, on_iteration=interrupt)
     _TEMPLATES["cut"] = root / "cut"
     _TEMPLATES["done"] = distill(DistillConfig(**TEMPLATE, out=str(root / "done")))
+
+
+def _backward_failing_compiler(d: Path):
+    """A third-party torch.compile backend in d/plugin, found by torch through its
+    torch_dynamo_backends entry point (as an installed package's would be): the forward compiles,
+    the backward graph's compiler fails."""
+    plugin = d / "plugin"
+    info = plugin / "sk_test_backward_failing-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sk-test-backward-failing\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(
+        "[torch_dynamo_backends]\nspectral_kernels_test_failing_backward = sk_test_backward_failing:backend\n"
+    )
+    (plugin / "sk_test_backward_failing.py").write_text(
+        "from torch._dynamo.backends.common import aot_autograd\n\n\n"
+        "def _forward(gm, example_inputs):\n    return gm.forward\n\n\n"
+        "def _fail(gm, example_inputs):\n"
+        "    raise RuntimeError('forced backward compiler failure\\nwith a second line')\n\n\n"
+        "backend = aot_autograd(fw_compiler=_forward, bw_compiler=_fail)\n"
+    )
+
+
+# The case's PYTHONPATH: the plugin's folder before whatever the tests run with (the worktree).
+_PLUGIN_PATH = os.pathsep.join(["{d}/plugin", *filter(None, [os.environ.get("PYTHONPATH")])])
+_BACKWARD_FAILING_ENV = {
+    "PYTHONPATH": _PLUGIN_PATH,
+    "SPECTRAL_KERNELS_COMPILE_BACKEND": "spectral_kernels_test_failing_backward",
+}
 
 
 def _copy(which="cut", to="run"):
@@ -3107,6 +3138,38 @@ CLI_CASES = [
         after=lambda d: not (d / "run").exists(),
     ),
     # -- end of round 4 hw, through the CLI
+    # issue 27: compile with a compiler that fails only on the backward, on resume
+    Cli(
+        "compile with a compiler that fails only on the backward, on resume",
+        [*RESUME, "--compile"],
+        ["--compile", "RuntimeError: forced backward compiler failure", "--resume"],
+        setup=_then(_copy("cut"), _backward_failing_compiler),
+        env=_BACKWARD_FAILING_ENV,
+        fresh=True,
+        after=lambda d: (
+            all(
+                (d / "run" / name).read_bytes() == (_TEMPLATES["cut"] / name).read_bytes()
+                for name in ("checkpoint.pt", "net_pool.pt")
+            )
+            and not (d / "run" / "synthetic.pt").exists()
+        ),
+    ),
+    # issue 27: evaluate with a compiler that fails only on the backward
+    Cli(
+        "evaluate with a compiler that fails only on the backward",
+        ["evaluate", "{d}/run", "--num-eval", "1", "--eval-epochs", "1", "--compile"],
+        ["--compile", "RuntimeError: forced backward compiler failure", "evaluate", "--no-compile"],
+        setup=_then(_copy("done"), _backward_failing_compiler),
+        env=_BACKWARD_FAILING_ENV,
+        fresh=True,
+        after=lambda d: (
+            all(
+                (d / "run" / name).read_bytes() == (_TEMPLATES["done"] / name).read_bytes()
+                for name in ("synthetic.pt", "checkpoint.pt", "net_pool.pt", "config.json")
+            )
+            and not (d / "run" / "eval.json").exists()
+        ),
+    ),
 ]
 
 CASES = [*LIB_CASES, *CLI_CASES]
@@ -3137,6 +3200,7 @@ def _prepare(case: Cli, tmp_path_factory):
 def _run_case(job, cli) -> subprocess.CompletedProcess:
     """One prepared case through `cli` (run_cli's arguments), then its cleanup."""
     case, d, cleanup = job
+    cli = _fresh_process if case.fresh else cli
     try:
         env = {**os.environ, **{k: v.replace("{d}", str(d)) for k, v in case.env.items()}}
         return cli([a.replace("{d}", str(d)) for a in case.argv], cwd=d / case.cwd, env=env, timeout=300)

@@ -13,6 +13,7 @@ import json
 import pytest
 import torch
 from torch._dynamo import register_backend
+from torch._dynamo.backends.common import aot_autograd
 
 from spectral_kernels.distill import evaluation as evaluate
 from spectral_kernels.distill import hardware, loop, pool
@@ -298,6 +299,31 @@ def _failing_backend(gm, example_inputs):
     raise RuntimeError("forced compiler failure\nwith a second line")
 
 
+def _forward_as_traced(gm, example_inputs):
+    return gm.forward
+
+
+def _failing_compiler(gm, example_inputs):
+    raise RuntimeError("forced backward compiler failure\nwith a second line")
+
+
+def _failing_at_run(gm, example_inputs):
+    def run(*args):
+        raise RuntimeError("a backward that fails when it runs, not when it compiles")
+
+    return run
+
+
+# The forward compiles; the backward graph, which torch compiles lazily at the first .backward()
+# unless told otherwise, fails to compile (or, for the last, compiles and fails when it runs).
+register_backend(name="spectral_kernels_test_failing_backward")(
+    aot_autograd(fw_compiler=_forward_as_traced, bw_compiler=_failing_compiler)
+)
+register_backend(name="spectral_kernels_test_backward_fails_at_run")(
+    aot_autograd(fw_compiler=_forward_as_traced, bw_compiler=_failing_at_run)
+)
+
+
 def test_compile_runs_every_phase_through_the_compiler(tmp_path, monkeypatch):
     """A backend that counts the calls of what it compiled; the count read at each phase's
     record shows every phase called compiled code."""
@@ -321,10 +347,19 @@ def test_compile_runs_every_phase_through_the_compiler(tmp_path, monkeypatch):
     assert all(r["compile"] is True for r in rows if r.get("event") == "phase")
 
 
-def test_a_compiler_failure_is_one_error_and_loses_nothing(tmp_path, monkeypatch):
-    """Interrupted after its checkpoint, resumed with --compile on a failing compiler: a
-    CompileError naming the compiler's own first error, the run's files untouched; resumed
-    again without --compile, it ends with exactly the images of an uninterrupted run."""
+@pytest.mark.parametrize(
+    "backend, first_error",
+    [
+        ("spectral_kernels_test_failing", "RuntimeError: forced compiler failure"),
+        ("spectral_kernels_test_failing_backward", "RuntimeError: forced backward compiler failure"),
+    ],
+    ids=["forward", "backward"],
+)
+def test_a_compiler_failure_is_one_error_and_loses_nothing(tmp_path, monkeypatch, backend, first_error):
+    """Interrupted after its checkpoint, resumed with --compile on a failing compiler (failing on
+    the forward, or only on the backward of the matching step): a CompileError naming the
+    compiler's own first error, the run's files untouched; resumed again without --compile, it
+    ends with exactly the images of an uninterrupted run."""
     base = dict(TINY, iterations=4, checkpoint_every=2, num_eval=0)
     whole = loop.distill(DistillConfig(**base, out=str(tmp_path / "whole")))
 
@@ -336,17 +371,67 @@ def test_a_compiler_failure_is_one_error_and_loses_nothing(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         loop.distill(DistillConfig(**base, out=str(cut)), on_iteration=interrupt)
     before = {p.name: p.read_bytes() for p in cut.iterdir() if p.is_file() and p.name != ".lock"}
-    monkeypatch.setenv(COMPILE_BACKEND_ENV, "spectral_kernels_test_failing")
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, backend)
     with pytest.raises(CompileError) as info:
         loop.distill(DistillConfig(**base, compile=True, out=str(cut)), resume=True)
     message = str(info.value)
-    assert "--compile" in message and "RuntimeError: forced compiler failure" in message
+    assert "--compile" in message and first_error in message and "--resume" in message
     assert "second line" not in message and "\n" not in message
     after = {p.name: p.read_bytes() for p in cut.iterdir() if p.is_file() and p.name != ".lock"}
     assert after["checkpoint.pt"] == before["checkpoint.pt"]
     monkeypatch.delenv(COMPILE_BACKEND_ENV)
     resumed = loop.distill(DistillConfig(**base, out=str(cut)), resume=True)
     assert torch.equal(torch.load(resumed / "synthetic.pt")["images"], torch.load(whole / "synthetic.pt")["images"])
+
+
+def test_a_backward_compiler_failure_in_pool_training_and_evaluation_is_one_error(tmp_path, monkeypatch):
+    """A compiler that fails only on the backward graph: pool training (a fresh run) and the
+    evaluation of a finished run each stop with CompileError naming its first error, before
+    anything is written: no pool in the cache, the finished run's files as they were, and the
+    evaluation's advice is to evaluate again without --compile (not to --resume a finished run)."""
+    monkeypatch.setenv("SPECTRAL_KERNELS_CACHE", str(tmp_path / "cache"))
+    done = loop.distill(DistillConfig(**TINY, iterations=1, num_eval=0, out=str(tmp_path / "done")))
+    before = {p.name: p.read_bytes() for p in done.iterdir() if p.is_file() and p.name != ".lock"}
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "spectral_kernels_test_failing_backward")
+    fresh = DistillConfig(**TINY, iterations=1, net_pool=1, pool_epochs=1, num_eval=0, compile=True)
+    with pytest.raises(CompileError, match="RuntimeError: forced backward compiler failure") as info:
+        loop.distill(DistillConfig(**{**fresh.to_dict(), "out": str(tmp_path / "pooled")}))
+    assert "\n" not in str(info.value) and "second line" not in str(info.value)
+    assert not list((tmp_path / "cache" / "pools").glob("*.pt"))  # nothing cached (a missing folder globs nothing)
+    assert not (tmp_path / "pooled" / "synthetic.pt").exists()
+    with pytest.raises(CompileError, match="RuntimeError: forced backward compiler failure") as info:
+        evaluate.evaluate_run(done, num_eval=1, epochs=1, compile=True, quiet=True)
+    message = str(info.value)
+    assert "--no-compile" in message and "evaluate" in message and "--resume" not in message, message
+    after = {p.name: p.read_bytes() for p in done.iterdir() if p.is_file() and p.name != ".lock"}
+    # As for a forward failure, only the log moved: metrics.jsonl gained the evaluation's "phase"
+    # row (written as the phase starts) and the manifest its new hash; every row before it stays.
+    logs = ("metrics.jsonl", "manifest.json")
+    assert {k: v for k, v in after.items() if k not in logs} == {k: v for k, v in before.items() if k not in logs}
+    assert after["metrics.jsonl"].startswith(before["metrics.jsonl"])
+    assert not (done / "eval.json").exists()
+    # The evaluation that ends a distillation (random selection: no matching step to fail first)
+    # comes after synthetic.pt is saved, so the advice is to evaluate that, not to resume.
+    with pytest.raises(CompileError, match="forced backward compiler failure") as info:
+        loop.distill(
+            DistillConfig(
+                **TINY, method="random", num_eval=1, eval_epochs=1, compile=True, out=str(tmp_path / "random")
+            )
+        )
+    assert "the distilled images are saved" in str(info.value) and "--no-compile" in str(info.value)
+    assert (tmp_path / "random" / "synthetic.pt").is_file() and not (tmp_path / "random" / "eval.json").exists()
+
+
+def test_a_backward_that_fails_when_it_runs_is_not_a_compile_error(tmp_path, monkeypatch):
+    """Only compiler failures become CompileError: an error raised while the compiled backward
+    runs reaches the caller as it was raised."""
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "spectral_kernels_test_backward_fails_at_run")
+    net = ConvNet(1, 10, (8, 8), width=4)
+    forward = Hardware(compile=True).compiled(net)
+    loss = forward(torch.randn(2, 1, 8, 8)).sum()
+    with pytest.raises(RuntimeError, match="fails when it runs") as info:
+        loss.backward()
+    assert not isinstance(info.value, CompileError)
 
 
 # ----------------------------------------------------------------------------- the CLI

@@ -357,7 +357,15 @@ def evaluate_run(
         cfg = saved["config"]
         chosen = dict(device=device, amp=amp, compile=compile)
         cfg = dataclasses.replace(cfg, **{k: v for k, v in chosen.items() if v is not None}).validate()
-        hardware = Hardware.of(cfg)
+        # A CompileError here comes after the run finished (synthetic.pt is saved): --resume has
+        # nothing to continue; what helps is evaluating again without compiling.
+        again = f"spectral-distill evaluate {run} --no-compile"
+        retry = (
+            f"the distilled images are saved: evaluate them without --compile ({again})"
+            if locked
+            else f"evaluate again without --compile ({again})"
+        )
+        hardware = dataclasses.replace(Hardware.of(cfg), retry=retry)
         if dataset is None:
             dataset = run_dataset(cfg)
         check_synthetic(run / "synthetic.pt", saved, saved_config(run), dataset)

@@ -12,8 +12,10 @@ applied alike to every phase that runs a ConvNet (pool training, matching, evalu
   nothing for a scaler to protect), bf16 on a GPU older than sm_80.
 - --compile: torch.compile(fullgraph=True) of the network's forward, one compiled program per
   architecture that every network of it runs through with its own weights (_program).
-  Compilation happens at the first call; a failure there becomes CompileError (one line naming
-  the first error).
+  Compilation happens at the first call, the backward graph's included (torch would otherwise
+  compile it lazily at the first .backward(), outside any wrapper: _backward_compiled_with_forward);
+  a failure there becomes CompileError (one line naming the first error), before the step that
+  called it changed anything.
   $SPECTRAL_KERNELS_COMPILE_BACKEND picks the compiler backend (default inductor; tests use a
   recording or failing one).
 - Each phase appends {"event": "phase", "phase": ..., "device": ..., "amp": ..., "compile": ...}
@@ -188,13 +190,30 @@ def _compile_errors() -> tuple[type, ...]:
     return tuple(errors)
 
 
+def _backward_compiled_with_forward():
+    """The context every compiled call runs in: AOTAutograd compiles the backward graph together
+    with the forward, at the call. By default it compiles the backward lazily, inside the first
+    .backward() (pool training, evaluation training, the matching step), where a compiler failure
+    escapes as whatever the backend raised (a bare RuntimeError from a custom backend) and cannot
+    be told apart from an error of the backward's own run; compiled at the call it arrives wrapped
+    (BackendCompilerFailed) inside compiled()'s wrapper, before the forward's result is used.
+    Nothing extra is compiled: a graph gets a backward only when its output needs a gradient,
+    and every such output here is backpropagated."""
+    return torch._functorch.config.patch(force_non_lazy_backward_lowering=True)
+
+
+RETRY = "run again without --compile (--resume continues an interrupted run)"
+
+
 @dataclass(frozen=True)
 class Hardware:
-    """The device, autocast dtype and compilation of a run's networks."""
+    """The device, autocast dtype and compilation of a run's networks; `retry` is the advice a
+    CompileError gives (what to run instead: it depends on what was running)."""
 
     device: torch.device = torch.device("cpu")
     amp: str = "off"
     compile: bool = False
+    retry: str = RETRY
 
     @classmethod
     def of(cls, config) -> Hardware:
@@ -216,7 +235,8 @@ class Hardware:
         (net.embed), runs through the one compiled program of its architecture (_program), with
         its own parameters and buffers as inputs: every fresh network of a run reuses the graphs
         of the first. Compiler failures, at compile() or at the first call, raise CompileError
-        naming the first error."""
+        naming the first error; the backward graph compiles at that call too
+        (_backward_compiled_with_forward), so a failure of the backward's compiler is one as well."""
         if not self.compile:
             return fn
         backend = os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
@@ -228,7 +248,7 @@ class Hardware:
             )
             return CompileError(
                 f"--compile: torch.compile of the ConvNet failed{chosen}: {_first_compiler_error(error)}; "
-                "nothing was lost: run again without --compile (--resume continues an interrupted run)"
+                f"nothing was lost: {self.retry}"
             )
 
         module, method = (fn, "forward") if isinstance(fn, torch.nn.Module) else (getattr(fn, "__self__", None), None)
@@ -248,11 +268,12 @@ class Hardware:
 
         def call(*args, **kwargs):
             try:
-                if not isinstance(module, torch.nn.Module):
-                    return compiled(*args, **kwargs)
-                if template.training != module.training:  # dropout/batch-norm modes follow the network's
-                    template.train(module.training)
-                return program(state(), args, kwargs)
+                with _backward_compiled_with_forward():
+                    if not isinstance(module, torch.nn.Module):
+                        return compiled(*args, **kwargs)
+                    if template.training != module.training:  # dropout/batch-norm modes follow the network's
+                        template.train(module.training)
+                    return program(state(), args, kwargs)
             except errors as error:
                 raise failed(error) from None
 
