@@ -199,7 +199,10 @@ def _backward_compiled_with_forward():
     (BackendCompilerFailed) inside compiled()'s wrapper, before the forward's result is used.
     Nothing extra is compiled: a graph gets a backward only when its output needs a gradient,
     and every such output here is backpropagated."""
-    return torch._functorch.config.patch(force_non_lazy_backward_lowering=True)
+    config = torch._functorch.config
+    if not hasattr(config, "force_non_lazy_backward_lowering"):  # a private switch (torch 2.11-2.14 have it)
+        return contextlib.nullcontext()
+    return config.patch(force_non_lazy_backward_lowering=True)
 
 
 RETRY = "run again without --compile (--resume continues an interrupted run)"
