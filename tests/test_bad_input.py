@@ -1512,6 +1512,13 @@ def _run_unchanged(which="done"):
     return after
 
 
+def _cut_run_kept(d: Path) -> bool:
+    """The interrupted run's checkpoint and pool as they were, and no synthetic set written."""
+    kept = ("checkpoint.pt", "net_pool.pt")
+    same = all((d / "run" / name).read_bytes() == (_TEMPLATES["cut"] / name).read_bytes() for name in kept)
+    return same and not (d / "run" / "synthetic.pt").exists()
+
+
 def _hold_lock(d: Path):
     """This pytest process takes the run's flock, as a running distillation would."""
     fd = hold_run_lock(d / "run")
@@ -2991,13 +2998,7 @@ CLI_CASES = [
         ["--compile", "InvalidBackend", "no-such-backend", "SPECTRAL_KERNELS_COMPILE_BACKEND", "without --compile"],
         setup=_copy("cut"),
         env={"SPECTRAL_KERNELS_COMPILE_BACKEND": "no-such-backend"},
-        after=lambda d: (
-            all(
-                (d / "run" / name).read_bytes() == (_TEMPLATES["cut"] / name).read_bytes()
-                for name in ("checkpoint.pt", "net_pool.pt")
-            )
-            and not (d / "run" / "synthetic.pt").exists()
-        ),
+        after=_cut_run_kept,
     ),
     Cli(
         "evaluate on an absent GPU",
@@ -3146,13 +3147,7 @@ CLI_CASES = [
         setup=_then(_copy("cut"), _backward_failing_compiler),
         env=_BACKWARD_FAILING_ENV,
         fresh=True,
-        after=lambda d: (
-            all(
-                (d / "run" / name).read_bytes() == (_TEMPLATES["cut"] / name).read_bytes()
-                for name in ("checkpoint.pt", "net_pool.pt")
-            )
-            and not (d / "run" / "synthetic.pt").exists()
-        ),
+        after=_cut_run_kept,
     ),
     # issue 27: evaluate with a compiler that fails only on the backward
     Cli(
