@@ -8,6 +8,7 @@ import types
 
 import torch
 
+import spectral_kernels as sk
 from spectral_kernels.ops.precision import cuda_matmul_precision
 
 
@@ -57,6 +58,10 @@ def test_the_gpu_smoke_main_reports_every_check_and_a_summary(monkeypatch, capsy
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**20)
+    # With the GPU pretended, a _C built with CUDA (as CI's, where nvcc is found) would offer the
+    # cuda backend, whose kernels cannot take these CPU tensors: it reports itself unavailable.
+    cuda = sk.ops.get_backend("cuda")
+    monkeypatch.setattr(cuda, "unavailable_reason", lambda: "stood in for: CPU tensors")
     case = gpu_smoke.backend_case
     monkeypatch.setattr(gpu_smoke, "backend_case", lambda name, device, s: case(name, device, s, n=60, m=24, d=8))
     monkeypatch.setattr(gpu_smoke, "distill_step", lambda device: {"check": "distill", "ok": True})
@@ -67,6 +72,7 @@ def test_the_gpu_smoke_main_reports_every_check_and_a_summary(monkeypatch, capsy
     assert status == 0 and summary["ok"], lines
     assert summary["versions"]["gpu"] == "NVIDIA H100 80GB HBM3" and summary["versions"]["capability"] == "9.0"
     assert [c["check"] for c in summary["checks"]] == ["reference", "cuda", "triton", "triton sorf", "distill"]
+    assert summary["checks"][1]["skipped"] == "stood in for: CPU tensors"
     assert summary["peak_memory_mib"] == 3.0
 
 
