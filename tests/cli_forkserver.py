@@ -56,8 +56,7 @@ class ForkServer:
         out = Path(self._scratch.name, f"{self._count}.out")
         err = Path(self._scratch.name, f"{self._count}.err")
         argv = [str(a) for a in args]
-        job = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
-        job["timeout"] = timeout
+        job = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err), "timeout": timeout}
         self._process.stdin.write(json.dumps(job) + "\n")
         self._process.stdin.flush()
         reply = self._process.stdout.readline()

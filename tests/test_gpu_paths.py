@@ -15,7 +15,7 @@ from spectral_kernels.ops.precision import cuda_matmul_precision
 def test_the_cuda_benchmark_writes_its_results_and_ratios_without_matplotlib(tmp_path, monkeypatch, capsys):
     """bench_ops.py --device cuda end to end with each case's measurement stood in for (the
     timing and memory of a case need the GPU; planning the sweep, writing the CSV and table after
-    every case and printing the figure point's ratios do not). The GPU image may not have
+    every case and printing the figure point's ratios do not). A GPU machine may not have
     matplotlib (an optional extra): the final write must not then fail after the whole sweep ran,
     nor lose the ratios that the run is for."""
     from benchmarks import bench_ops
